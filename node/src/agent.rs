@@ -1,0 +1,176 @@
+//! `labmesh agent`: the long-running peer.
+//!
+//! Start-up order matters: the API address is bound first (so a second agent on the same port
+//! fails at once with a clear message), then the store is opened (which may take seconds over a
+//! large history), then the pick-up loop and the HTTP server run until SIGINT or SIGTERM.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use sync::EventStore;
+use sync::pickup::{self, PickupConfig, PickupNotice};
+use tracing_subscriber::EnvFilter;
+
+use crate::api::{self, ApiState};
+use crate::cli::LogFormat;
+use crate::exit::{self, UsageError};
+use crate::settings::Settings;
+
+fn init_logging(settings: &Settings) -> Result<(), UsageError> {
+    let filter = EnvFilter::try_new(&settings.log_level)
+        .map_err(|e| UsageError(format!("log level {:?}: {e}", settings.log_level)))?;
+    let json = match settings.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let result = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|e| UsageError(format!("cannot set up logging: {e}")))
+}
+
+/// Creates the data dir (0700) on first start.
+fn prepare_data_dir(settings: &Settings) -> anyhow::Result<()> {
+    let dir = &settings.data_dir;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set permissions on {}", dir.display()))?;
+        tracing::info!(data_dir = %dir.display(), "created the data dir (first start)");
+    }
+    Ok(())
+}
+
+/// Creates `<data>/api-token` (0600) on first start; warns if others can read it.
+fn ensure_api_token(settings: &Settings) -> anyhow::Result<()> {
+    let path = settings.token_path();
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "the API token is readable by others; run chmod 600 on it");
+            }
+            Ok(())
+        }
+        Err(_) => {
+            let token = hex::encode(rand::random::<[u8; 32]>());
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot create the API token {}", path.display()))?;
+            file.write_all(format!("{token}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write the API token {}", path.display()))?;
+            tracing::info!(path = %path.display(), "created the API token for write requests");
+            Ok(())
+        }
+    }
+}
+
+pub fn run(settings: Settings) -> anyhow::Result<u8> {
+    init_logging(&settings)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let listener = tokio::net::TcpListener::bind(settings.api_addr)
+        .await
+        .map_err(|e| {
+            UsageError(format!(
+                "cannot listen on {} for the HTTP API: {e} (is another labmesh agent running? choose another with --api-addr or LABMESH_API_ADDR)",
+                settings.api_addr
+            ))
+        })?;
+    prepare_data_dir(&settings)?;
+    ensure_api_token(&settings)?;
+    let store_cfg = settings.store_config();
+    let (store, report) = tokio::task::spawn_blocking(move || EventStore::open(store_cfg))
+        .await
+        .context("store task failed")??;
+    tracing::info!(
+        node = %settings.name,
+        data_dir = %settings.data_dir.display(),
+        config = %settings.config_path.as_deref().map_or("(none)".into(), |p| p.display().to_string()),
+        events = store.len(),
+        quarantined = report.quarantined.len(),
+        stale_temps_removed = report.stale_temps_removed,
+        scan_ms = report.elapsed_ms,
+        "event store open"
+    );
+    for folder in &report.unexpected_folders {
+        tracing::warn!(folder = %folder.display(), "unexpected folder in the event store (left alone)");
+    }
+    let store = Arc::new(store);
+    let stop = Arc::new(AtomicBool::new(false));
+    let pickup_thread = {
+        let store = store.clone();
+        let stop = stop.clone();
+        let cfg = PickupConfig {
+            rescan_interval: settings.rescan_interval,
+            ..PickupConfig::default()
+        };
+        std::thread::Builder::new()
+            .name("pickup".into())
+            .spawn(move || {
+                pickup::run(store, cfg, stop, |notice| match notice {
+                    PickupNotice::Added(entry) => tracing::debug!(
+                        path = %entry.relative_path().display(),
+                        "picked up an event"
+                    ),
+                    PickupNotice::Quarantined { to, reason } => {
+                        tracing::warn!(to = %to.display(), %reason, "quarantined an event file")
+                    }
+                    PickupNotice::Error(e) => tracing::error!(error = %e, "pick-up"),
+                })
+            })
+            .context("cannot start the pick-up thread")?
+    };
+    let state = Arc::new(ApiState {
+        store: store.clone(),
+        node: settings.name.clone(),
+        started,
+    });
+    tracing::info!(api = %settings.api_addr, "listening");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP API failed")?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || pickup_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(exit::OK)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

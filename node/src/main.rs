@@ -1,0 +1,50 @@
+//! `labmesh`: the one binary every host runs. `labmesh agent` is the long-running peer; every
+//! other subcommand is a short client. This file only parses the command line and maps errors to
+//! exit codes; the work lives in the modules.
+
+mod agent;
+mod api;
+mod cli;
+mod cmd_emit;
+mod cmd_events;
+mod cmd_fsck;
+mod exit;
+mod output;
+mod settings;
+mod timespec;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, EventsCommand};
+use crate::settings::Settings;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = run(cli);
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("labmesh: {}", exit::describe(&err));
+            ExitCode::from(exit::code_for(&err))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::Agent(args) => {
+            let settings = Settings::resolve_with(&cli.global, Some(args))?;
+            agent::run(settings)
+        }
+        Command::Emit(args) => cmd_emit::run(&Settings::resolve(&cli.global)?, args),
+        Command::Events(EventsCommand::List(args)) => {
+            cmd_events::list(&Settings::resolve(&cli.global)?, args)
+        }
+        Command::Events(EventsCommand::Tail(args)) => {
+            cmd_events::tail(&Settings::resolve(&cli.global)?, args)
+        }
+        Command::Fsck(args) => cmd_fsck::run(&Settings::resolve(&cli.global)?, args),
+    }
+}

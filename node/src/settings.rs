@@ -1,0 +1,282 @@
+//! Settings: built-in defaults, then the TOML config file, then environment and flags.
+//!
+//! Every key of the config file is documented in `deploy/labmesh.example.toml` and can be
+//! overridden by a flag or an environment variable (clap merges those two). Errors name the file,
+//! the line and the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{AgentArgs, GlobalArgs, LogFormat};
+use crate::exit::UsageError;
+
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7371";
+
+/// The config file's shape. Unknown keys are errors: a typo must not silently do nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub name: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub api_addr: Option<SocketAddr>,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub max_event_bytes: Option<usize>,
+    pub rescan_interval: Option<String>,
+    pub settle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+}
+
+/// Everything resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_path: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub api_addr: SocketAddr,
+    pub max_event_bytes: usize,
+    pub rescan_interval: Duration,
+    pub settle: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+}
+
+/// `/var/lib/labmesh` as root, else `$XDG_DATA_HOME/labmesh` or `~/.local/share/labmesh`.
+pub fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/labmesh");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(xdg).join("labmesh");
+    }
+    home()
+        .map(|h| h.join(".local/share/labmesh"))
+        .unwrap_or_else(|| PathBuf::from(".labmesh"))
+}
+
+fn default_config_path() -> Option<PathBuf> {
+    if is_root() {
+        return Some(PathBuf::from("/etc/labmesh/labmesh.toml"));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(xdg).join("labmesh/labmesh.toml"));
+    }
+    home().map(|h| h.join(".config/labmesh/labmesh.toml"))
+}
+
+/// The machine's host name, as `gethostname` reports it.
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Parses `250ms`, `30s`, `5m`, `2h`, `7d` (or a plain number of seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 250ms, 30s, 5m, 2h, 7d"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => return Err(format!("{text:?} has an unknown unit {other:?}; use ms, s, m, h or d")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{text:?} must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn load_config(explicit: Option<&Path>) -> Result<(Option<PathBuf>, ConfigFile), UsageError> {
+    let (path, must_exist) = match explicit {
+        Some(p) => (Some(p.to_owned()), true),
+        None => (default_config_path(), false),
+    };
+    let Some(path) = path else {
+        return Ok((None, ConfigFile::default()));
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            return Ok((None, ConfigFile::default()));
+        }
+        Err(e) => {
+            return Err(UsageError(format!("config file {}: {e}", path.display())));
+        }
+    };
+    let cfg: ConfigFile = toml::from_str(&text)
+        .map_err(|e| UsageError(format!("config file {}: {}", path.display(), toml_error(&text, &e))))?;
+    Ok((Some(path), cfg))
+}
+
+/// toml's message with a `line N, column M` prefix computed from its span.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+            let key = text[span.clone()].trim();
+            format!("line {line}, column {column} (`{key}`): {message}")
+        }
+        None => message,
+    }
+}
+
+impl Settings {
+    /// Resolves the settings every command shares.
+    pub fn resolve(global: &GlobalArgs) -> Result<Settings, UsageError> {
+        Self::resolve_with(global, None)
+    }
+
+    pub fn resolve_with(global: &GlobalArgs, agent: Option<&AgentArgs>) -> Result<Settings, UsageError> {
+        let (config_path, file) = load_config(global.config.as_deref())?;
+        let from_file = |key: &str| match &config_path {
+            Some(p) => format!("config file {}: `{key}`", p.display()),
+            None => format!("`{key}`"),
+        };
+        let name = global
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or(file.name.clone())
+            .unwrap_or_else(host_name);
+        if let Err(e) = sync::event::validate_node(&name) {
+            return Err(UsageError(format!(
+                "node name: {e} (pass --name, set LABMESH_NAME, or set `name` in the config file)"
+            )));
+        }
+        let data_dir = global
+            .data_dir
+            .clone()
+            .filter(|d| !d.as_os_str().is_empty())
+            .or(file.data_dir.clone())
+            .unwrap_or_else(default_data_dir);
+        let api_addr = match global.api_addr.or(file.api_addr) {
+            Some(a) => a,
+            None => DEFAULT_API_ADDR
+                .parse()
+                .map_err(|_| UsageError("internal: bad default API address".into()))?,
+        };
+        let max_event_bytes = global
+            .max_event_bytes
+            .or(file.store.max_event_bytes)
+            .unwrap_or(sync::event::DEFAULT_MAX_EVENT_BYTES);
+        if max_event_bytes < 256 {
+            return Err(UsageError(format!(
+                "{}: {max_event_bytes} bytes is too small for any event; use at least 256 (default 65536)",
+                from_file("store.max_event_bytes")
+            )));
+        }
+        let duration = |flag: Option<&String>, file_value: &Option<String>, key: &str, default: Duration| {
+            match flag.or(file_value.as_ref()) {
+                Some(text) => parse_duration(text).map_err(|e| UsageError(format!("{}: {e}", from_file(key)))),
+                None => Ok(default),
+            }
+        };
+        let rescan_interval = duration(
+            agent.and_then(|a| a.rescan_interval.as_ref()),
+            &file.store.rescan_interval,
+            "store.rescan_interval",
+            Duration::from_secs(30),
+        )?;
+        if rescan_interval < Duration::from_millis(100) {
+            return Err(UsageError(format!(
+                "{}: must be at least 100ms",
+                from_file("store.rescan_interval")
+            )));
+        }
+        let settle = duration(None, &file.store.settle, "store.settle", Duration::from_secs(5))?;
+        let log_format = agent
+            .and_then(|a| a.log_format)
+            .or(file.log.format)
+            .unwrap_or(LogFormat::Auto);
+        let log_level = agent
+            .and_then(|a| a.log_level.clone())
+            .or(file.log.level.clone())
+            .unwrap_or_else(|| "info".to_owned());
+        Ok(Settings {
+            config_path,
+            data_dir,
+            name,
+            api_addr,
+            max_event_bytes,
+            rescan_interval,
+            settle,
+            log_format,
+            log_level,
+        })
+    }
+
+    pub fn store_config(&self) -> sync::StoreConfig {
+        let mut cfg = sync::StoreConfig::new(&self.data_dir, &self.name);
+        cfg.max_event_bytes = self.max_event_bytes;
+        cfg.settle = self.settle;
+        if let Some(offset) = std::env::var("LABMESH_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            cfg.clock = std::sync::Arc::new(sync::SystemClock { offset_ms: offset });
+        }
+        cfg
+    }
+
+    pub fn token_path(&self) -> PathBuf {
+        self.data_dir.join("api-token")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn config_errors_name_line_and_key() {
+        let text = "name = \"vm1\"\n[store]\nmax_event_byte = 5\n";
+        let err = toml::from_str::<ConfigFile>(text).unwrap_err();
+        let msg = toml_error(text, &err);
+        assert!(msg.starts_with("line 3, column 1 (`max_event_byte`)"), "{msg}");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+}
