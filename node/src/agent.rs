@@ -135,9 +135,8 @@ async fn serve(settings: Settings) -> anyhow::Result<u8> {
                         path = %entry.relative_path().display(),
                         "picked up an event"
                     ),
-                    PickupNotice::Quarantined { to, reason } => {
-                        tracing::warn!(to = %to.display(), %reason, "quarantined an event file")
-                    }
+                    // The store logs quarantines itself, with the original path.
+                    PickupNotice::Quarantined { .. } => {}
                     PickupNotice::Error(e) => tracing::error!(error = %e, "pick-up"),
                 })
             })

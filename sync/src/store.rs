@@ -829,7 +829,14 @@ impl EventStore {
         report.files_seen += misplaced.len();
         candidates.extend(misplaced);
         let before = self.len();
-        for checked in check_in_parallel(self, candidates) {
+        let checked_files = check_in_parallel(self, candidates);
+        // Learn which conflicts were already reported before indexing finds them again.
+        for checked in &checked_files {
+            if let Ok((event, _, _)) = &checked.result {
+                self.note_reported_conflict(event);
+            }
+        }
+        for checked in checked_files {
             let file = Path::new(EVENTS_DIR).join(&checked.rel);
             match self.settle(checked)? {
                 Ingest::Quarantined { to, reason } => report.quarantined.push(QuarantineRecord {

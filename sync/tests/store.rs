@@ -1,0 +1,295 @@
+//! EventStore behaviour on a real file system: durability paths, index, quarantine, conflicts,
+//! pick-up of dropped-in files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use sync::event::{Event, NewEvent, Severity, parse_timestamp};
+use sync::layout;
+use sync::pickup::{self, PickupConfig, PickupNotice};
+use sync::store::{AppendOutcome, EventStore, Ingest, StoreConfig};
+use sync::{Order, Query};
+
+fn config(dir: &Path) -> StoreConfig {
+    let mut cfg = StoreConfig::new(dir, "saturn");
+    cfg.settle = Duration::ZERO;
+    cfg
+}
+
+fn open(dir: &Path) -> EventStore {
+    EventStore::open(config(dir)).unwrap().0
+}
+
+fn event(at: &str, ty: &str) -> Event {
+    NewEvent::new(ty, Severity::Info, "test.sh")
+        .service("mosquitto")
+        .into_event("saturn", parse_timestamp(at).unwrap())
+        .unwrap()
+}
+
+fn quarantined(store: &EventStore) -> Vec<String> {
+    store
+        .query(&Query {
+            types: vec!["event_quarantined".into()],
+            ..Query::default()
+        })
+        .iter()
+        .map(|e| {
+            let doc: Value = serde_json::from_slice(&store.read_bytes(e).unwrap()).unwrap();
+            doc["payload"]["reason"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn append_lands_at_the_seed_path_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ev = event("2026-05-12T12:05:00.123Z", "deployment_started");
+    let out = store.append_batch(std::slice::from_ref(&ev)).unwrap();
+    let want = dir.path().join(format!(
+        "events/2026-05-12/saturn/20260512T120500.123Z_deployment_started_{}.json",
+        ev.id
+    ));
+    assert_eq!(out[0].path, want);
+    assert_eq!(fs::read(&want).unwrap(), ev.to_file_bytes());
+    drop(store);
+    let (store, report) = EventStore::open(config(dir.path())).unwrap();
+    assert_eq!(report.indexed, 1);
+    assert_eq!(store.len(), 1);
+    // Appending the same event again is idempotent.
+    let again = store.append_batch(&[ev]).unwrap();
+    assert_eq!(again[0].outcome, AppendOutcome::Duplicate);
+    assert_eq!(store.len(), 1);
+}
+
+#[test]
+fn batch_append_and_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let events: Vec<Event> = (0..500)
+        .map(|i| {
+            let at = format!("2026-05-{:02}T10:00:{:02}.{:03}Z", 10 + i % 3, i % 60, i);
+            event(&at, if i % 2 == 0 { "build_started" } else { "build_completed" })
+        })
+        .collect();
+    store.append_batch(&events).unwrap();
+    assert_eq!(store.len(), 500);
+    let q = Query {
+        types: vec!["build_started".into()],
+        since: Some(parse_timestamp("2026-05-11T00:00:00Z").unwrap()),
+        order: Order::Desc,
+        limit: Some(5),
+        ..Query::default()
+    };
+    let got = store.query(&q);
+    assert_eq!(got.len(), 5);
+    assert!(got.windows(2).all(|w| w[0].millis >= w[1].millis));
+    assert!(got.iter().all(|e| &*e.event_type == "build_started"));
+    // No temp files remain after a batch.
+    for e in store.query(&Query::default()) {
+        let folder = store.path_of(&e).parent().unwrap().to_owned();
+        for f in fs::read_dir(folder).unwrap() {
+            assert!(!f.unwrap().file_name().to_string_lossy().starts_with('.'));
+        }
+    }
+}
+
+#[test]
+fn unknown_fields_survive_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ev = event("2026-05-12T12:05:00.123Z", "custom_thing");
+    // A hand-written file: other spacing, extra fields, a different field order.
+    let text = format!(
+        "{{ \"zzz\": {{\"nested\": [1, 2.50, \"x\"]}}, \"id\": \"{}\", \"timestamp\": \"2026-05-12T12:05:00.123Z\",\n  \"node\": \"saturn\", \"type\": \"custom_thing\", \"severity\": \"info\", \"source\": \"vim\",\n  \"service\": \"all\", \"correlation_id\": \"\", \"payload\": {{}}, \"hlc\": \"7f.1\" }}\n",
+        ev.id
+    );
+    let path = store.events_dir().join(layout::relative_path(&ev));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, &text).unwrap();
+    match store.ingest_path(&path).unwrap() {
+        Ingest::Added(_) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    let entry = &store.query(&Query::default())[0];
+    assert_eq!(store.read_bytes(entry).unwrap(), text.as_bytes());
+}
+
+/// Every kind of bad input is quarantined with a precise reason and an event; none crashes.
+#[test]
+fn bad_files_are_quarantined_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = event("2026-05-12T12:05:00.123Z", "deployment_started");
+    let folder = dir.path().join("events/2026-05-12/saturn");
+    fs::create_dir_all(&folder).unwrap();
+    let name = layout::file_name(&good);
+    let doc: Map<String, Value> = serde_json::from_slice(&good.to_file_bytes()).unwrap();
+    let with = |key: &str, v: Value| {
+        let mut d = doc.clone();
+        d.insert(key.into(), v);
+        serde_json::to_vec(&d).unwrap()
+    };
+    let id = |n: u8| format!("0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e{n:02x}");
+    let named = |n: u8| format!("20260512T120500.123Z_deployment_started_{}.json", id(n));
+    let mut huge = doc.clone();
+    huge.insert("payload".into(), json!({"blob": "x".repeat(70_000)}));
+    let cases: Vec<(String, Vec<u8>, &str)> = vec![
+        (named(1), b"{\"timestamp\": ".to_vec(), "not valid JSON"),
+        (named(2), with("severity", json!("urgent")), "field `severity`: \"urgent\" is not a severity"),
+        (named(3), with("payload", json!("text")), "field `payload`: expected an object, found a string"),
+        (named(4), with("timestamp", json!(12)), "field `timestamp`: expected a string, found a number"),
+        (named(5), serde_json::to_vec(&huge).unwrap(), "over the 65536-byte limit"),
+        (named(6), vec![0x00, 0xff, 0x13, 0x37, 0xde, 0xad], "not UTF-8"),
+        (named(7), Vec::new(), "the file is empty"),
+        ("notes.txt".into(), b"hello".to_vec(), "not valid JSON"),
+        ("20260512T130000.000Z_deployment_started_".to_string() + &good.id.to_string() + ".json", good.to_file_bytes(), "name time is not the event's timestamp"),
+        (name.replace("deployment_started", "deployment_failed"), good.to_file_bytes(), "name has type \"deployment_failed\""),
+        (named(8), with("type", json!("Deploy Started")), "field `type`: \"Deploy Started\" is not snake_case"),
+        (named(9), with("node", json!("bad_host!")), "field `node`: \"bad_host!\" is not a valid host name"),
+    ];
+    for (file, bytes, _) in &cases {
+        fs::write(folder.join(file), bytes).unwrap();
+    }
+    std::os::unix::fs::symlink("/etc/hostname", folder.join(named(10))).unwrap();
+    // A valid event in the wrong node folder.
+    let other = dir.path().join("events/2026-05-12/venus");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join(&name), good.to_file_bytes()).unwrap();
+
+    let (store, report) = EventStore::open(config(dir.path())).unwrap();
+    assert_eq!(report.quarantined.len(), cases.len() + 2, "{report:#?}");
+    let reasons = quarantined(&store);
+    assert_eq!(reasons.len(), cases.len() + 2);
+    for (file, _, want) in &cases {
+        let reason_file = dir.path().join("quarantine").join(format!("{file}.reason"));
+        let text = fs::read_to_string(&reason_file).unwrap_or_else(|_| panic!("no {}", reason_file.display()));
+        assert!(text.contains(want), "{file}: {text}");
+        assert!(text.contains(&format!("file: events/2026-05-12/saturn/{file}")), "{text}");
+        assert!(dir.path().join("quarantine").join(file).exists());
+        assert!(!folder.join(file).exists());
+    }
+    assert!(reasons.iter().any(|r| r.contains("symbolic link")));
+    assert!(reasons.iter().any(|r| r.contains("node folder \"venus\" is not the event's node \"saturn\"")));
+    // Only the store's own events remain in events/, and fsck agrees they are all fine.
+    let fsck = sync::fsck::check(dir.path(), 65536, |_| {}).unwrap();
+    assert!(fsck.is_clean(), "{fsck:#?}");
+    assert_eq!(fsck.ok, store.len());
+}
+
+#[test]
+fn same_id_different_content_keeps_both_and_reports_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = event("2026-05-12T12:05:00.123Z", "deployment_started");
+    store.append_batch(std::slice::from_ref(&a)).unwrap();
+    // Same id, another type and time: a different file name, both kept.
+    let mut b = a.clone();
+    b.event_type = "deployment_failed".into();
+    b.timestamp = parse_timestamp("2026-05-12T12:06:00Z").unwrap();
+    let path_b = store.events_dir().join(layout::relative_path(&b));
+    fs::write(&path_b, b.to_file_bytes()).unwrap();
+    assert!(matches!(store.ingest_path(&path_b).unwrap(), Ingest::Added(_)));
+    // Same id and name, different bytes (from a peer): the newcomer goes to quarantine.
+    let mut c = a.clone();
+    c.payload.insert("tampered".into(), json!(true));
+    let res = store.store_bytes_batch(&[c.to_file_bytes()]).unwrap();
+    let appended = res[0].as_ref().unwrap();
+    assert!(matches!(appended.outcome, AppendOutcome::Conflict { .. }), "{appended:?}");
+    assert_eq!(fs::read(store.events_dir().join(layout::relative_path(&a))).unwrap(), a.to_file_bytes());
+    let conflicts = store.query(&Query { types: vec!["event_conflict".into()], ..Query::default() });
+    assert_eq!(conflicts.len(), 2);
+    drop(store);
+    // Reopening finds the conflict again but does not report it twice.
+    let store = open(dir.path());
+    let conflicts = store.query(&Query { types: vec!["event_conflict".into()], ..Query::default() });
+    assert_eq!(conflicts.len(), 2);
+    assert_eq!(store.query(&Query { types: vec!["deployment_started".into(), "deployment_failed".into()], ..Query::default() }).len(), 2);
+}
+
+#[test]
+fn read_only_readers_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("events/2026-05-12/saturn");
+    fs::create_dir_all(&folder).unwrap();
+    fs::write(folder.join("junk.json"), b"{").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.read_only = true;
+    let (store, report) = EventStore::open(cfg).unwrap();
+    assert_eq!(report.needs_attention, 1);
+    assert!(store.is_empty());
+    assert!(folder.join("junk.json").exists());
+    assert!(!dir.path().join("quarantine").exists());
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn pickup_adopts_dropped_files_and_quarantines_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.settle = Duration::from_millis(300);
+    let store = Arc::new(EventStore::open(cfg).unwrap().0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            pickup::run(store, PickupConfig { rescan_interval: Duration::from_secs(3600), ..PickupConfig::default() }, stop, move |n| {
+                let _ = tx.send(n);
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // A new date and node folder appear with a file in them (as another tool would make them).
+    let ev = event("2026-06-01T08:00:00Z", "backup_completed");
+    let path = store.events_dir().join(layout::relative_path(&ev));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_file_name(".x.tmp");
+    fs::write(&tmp, ev.to_file_bytes()).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    wait_for("the dropped event", || store.len() == 1);
+    // A file written in place, slowly: not quarantined while it is still being written.
+    let slow = event("2026-06-01T08:00:01Z", "backup_started");
+    let slow_path = store.events_dir().join(layout::relative_path(&slow));
+    let bytes = slow.to_file_bytes();
+    fs::write(&slow_path, &bytes[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    fs::write(&slow_path, &bytes).unwrap();
+    wait_for("the slow event", || store.len() == 2);
+    // A broken file is quarantined once it has settled.
+    let broken = path.with_file_name("broken.json");
+    fs::write(&broken, b"{\"half\": ").unwrap();
+    wait_for("quarantine", || dir.path().join("quarantine/broken.json.reason").exists());
+    stop.store(true, Ordering::Relaxed);
+    handle.join().unwrap();
+    let notices: Vec<PickupNotice> = rx.try_iter().collect();
+    assert!(notices.iter().any(|n| matches!(n, PickupNotice::Quarantined { .. })));
+    assert_eq!(quarantined(&store).len(), 1);
+    assert!(!dir.path().join("quarantine").join(slow_path.file_name().unwrap()).exists());
+}
+
+#[test]
+fn rescan_finds_files_without_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ev = event("2026-06-01T08:00:00Z", "backup_completed");
+    let path: PathBuf = store.events_dir().join(layout::relative_path(&ev));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, ev.to_file_bytes()).unwrap();
+    let report = store.rescan().unwrap();
+    assert_eq!(report.added.len(), 1);
+    assert_eq!(store.len(), 1);
+    assert!(store.rescan().unwrap().added.is_empty());
+}
