@@ -212,11 +212,15 @@ impl NewEvent {
     }
 }
 
-/// A UUIDv7 whose 48-bit time is `at` in Unix milliseconds, with fresh random bits.
+/// A UUIDv7 whose 48-bit time is `at` in Unix milliseconds. Within one process ids are
+/// monotonic (a counter fills the bits after the time), so events stamped in the same
+/// millisecond still list in the order they were created.
 pub fn uuid_v7_at(at: DateTime<Utc>) -> Uuid {
+    static CONTEXT: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
     let secs = u64::try_from(at.timestamp()).unwrap_or(0);
     let nanos = at.timestamp_subsec_nanos();
-    Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos))
+    let ctx = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
+    Uuid::new_v7(uuid::Timestamp::from_unix(&*ctx, secs, nanos))
 }
 
 fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {

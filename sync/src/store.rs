@@ -704,7 +704,7 @@ impl EventStore {
                 self.index_entry(entry.clone(), &checked.rel);
                 Ok(if self.len() > before { Ingest::Added(entry) } else { Ingest::Known })
             }
-            Err(Refusal::Unsettled) if self.cfg.read_only => Ok(Ingest::Unsettled),
+            Err(Refusal::Unsettled) if self.cfg.read_only => Ok(Ingest::Refused("does not parse (still being written?)".into())),
             Err(Refusal::Bad(reason)) if self.cfg.read_only => Ok(Ingest::Refused(reason)),
             Err(Refusal::Unsettled) => {
                 lock(&self.unsettled).entry(checked.path).or_insert_with(Instant::now);

@@ -1,1 +1,232 @@
-//! placeholder
+//! Test harness for multi-process labmesh tests: finds the built `labmesh` binary, gives each
+//! test its own data dir and free ports, starts agents as real processes, and always tears them
+//! down (agents are killed on drop, so a failing assertion never leaves a process behind).
+//!
+//! The binary is `$LABMESH_BIN` when set (e.g. a release build), else `target/<profile>/labmesh`
+//! next to the test executable; `scripts/test` builds it before running the tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `labmesh` binary under test.
+pub fn labmesh_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LABMESH_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash>  ->  target/<profile>/labmesh
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join("labmesh");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p labmesh` (scripts/test does this)",
+        bin.display()
+    );
+    bin
+}
+
+/// Path of a file in the repository (the workspace root is the parent of this crate).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// A `labmesh` command with a clean environment: only this test's data dir and node name.
+pub fn labmesh(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(labmesh_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LABMESH_") && key != "LABMESH_BIN" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("LABMESH_DATA_DIR", data_dir)
+        .env("LABMESH_NAME", "testnode")
+        .env("NO_COLOR", "1")
+        // Never pick up the developer's own config file.
+        .env("LABMESH_CONFIG", "/dev/null");
+    cmd
+}
+
+/// Runs a command to completion and returns its output.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("spawn labmesh")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A free TCP port on loopback (the OS picks; there is a small race with other processes).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it is true, or panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A minimal HTTP/1.1 client: enough for our JSON API without a client library in the tests.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A running `labmesh agent` process. Killed on drop.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub api: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent with its own API port; waits until `/healthz` answers.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Agent {
+        Self::start_with(data_dir, extra, |_| {})
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str], tweak: impl FnOnce(&mut Command)) -> Agent {
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension("agent.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut cmd = labmesh(data_dir);
+        cmd.arg("agent")
+            .arg("--api-addr")
+            .arg(api.to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        tweak(&mut cmd);
+        let child = cmd.spawn().expect("spawn labmesh agent");
+        let mut agent = Agent {
+            child: Some(child),
+            api,
+            data_dir: data_dir.to_owned(),
+            log,
+        };
+        agent.wait_healthy();
+        agent
+    }
+
+    /// Wraps an agent process started some other way (e.g. inside a namespace).
+    pub fn from_child(child: Child, api: SocketAddr, data_dir: &Path, log: PathBuf) -> Agent {
+        Agent {
+            child: Some(child),
+            api,
+            data_dir: data_dir.to_owned(),
+            log,
+        }
+    }
+
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = http(self.api, "GET", "/healthz", None) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("agent exited early ({status}); log:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "agent not healthy in 30 s; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(self.api, "GET", path, None).expect("HTTP request to the agent")
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// Sends a signal and waits for the process to exit.
+    pub fn stop_with(&mut self, signal: rustix::process::Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("agent already stopped");
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent did not exit within 20 s of {signal:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
