@@ -13,6 +13,7 @@ mod output;
 mod settings;
 mod timespec;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -26,7 +27,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("labmesh: {}", exit::describe(&err));
+            // Never panic on a closed or full stderr: the exit code still tells.
+            let _ = writeln!(std::io::stderr(), "labmesh: {}", exit::describe(&err));
             ExitCode::from(exit::code_for(&err))
         }
     }
