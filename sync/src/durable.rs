@@ -21,7 +21,15 @@ use crate::layout::temp_name;
 pub(crate) struct PendingFile {
     pub temp: PathBuf,
     pub target: PathBuf,
-    file: Option<File>,
+    /// False until a barrier (or its own fsync) has made the content durable.
+    synced: bool,
+}
+
+/// Whether a batch can make all its files durable with one `syncfs` call instead of one fsync
+/// each. Then temp files are closed right after writing: a batch never holds a descriptor per
+/// event (a 1000-event batch would otherwise meet the usual 1024-descriptor limit).
+pub(crate) fn batch_barrier_available(batch_len: usize) -> bool {
+    cfg!(target_os = "linux") && batch_len > 1
 }
 
 /// What publishing found at the final name.
@@ -97,7 +105,7 @@ pub(crate) fn create_dirs(dir: &Path, touched: &mut BTreeSet<PathBuf>) -> Result
 }
 
 /// Writes `bytes` to a fresh temp file beside `target`. With `sync`, the file is fsynced before
-/// returning; without, the caller owes a barrier (see [`barrier`]). On failure nothing is left.
+/// returning; without, the caller owes a [`barrier`]. On failure nothing is left.
 pub(crate) fn write_temp(target: &Path, bytes: &[u8], sync: bool) -> Result<PendingFile, IoError> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let name = target
@@ -110,19 +118,19 @@ pub(crate) fn write_temp(target: &Path, bytes: &[u8], sync: bool) -> Result<Pend
             .write(true)
             .create_new(true)
             .open(&temp)
-            .map_err(|e| IoError::new("create", &temp, e))?;
+            .map_err(|e| IoError::new("create a file in", dir, e))?;
         file.write_all(bytes)
             .map_err(|e| IoError::new("write", &temp, e))?;
         if sync {
             file.sync_all().map_err(|e| IoError::new("fsync", &temp, e))?;
         }
-        Ok(file)
+        Ok(())
     })();
     match result {
-        Ok(file) => Ok(PendingFile {
+        Ok(()) => Ok(PendingFile {
             temp,
             target: target.to_owned(),
-            file: (!sync).then_some(file),
+            synced: sync,
         }),
         Err(e) => {
             let _ = fs::remove_file(&temp);
@@ -133,32 +141,49 @@ pub(crate) fn write_temp(target: &Path, bytes: &[u8], sync: bool) -> Result<Pend
 
 /// Makes the content of every pending file durable. `root` is any path on the same file system.
 pub(crate) fn barrier(pending: &mut [PendingFile], root: &Path) -> Result<(), IoError> {
-    let unsynced = pending.iter().filter(|p| p.file.is_some()).count();
-    if unsynced == 0 {
+    if pending.iter().all(|p| p.synced) {
         return Ok(());
     }
     #[cfg(target_os = "linux")]
-    if unsynced > 1 {
+    {
         // One syscall flushes the whole batch: far cheaper than one journal commit per file.
         let dir = File::open(root).map_err(|e| IoError::new("open", root, e))?;
         rustix::fs::syncfs(&dir).map_err(|e| IoError::new("syncfs", root, e.into()))?;
-        for p in pending.iter_mut() {
-            p.file = None;
+    }
+    #[cfg(not(target_os = "linux"))]
+    for p in pending.iter() {
+        if !p.synced {
+            File::open(&p.temp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| IoError::new("fsync", &p.temp, e))?;
         }
-        return Ok(());
     }
     let _ = root;
     for p in pending.iter_mut() {
-        if let Some(file) = p.file.take() {
-            file.sync_all()
-                .map_err(|e| IoError::new("fsync", &p.temp, e))?;
-        }
+        p.synced = true;
     }
     Ok(())
 }
 
 /// Publishes a durable temp file under its final name without ever replacing an existing file.
 pub(crate) fn publish(pending: &PendingFile) -> Result<Published, IoError> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        match renameat_with(CWD, &pending.temp, CWD, &pending.target, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(Published::Created),
+            Err(rustix::io::Errno::EXIST) => {
+                let _ = fs::remove_file(&pending.temp);
+                return Ok(Published::AlreadyExists);
+            }
+            // The file system does not know RENAME_NOREPLACE: fall through to a hard link.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP) => {}
+            Err(e) => {
+                let _ = fs::remove_file(&pending.temp);
+                return Err(IoError::new("rename", &pending.target, e.into()));
+            }
+        }
+    }
     let result = match fs::hard_link(&pending.temp, &pending.target) {
         Ok(()) => Ok(Published::Created),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Published::AlreadyExists),

@@ -188,13 +188,17 @@ impl EventWriter {
         items: &[(PathBuf, Vec<u8>)],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut touched = BTreeSet::new();
-        let single = items.len() == 1;
+        let sync_each = !durable::batch_barrier_available(items.len());
         let mut pending: Vec<PendingFile> = Vec::with_capacity(items.len());
         for (rel, bytes) in items {
             let target = self.events_dir.join(rel);
             let folder = target.parent().unwrap_or(&self.events_dir).to_owned();
-            let written = durable::create_dirs(&folder, &mut touched)
-                .and_then(|()| durable::write_temp(&target, bytes, single));
+            let ensure = if touched.contains(&folder) {
+                Ok(())
+            } else {
+                durable::create_dirs(&folder, &mut touched)
+            };
+            let written = ensure.and_then(|()| durable::write_temp(&target, bytes, sync_each));
             match written {
                 Ok(p) => pending.push(p),
                 Err(e) => {
