@@ -49,7 +49,12 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Json<Value> {
 fn list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
     params
         .get(key)
-        .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -72,14 +77,20 @@ async fn events(
         until: time("until")?,
         nodes: list(&params, "node"),
         types: list(&params, "type"),
-        severities: list(&params, "severity").iter().map(|s| sev(s)).collect::<Result<_, _>>()?,
+        severities: list(&params, "severity")
+            .iter()
+            .map(|s| sev(s))
+            .collect::<Result<_, _>>()?,
         min_severity: params.get("min_severity").map(|s| sev(s)).transpose()?,
         services: list(&params, "service"),
         sources: list(&params, "source"),
         correlation_id: params.get("correlation_id").cloned(),
         limit: params
             .get("limit")
-            .map(|l| l.parse().map_err(|_| bad(format!("limit {l:?} is not a number"))))
+            .map(|l| {
+                l.parse()
+                    .map_err(|_| bad(format!("limit {l:?} is not a number")))
+            })
             .transpose()?,
         order: match params.get("order").map(String::as_str) {
             None | Some("asc") => Order::Asc,

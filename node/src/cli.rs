@@ -53,7 +53,12 @@ pub struct GlobalArgs {
     pub api_addr: Option<SocketAddr>,
 
     /// Largest event file accepted, in bytes. Default: 65536.
-    #[arg(long, global = true, env = "LABMESH_MAX_EVENT_BYTES", value_name = "BYTES")]
+    #[arg(
+        long,
+        global = true,
+        env = "LABMESH_MAX_EVENT_BYTES",
+        value_name = "BYTES"
+    )]
     pub max_event_bytes: Option<usize>,
 }
 
@@ -75,6 +80,11 @@ pub struct AgentArgs {
     /// How often to walk the store for files the file watcher missed (e.g. 30s, 5m).
     #[arg(long, env = "LABMESH_RESCAN_INTERVAL", value_name = "DURATION")]
     pub rescan_interval: Option<String>,
+
+    /// How long a file that does not parse may still be being written before it is
+    /// quarantined (e.g. 5s).
+    #[arg(long, env = "LABMESH_SETTLE", value_name = "DURATION")]
+    pub settle: Option<String>,
 
     /// Log format: auto (JSON when stdout is not a terminal), json or text.
     #[arg(long, env = "LABMESH_LOG_FORMAT", value_name = "FORMAT")]
@@ -103,7 +113,11 @@ Examples:
   generate-events | labmesh emit --from-jsonl -      # bulk import, one JSON object per line")]
 pub struct EmitArgs {
     /// Event type, snake_case (deployment_started, service_unhealthy, backup_completed, ...).
-    #[arg(long = "type", value_name = "TYPE", required_unless_present = "from_jsonl")]
+    #[arg(
+        long = "type",
+        value_name = "TYPE",
+        required_unless_present = "from_jsonl"
+    )]
     pub event_type: Option<String>,
 
     /// info, warning, error or critical.

@@ -49,9 +49,10 @@ fn read_payload(args: &EmitArgs) -> Result<Map<String, Value>, anyhow::Error> {
     let (text, origin) = match (&args.payload, &args.payload_file) {
         (Some(p), _) if p == "-" => (read_stdin()?, "--payload - (standard input)".to_owned()),
         (Some(p), _) => (p.clone(), "--payload".to_owned()),
-        (None, Some(f)) if f.as_os_str() == "-" => {
-            (read_stdin()?, "--payload-file - (standard input)".to_owned())
-        }
+        (None, Some(f)) if f.as_os_str() == "-" => (
+            read_stdin()?,
+            "--payload-file - (standard input)".to_owned(),
+        ),
         (None, Some(f)) => (
             std::fs::read_to_string(f)
                 .map_err(|e| UsageError(format!("--payload-file {}: {e}", f.display())))?,
@@ -133,7 +134,9 @@ fn event_from_line(
         Ok(other) => return Err(format!("expected a JSON object, found {}", kind(&other))),
         Err(e) => return Err(format!("not valid JSON: {e}")),
     };
-    let complete = ["id", "timestamp", "node"].iter().all(|k| doc.contains_key(*k));
+    let complete = ["id", "timestamp", "node"]
+        .iter()
+        .all(|k| doc.contains_key(*k));
     if complete {
         return Event::from_document(doc, None).map_err(|e| e.to_string());
     }
@@ -141,12 +144,17 @@ fn event_from_line(
         match doc.get(key) {
             None => Ok(default.to_owned()),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(format!("field `{key}`: expected a string, found {}", kind(other))),
+            Some(other) => Err(format!(
+                "field `{key}`: expected a string, found {}",
+                kind(other)
+            )),
         }
     };
     let event_type = text("type", "")?;
     if event_type.is_empty() {
-        return Err("field `type` is missing; add a snake_case type such as backup_completed".into());
+        return Err(
+            "field `type` is missing; add a snake_case type such as backup_completed".into(),
+        );
     }
     let severity: Severity = text("severity", &args.severity)?
         .parse()
@@ -154,13 +162,19 @@ fn event_from_line(
     let payload = match doc.get("payload") {
         None => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(other) => return Err(format!("field `payload`: expected an object, found {}", kind(other))),
+        Some(other) => {
+            return Err(format!(
+                "field `payload`: expected an object, found {}",
+                kind(other)
+            ));
+        }
     };
     let new = NewEvent::new(&event_type, severity, &text("source", &args.source)?)
         .service(&text("service", &args.service)?)
         .correlation_id(&text("correlation_id", &args.correlation_id)?)
         .payload(payload);
-    new.into_event(&settings.name, clock.now()).map_err(|e| e.to_string())
+    new.into_event(&settings.name, clock.now())
+        .map_err(|e| e.to_string())
 }
 
 fn bulk(
@@ -180,20 +194,22 @@ fn bulk(
     let batch_size = args.batch_size.max(1);
     let mut out = BufWriter::new(io::stdout().lock());
     let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
-    let flush = |batch: &mut Vec<Event>, out: &mut BufWriter<io::StdoutLock<'_>>| -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let outcomes = writer.write_batch(batch)?;
-        for (event, outcome) in batch.iter().zip(&outcomes) {
-            print_outcome(out, event, outcome, args.json)?;
-        }
-        out.flush()?;
-        batch.clear();
-        Ok(())
-    };
+    let flush =
+        |batch: &mut Vec<Event>, out: &mut BufWriter<io::StdoutLock<'_>>| -> anyhow::Result<()> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let outcomes = writer.write_batch(batch)?;
+            for (event, outcome) in batch.iter().zip(&outcomes) {
+                print_outcome(out, event, outcome, args.json)?;
+            }
+            out.flush()?;
+            batch.clear();
+            Ok(())
+        };
     for (number, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {} line {}", source.display(), number + 1))?;
+        let line =
+            line.with_context(|| format!("reading {} line {}", source.display(), number + 1))?;
         if line.trim().is_empty() {
             continue;
         }

@@ -95,7 +95,12 @@ pub fn list(settings: &Settings, args: &ListArgs) -> anyhow::Result<u8> {
 }
 
 /// Prints entries as a table, a JSON array or JSON lines.
-fn print_entries(store: &EventStore, entries: &[IndexEntry], fmt: OutputArgs, header: bool) -> anyhow::Result<()> {
+fn print_entries(
+    store: &EventStore,
+    entries: &[IndexEntry],
+    fmt: OutputArgs,
+    header: bool,
+) -> anyhow::Result<()> {
     let mut out = BufWriter::new(io::stdout().lock());
     if fmt.json {
         let docs: Vec<Value> = entries.iter().filter_map(|e| read_doc(store, e)).collect();

@@ -16,7 +16,12 @@ pub fn run(settings: &Settings, args: &FsckArgs) -> anyhow::Result<u8> {
             eprint!("\rchecked {n} files...");
         }
     })
-    .map_err(|e| anyhow::anyhow!("checking {}: {e}", settings.data_dir.join("events").display()))?;
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "checking {}: {e}",
+            settings.data_dir.join("events").display()
+        )
+    })?;
     if show_progress {
         eprint!("\r\x1b[K");
     }
@@ -56,5 +61,9 @@ pub fn run(settings: &Settings, args: &FsckArgs) -> anyhow::Result<u8> {
             )?;
         }
     }
-    Ok(if report.is_clean() { exit::OK } else { exit::NO })
+    Ok(if report.is_clean() {
+        exit::OK
+    } else {
+        exit::NO
+    })
 }

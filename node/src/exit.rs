@@ -55,7 +55,10 @@ pub fn describe(err: &anyhow::Error) -> String {
             text.push_str(&c);
         }
     }
-    if let Some(hint) = err.downcast_ref::<sync::StoreError>().and_then(|e| e.hint()) {
+    if let Some(hint) = err
+        .downcast_ref::<sync::StoreError>()
+        .and_then(|e| e.hint())
+    {
         text.push_str(&format!(" ({hint})"));
     }
     text

@@ -62,7 +62,9 @@ fn is_root() -> bool {
 }
 
 fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 /// `/var/lib/labmesh` as root, else `$XDG_DATA_HOME/labmesh` or `~/.local/share/labmesh`.
@@ -99,7 +101,9 @@ pub fn host_name() -> String {
 /// Parses `250ms`, `30s`, `5m`, `2h`, `7d` (or a plain number of seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
@@ -110,7 +114,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86400.0,
-        other => return Err(format!("{text:?} has an unknown unit {other:?}; use ms, s, m, h or d")),
+        other => {
+            return Err(format!(
+                "{text:?} has an unknown unit {other:?}; use ms, s, m, h or d"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("{text:?} must be a positive duration"));
@@ -135,8 +143,13 @@ fn load_config(explicit: Option<&Path>) -> Result<(Option<PathBuf>, ConfigFile),
             return Err(UsageError(format!("config file {}: {e}", path.display())));
         }
     };
-    let cfg: ConfigFile = toml::from_str(&text)
-        .map_err(|e| UsageError(format!("config file {}: {}", path.display(), toml_error(&text, &e))))?;
+    let cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+        UsageError(format!(
+            "config file {}: {}",
+            path.display(),
+            toml_error(&text, &e)
+        ))
+    })?;
     Ok((Some(path), cfg))
 }
 
@@ -147,7 +160,10 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
-            let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+            let column = before
+                .rfind('\n')
+                .map_or(before.len(), |nl| before.len() - nl - 1)
+                + 1;
             let key = text[span.clone()].trim();
             format!("line {line}, column {column} (`{key}`): {message}")
         }
@@ -161,7 +177,10 @@ impl Settings {
         Self::resolve_with(global, None)
     }
 
-    pub fn resolve_with(global: &GlobalArgs, agent: Option<&AgentArgs>) -> Result<Settings, UsageError> {
+    pub fn resolve_with(
+        global: &GlobalArgs,
+        agent: Option<&AgentArgs>,
+    ) -> Result<Settings, UsageError> {
         let (config_path, file) = load_config(global.config.as_deref())?;
         let from_file = |key: &str| match &config_path {
             Some(p) => format!("config file {}: `{key}`", p.display()),
@@ -200,12 +219,14 @@ impl Settings {
                 from_file("store.max_event_bytes")
             )));
         }
-        let duration = |flag: Option<&String>, file_value: &Option<String>, key: &str, default: Duration| {
-            match flag.or(file_value.as_ref()) {
-                Some(text) => parse_duration(text).map_err(|e| UsageError(format!("{}: {e}", from_file(key)))),
-                None => Ok(default),
-            }
-        };
+        let duration =
+            |flag: Option<&String>, file_value: &Option<String>, key: &str, default: Duration| {
+                match flag.or(file_value.as_ref()) {
+                    Some(text) => parse_duration(text)
+                        .map_err(|e| UsageError(format!("{}: {e}", from_file(key)))),
+                    None => Ok(default),
+                }
+            };
         let rescan_interval = duration(
             agent.and_then(|a| a.rescan_interval.as_ref()),
             &file.store.rescan_interval,
@@ -218,7 +239,12 @@ impl Settings {
                 from_file("store.rescan_interval")
             )));
         }
-        let settle = duration(None, &file.store.settle, "store.settle", Duration::from_secs(5))?;
+        let settle = duration(
+            agent.and_then(|a| a.settle.as_ref()),
+            &file.store.settle,
+            "store.settle",
+            Duration::from_secs(5),
+        )?;
         let log_format = agent
             .and_then(|a| a.log_format)
             .or(file.log.format)
@@ -271,12 +297,47 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
     }
 
+    /// Every key documented in the example file is one the config parser knows.
+    #[test]
+    fn example_config_keys_are_all_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/labmesh.example.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest_is_assignment(rest) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg: ConfigFile =
+            toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert!(cfg.name.is_some() && cfg.data_dir.is_some() && cfg.api_addr.is_some());
+        assert!(
+            cfg.store.max_event_bytes.is_some()
+                && cfg.store.rescan_interval.is_some()
+                && cfg.store.settle.is_some()
+        );
+        assert!(cfg.log.format.is_some() && cfg.log.level.is_some());
+    }
+
+    fn rest_is_assignment(rest: &str) -> bool {
+        rest.split_once(" = ")
+            .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+    }
+
     #[test]
     fn config_errors_name_line_and_key() {
         let text = "name = \"vm1\"\n[store]\nmax_event_byte = 5\n";
         let err = toml::from_str::<ConfigFile>(text).unwrap_err();
         let msg = toml_error(text, &err);
-        assert!(msg.starts_with("line 3, column 1 (`max_event_byte`)"), "{msg}");
+        assert!(
+            msg.starts_with("line 3, column 1 (`max_event_byte`)"),
+            "{msg}"
+        );
         assert!(msg.contains("unknown field"), "{msg}");
     }
 }

@@ -8,10 +8,10 @@ pub fn parse(flag: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
-        }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc());
     }
     match crate::settings::parse_duration(text) {
         Ok(age) => Ok(now - chrono::Duration::from_std(age).unwrap_or_default()),
@@ -27,9 +27,17 @@ mod tests {
 
     #[test]
     fn forms() {
-        let now = DateTime::parse_from_rfc3339("2026-05-12T12:00:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(parse("--since", "2h", now).unwrap().to_rfc3339(), "2026-05-12T10:00:00+00:00");
-        assert_eq!(parse("--since", "2026-05-11", now).unwrap().to_rfc3339(), "2026-05-11T00:00:00+00:00");
+        let now = DateTime::parse_from_rfc3339("2026-05-12T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse("--since", "2h", now).unwrap().to_rfc3339(),
+            "2026-05-12T10:00:00+00:00"
+        );
+        assert_eq!(
+            parse("--since", "2026-05-11", now).unwrap().to_rfc3339(),
+            "2026-05-11T00:00:00+00:00"
+        );
         assert!(parse("--since", "last tuesday", now).is_err());
     }
 }

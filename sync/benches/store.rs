@@ -93,7 +93,10 @@ fn main() {
     let n_single = if quick { 50 } else { 500 };
     println!("== event store benchmark ==");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("machine: {cores} cores; disk of {}", repo().join("target").display());
+    println!(
+        "machine: {cores} cores; disk of {}",
+        repo().join("target").display()
+    );
 
     // Durable single writes.
     let dir = scratch("single");
@@ -108,12 +111,17 @@ fn main() {
     drop(store);
 
     let seed_dir = scratch("seed-style");
-    let seed = shell_rate(SEED_STYLE_LIB, n_single / 5, &[("EVENTS_DIR", &seed_dir)]).unwrap_or(f64::NAN);
+    let seed =
+        shell_rate(SEED_STYLE_LIB, n_single / 5, &[("EVENTS_DIR", &seed_dir)]).unwrap_or(f64::NAN);
 
     let lib_dir = scratch("shell-lib");
     let lib_path = repo().join("deploy/lib/events.sh");
     let shell_lib = if lib_path.exists() {
-        shell_rate(&format!("source '{}'", lib_path.display()), n_single / 5, &[("LABMESH_DATA_DIR", &lib_dir)])
+        shell_rate(
+            &format!("source '{}'", lib_path.display()),
+            n_single / 5,
+            &[("LABMESH_DATA_DIR", &lib_dir)],
+        )
     } else {
         None
     };
@@ -124,7 +132,15 @@ fn main() {
         let start = Instant::now();
         for i in 0..n {
             let ok = Command::new(&bin)
-                .args(["emit", "--type", "deployment_started", "--source", "bench.sh", "--service", "mosquitto"])
+                .args([
+                    "emit",
+                    "--type",
+                    "deployment_started",
+                    "--source",
+                    "bench.sh",
+                    "--service",
+                    "mosquitto",
+                ])
                 .arg("--correlation-id")
                 .arg(format!("deploy-{i}"))
                 .args(["--payload", r#"{"version": "1.0"}"#])
@@ -147,11 +163,17 @@ fn main() {
         in_process / seed
     );
     match cli {
-        Some(r) => println!("  labmesh emit, one process each {r:>10.0} events/s  {:>5.1}x", r / seed),
+        Some(r) => println!(
+            "  labmesh emit, one process each {r:>10.0} events/s  {:>5.1}x",
+            r / seed
+        ),
         None => println!("  labmesh emit: binary not built (cargo build -p labmesh), skipped"),
     }
     match shell_lib {
-        Some(r) => println!("  deploy/lib/events.sh (durable) {r:>10.0} events/s  {:>5.1}x", r / seed),
+        Some(r) => println!(
+            "  deploy/lib/events.sh (durable) {r:>10.0} events/s  {:>5.1}x",
+            r / seed
+        ),
         None => println!("  deploy/lib/events.sh: not found or failed, skipped"),
     }
 
@@ -163,7 +185,10 @@ fn main() {
     let events: Vec<_> = (0..n_batch)
         .map(|i| {
             new_event(i)
-                .into_event(&format!("node{}", i % 5), base + chrono::Duration::milliseconds(i as i64 * 7))
+                .into_event(
+                    &format!("node{}", i % 5),
+                    base + chrono::Duration::milliseconds(i as i64 * 7),
+                )
                 .unwrap()
         })
         .collect();
@@ -183,7 +208,13 @@ fn main() {
     let sizes: Vec<usize> = std::env::var("LABMESH_BENCH_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| if quick { vec![10_000] } else { vec![100_000, 1_000_000] });
+        .unwrap_or_else(|| {
+            if quick {
+                vec![10_000]
+            } else {
+                vec![100_000, 1_000_000]
+            }
+        });
     println!();
     println!("index rebuild (EventStore::open over N files, 30 days x 10 nodes, page cache warm):");
     let dir = scratch("rebuild");
@@ -196,8 +227,12 @@ fn main() {
             let chunk: Vec<_> = (written..n.min(written + 5000))
                 .map(|i| {
                     let day = (i % 30) as i64;
-                    let at = base + chrono::Duration::days(day) + chrono::Duration::milliseconds((i / 30) as i64 * 13);
-                    new_event(i).into_event(&format!("node{}", i % 10), at).unwrap()
+                    let at = base
+                        + chrono::Duration::days(day)
+                        + chrono::Duration::milliseconds((i / 30) as i64 * 13);
+                    new_event(i)
+                        .into_event(&format!("node{}", i % 10), at)
+                        .unwrap()
                 })
                 .collect();
             writer.write_batch(&chunk).unwrap();

@@ -63,8 +63,12 @@ impl IoError {
     pub fn hint(&self) -> Option<&'static str> {
         match self.source.raw_os_error() {
             Some(28) => Some("the disk is full: free space or move the data dir (--data-dir)"),
-            Some(30) => Some("the file system is read-only: remount it read-write or choose another --data-dir"),
-            Some(13) | Some(1) => Some("permission denied: run as the data dir's owner or choose another --data-dir"),
+            Some(30) => Some(
+                "the file system is read-only: remount it read-write or choose another --data-dir",
+            ),
+            Some(13) | Some(1) => {
+                Some("permission denied: run as the data dir's owner or choose another --data-dir")
+            }
             Some(122) => Some("disk quota exceeded"),
             _ => None,
         }
@@ -122,7 +126,8 @@ pub(crate) fn write_temp(target: &Path, bytes: &[u8], sync: bool) -> Result<Pend
         file.write_all(bytes)
             .map_err(|e| IoError::new("write", &temp, e))?;
         if sync {
-            file.sync_all().map_err(|e| IoError::new("fsync", &temp, e))?;
+            file.sync_all()
+                .map_err(|e| IoError::new("fsync", &temp, e))?;
         }
         Ok(())
     })();
@@ -170,14 +175,22 @@ pub(crate) fn publish(pending: &PendingFile) -> Result<Published, IoError> {
     #[cfg(target_os = "linux")]
     {
         use rustix::fs::{CWD, RenameFlags, renameat_with};
-        match renameat_with(CWD, &pending.temp, CWD, &pending.target, RenameFlags::NOREPLACE) {
+        match renameat_with(
+            CWD,
+            &pending.temp,
+            CWD,
+            &pending.target,
+            RenameFlags::NOREPLACE,
+        ) {
             Ok(()) => return Ok(Published::Created),
             Err(rustix::io::Errno::EXIST) => {
                 let _ = fs::remove_file(&pending.temp);
                 return Ok(Published::AlreadyExists);
             }
             // The file system does not know RENAME_NOREPLACE: fall through to a hard link.
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP) => {}
+            Err(
+                rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP,
+            ) => {}
             Err(e) => {
                 let _ = fs::remove_file(&pending.temp);
                 return Err(IoError::new("rename", &pending.target, e.into()));

@@ -41,13 +41,17 @@ pub const KNOWN_FIELDS: [&str; 9] = [
 /// because the reader is an operator looking at a `.reason` file or a failed script.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
-    #[error("the file is empty (a torn or unfinished write); write events atomically: temp file, then rename")]
+    #[error(
+        "the file is empty (a torn or unfinished write); write events atomically: temp file, then rename"
+    )]
     Empty,
     #[error(
         "event is {size} bytes, over the {limit}-byte limit; shrink the payload (point to a log file instead) or raise `max_event_bytes`"
     )]
     TooLarge { size: usize, limit: usize },
-    #[error("not UTF-8 text (invalid byte at offset {offset}); an event file is one JSON object in UTF-8")]
+    #[error(
+        "not UTF-8 text (invalid byte at offset {offset}); an event file is one JSON object in UTF-8"
+    )]
     NotUtf8 { offset: usize },
     #[error("not valid JSON: {message} at line {line}, column {column}{}", if *.truncated { " (the file ends too early: a torn write?)" } else { "" })]
     Json {
@@ -81,7 +85,11 @@ impl EventError {
     pub fn is_torn(&self) -> bool {
         matches!(
             self,
-            EventError::Empty | EventError::Json { truncated: true, .. }
+            EventError::Empty
+                | EventError::Json {
+                    truncated: true,
+                    ..
+                }
         )
     }
 }
@@ -216,7 +224,8 @@ impl NewEvent {
 /// monotonic (a counter fills the bits after the time), so events stamped in the same
 /// millisecond still list in the order they were created.
 pub fn uuid_v7_at(at: DateTime<Utc>) -> Uuid {
-    static CONTEXT: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
+    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
+        std::sync::Mutex::new(uuid::ContextV7::new());
     let secs = u64::try_from(at.timestamp()).unwrap_or(0);
     let nanos = at.timestamp_subsec_nanos();
     let ctx = CONTEXT.lock().unwrap_or_else(|p| p.into_inner());
@@ -329,15 +338,39 @@ impl Event {
                 fix: "add a UUIDv7 `id` (labmesh emit and the event libraries do this)".into(),
             })?,
         };
-        let timestamp_text = take_string(&mut doc, "timestamp", "an RFC 3339 UTC time such as 2026-05-12T12:05:00.123Z")?;
+        let timestamp_text = take_string(
+            &mut doc,
+            "timestamp",
+            "an RFC 3339 UTC time such as 2026-05-12T12:05:00.123Z",
+        )?;
         let timestamp = parse_timestamp(&timestamp_text)?;
-        let node = take_string(&mut doc, "node", "the host name of the node that wrote the event")?;
-        let event_type = take_string(&mut doc, "type", "a snake_case type such as deployment_started")?;
-        let severity_text = take_string(&mut doc, "severity", "one of info, warning, error, critical")?;
+        let node = take_string(
+            &mut doc,
+            "node",
+            "the host name of the node that wrote the event",
+        )?;
+        let event_type = take_string(
+            &mut doc,
+            "type",
+            "a snake_case type such as deployment_started",
+        )?;
+        let severity_text = take_string(
+            &mut doc,
+            "severity",
+            "one of info, warning, error, critical",
+        )?;
         let severity = severity_text.parse()?;
-        let source = take_string(&mut doc, "source", "the component that emitted it, e.g. deploy.sh")?;
+        let source = take_string(
+            &mut doc,
+            "source",
+            "the component that emitted it, e.g. deploy.sh",
+        )?;
         let service = take_string(&mut doc, "service", "a service name, or `all`")?;
-        let correlation_id = take_string(&mut doc, "correlation_id", "a run or incident id, or an empty string")?;
+        let correlation_id = take_string(
+            &mut doc,
+            "correlation_id",
+            "a run or incident id, or an empty string",
+        )?;
         let payload = match doc.shift_remove("payload") {
             Some(Value::Object(map)) => map,
             Some(other) => {
@@ -470,7 +503,9 @@ pub fn validate_node(node: &str) -> Result<(), EventError> {
     for label in node.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
@@ -504,7 +539,10 @@ pub fn validate_type(event_type: &str) -> Result<(), EventError> {
     if event_type.len() > MAX_TYPE_LEN {
         return Err(EventError::invalid(
             "type",
-            format!("is {} characters long, over {MAX_TYPE_LEN}", event_type.len()),
+            format!(
+                "is {} characters long, over {MAX_TYPE_LEN}",
+                event_type.len()
+            ),
             "use a short name; put details in the payload",
         ));
     }
@@ -582,20 +620,52 @@ mod tests {
     #[test]
     fn errors_name_field_and_fix() {
         let base = sample();
-        let cases: Vec<(Box<dyn Fn(&mut Map<String, Value>)>, &str)> = vec![
-            (Box::new(|d| { d.insert("severity".into(), "urgent".into()); }), "field `severity`: \"urgent\" is not a severity; use one of"),
-            (Box::new(|d| { d.insert("type".into(), "DeployStarted".into()); }), "field `type`: \"DeployStarted\" is not snake_case"),
-            (Box::new(|d| { d.insert("payload".into(), Value::Array(vec![])); }), "field `payload`: expected an object, found an array"),
-            (Box::new(|d| { d.insert("timestamp".into(), "yesterday".into()); }), "field `timestamp`: \"yesterday\" is not an RFC 3339 time"),
-            (Box::new(|d| { d.insert("node".into(), "my_vm".into()); }), "field `node`: \"my_vm\" is not a valid host name"),
-            (Box::new(|d| { d.remove("source"); }), "field `source` is missing"),
-            (Box::new(|d| { d.insert("service".into(), 3.into()); }), "field `service`: expected a string, found a number"),
+        // (field, new value or None to remove it, expected start of the message)
+        let cases: [(&str, Option<Value>, &str); 7] = [
+            (
+                "severity",
+                Some("urgent".into()),
+                "field `severity`: \"urgent\" is not a severity; use one of",
+            ),
+            (
+                "type",
+                Some("DeployStarted".into()),
+                "field `type`: \"DeployStarted\" is not snake_case",
+            ),
+            (
+                "payload",
+                Some(Value::Array(vec![])),
+                "field `payload`: expected an object, found an array",
+            ),
+            (
+                "timestamp",
+                Some("yesterday".into()),
+                "field `timestamp`: \"yesterday\" is not an RFC 3339 time",
+            ),
+            (
+                "node",
+                Some("my_vm".into()),
+                "field `node`: \"my_vm\" is not a valid host name",
+            ),
+            ("source", None, "field `source` is missing"),
+            (
+                "service",
+                Some(3.into()),
+                "field `service`: expected a string, found a number",
+            ),
         ];
-        for (mutate, want) in cases {
-            let mut doc: Map<String, Value> = serde_json::from_slice(&base.to_file_bytes()).unwrap();
-            mutate(&mut doc);
+        for (field, value, want) in cases {
+            let mut doc: Map<String, Value> =
+                serde_json::from_slice(&base.to_file_bytes()).unwrap();
+            match value {
+                Some(v) => doc.insert(field.into(), v),
+                None => doc.remove(field),
+            };
             let err = Event::from_document(doc, None).unwrap_err().to_string();
-            assert!(err.starts_with(want), "{err:?} does not start with {want:?}");
+            assert!(
+                err.starts_with(want),
+                "{err:?} does not start with {want:?}"
+            );
         }
     }
 

@@ -82,7 +82,11 @@ impl FsckReport {
 
 /// Checks every file under `<data_dir>/events`. `progress` is called every 1000 files with the
 /// count so far (for a progress line on long runs).
-pub fn check(data_dir: &Path, max_event_bytes: usize, mut progress: impl FnMut(usize)) -> std::io::Result<FsckReport> {
+pub fn check(
+    data_dir: &Path,
+    max_event_bytes: usize,
+    mut progress: impl FnMut(usize),
+) -> std::io::Result<FsckReport> {
     let events = data_dir.join(EVENTS_DIR);
     let mut report = FsckReport::default();
     let mut ids: HashMap<Uuid, (PathBuf, [u8; 32])> = HashMap::new();
@@ -96,7 +100,10 @@ pub fn check(data_dir: &Path, max_event_bytes: usize, mut progress: impl FnMut(u
         entries.sort();
         for path in entries {
             let rel_data = path.strip_prefix(data_dir).unwrap_or(&path).to_owned();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let meta = match path.symlink_metadata() {
                 Ok(m) => m,
                 Err(_) => continue,
@@ -105,7 +112,11 @@ pub fn check(data_dir: &Path, max_event_bytes: usize, mut progress: impl FnMut(u
                 if depth < 2 && !layout::is_hidden(&name) {
                     stack.push((path, depth + 1));
                 } else {
-                    report.add(Problem::UnexpectedFolder, rel_data, "a folder where event files belong".into());
+                    report.add(
+                        Problem::UnexpectedFolder,
+                        rel_data,
+                        "a folder where event files belong".into(),
+                    );
                 }
                 continue;
             }
@@ -120,7 +131,11 @@ pub fn check(data_dir: &Path, max_event_bytes: usize, mut progress: impl FnMut(u
                 progress(report.files_checked);
             }
             if meta.file_type().is_symlink() {
-                report.add(Problem::Invalid, rel_data, "is a symbolic link, not an event file".into());
+                report.add(
+                    Problem::Invalid,
+                    rel_data,
+                    "is a symbolic link, not an event file".into(),
+                );
                 continue;
             }
             let rel = path.strip_prefix(&events).unwrap_or(&path).to_owned();
@@ -132,10 +147,16 @@ pub fn check(data_dir: &Path, max_event_bytes: usize, mut progress: impl FnMut(u
                 }
             };
             let parsed_name = layout::parse_file_name(&name);
-            let event = match Event::from_file_bytes(&bytes, max_event_bytes, parsed_name.as_ref().ok().map(|n| n.id)) {
+            let event = match Event::from_file_bytes(
+                &bytes,
+                max_event_bytes,
+                parsed_name.as_ref().ok().map(|n| n.id),
+            ) {
                 Ok(ev) => ev,
                 Err(e) => {
-                    let problem = if e.is_torn() || matches!(e, EventError::Json { .. } if bytes.last() != Some(&b'\n') && looks_cut(&bytes)) {
+                    let problem = if e.is_torn()
+                        || matches!(e, EventError::Json { .. } if bytes.last() != Some(&b'\n') && looks_cut(&bytes))
+                    {
                         Problem::Torn
                     } else {
                         Problem::Invalid
@@ -155,7 +176,15 @@ pub fn check(data_dir: &Path, max_event_bytes: usize, mut progress: impl FnMut(u
             let hash = content_hash(&bytes);
             if let Some((other, other_hash)) = ids.get(&event.id) {
                 if *other_hash != hash {
-                    report.add(Problem::Conflict, rel_data, format!("same id {} as {} with different content", event.id, other.display()));
+                    report.add(
+                        Problem::Conflict,
+                        rel_data,
+                        format!(
+                            "same id {} as {} with different content",
+                            event.id,
+                            other.display()
+                        ),
+                    );
                 }
             } else {
                 ids.insert(event.id, (rel_data, hash));

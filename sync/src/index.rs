@@ -182,7 +182,12 @@ impl Index {
     pub fn by_id(&self, id: &Uuid) -> Vec<&IndexEntry> {
         self.by_id
             .get(id)
-            .map(|times| times.iter().filter_map(|t| self.by_time.get(&(*t, *id))).collect())
+            .map(|times| {
+                times
+                    .iter()
+                    .filter_map(|t| self.by_time.get(&(*t, *id)))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -58,7 +58,9 @@ pub struct ParsedName {
 
 /// Why a file name is not an event file name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("file name {name:?} {problem}; event files are named <YYYYMMDDTHHMMSS.mmmZ>_<type>_<uuid>.json")]
+#[error(
+    "file name {name:?} {problem}; event files are named <YYYYMMDDTHHMMSS.mmmZ>_<type>_<uuid>.json"
+)]
 pub struct NameError {
     pub name: String,
     pub problem: &'static str,
@@ -81,7 +83,9 @@ pub fn parse_file_name(name: &str) -> Result<ParsedName, NameError> {
         .split_once('_')
         .ok_or_else(|| err("has no <timestamp>_ prefix"))?;
     if time_text.len() != NAME_TIME_LEN {
-        return Err(err("does not start with a timestamp like 20260512T120500.123Z"));
+        return Err(err(
+            "does not start with a timestamp like 20260512T120500.123Z",
+        ));
     }
     let naive = NaiveDateTime::parse_from_str(time_text, NAME_TIME_FORMAT)
         .map_err(|_| err("does not start with a timestamp like 20260512T120500.123Z"))?;
@@ -132,7 +136,10 @@ pub fn check_placement(rel: &Path, event: &Event) -> Result<(), String> {
             Err(e) => problems.push(e.to_string()),
             Ok(parsed) => {
                 if parsed.id != event.id {
-                    problems.push(format!("name has id {} but the event's id is {}", parsed.id, event.id));
+                    problems.push(format!(
+                        "name has id {} but the event's id is {}",
+                        parsed.id, event.id
+                    ));
                 }
                 if parsed.event_type != event.event_type {
                     problems.push(format!(

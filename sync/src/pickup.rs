@@ -79,9 +79,12 @@ pub fn run(
     };
     let mut last_rescan = Instant::now();
     let mut last_retry = Instant::now();
-    let report = |res: Result<Ingest, crate::store::StoreError>, notify_owner: &mut dyn FnMut(PickupNotice)| match res {
+    let report = |res: Result<Ingest, crate::store::StoreError>,
+                  notify_owner: &mut dyn FnMut(PickupNotice)| match res {
         Ok(Ingest::Added(entry)) => notify_owner(PickupNotice::Added(entry)),
-        Ok(Ingest::Quarantined { to, reason }) => notify_owner(PickupNotice::Quarantined { to, reason }),
+        Ok(Ingest::Quarantined { to, reason }) => {
+            notify_owner(PickupNotice::Quarantined { to, reason })
+        }
         Ok(_) => {}
         Err(e) => notify_owner(PickupNotice::Error(e.to_string())),
     };
@@ -102,7 +105,9 @@ pub fn run(
             }
             Ok(Err(e)) => {
                 // Typically an overflowed queue: fall back to a full walk now.
-                notify_owner(PickupNotice::Error(format!("file watcher: {e}; rescanning")));
+                notify_owner(PickupNotice::Error(format!(
+                    "file watcher: {e}; rescanning"
+                )));
                 last_rescan = Instant::now() - cfg.rescan_interval;
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -126,7 +131,10 @@ pub fn run(
                         });
                     }
                     if store.len() > before {
-                        tracing::info!(found = store.len() - before, "rescan found files the watcher missed");
+                        tracing::info!(
+                            found = store.len() - before,
+                            "rescan found files the watcher missed"
+                        );
                     }
                 }
                 Err(e) => notify_owner(PickupNotice::Error(format!("rescan: {e}"))),
@@ -138,8 +146,9 @@ pub fn run(
 fn wants(kind: &EventKind) -> bool {
     matches!(
         kind,
-        EventKind::Create(CreateKind::File | CreateKind::Folder | CreateKind::Any | CreateKind::Other)
-            | EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Data(_) | ModifyKind::Any)
+        EventKind::Create(
+            CreateKind::File | CreateKind::Folder | CreateKind::Any | CreateKind::Other
+        ) | EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Data(_) | ModifyKind::Any)
             | EventKind::Access(AccessKind::Close(AccessMode::Write))
             | EventKind::Any
     )
@@ -150,7 +159,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in rd.flatten() {
             let p = entry.path();
             if entry.file_type().is_ok_and(|t| t.is_dir()) {

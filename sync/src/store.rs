@@ -250,7 +250,9 @@ pub enum AppendOutcome {
     Created,
     Duplicate,
     /// Different content already held the name: the newcomer went to quarantine.
-    Conflict { quarantined_to: PathBuf },
+    Conflict {
+        quarantined_to: PathBuf,
+    },
 }
 
 /// What picking up one path did.
@@ -263,7 +265,10 @@ pub enum Ingest {
     Added(IndexEntry),
     /// Does not parse yet and was modified moments ago: try again later.
     Unsettled,
-    Quarantined { to: PathBuf, reason: String },
+    Quarantined {
+        to: PathBuf,
+        reason: String,
+    },
     /// Bad, but the store is read-only: left in place.
     Refused(String),
 }
@@ -432,9 +437,13 @@ impl EventStore {
 
     /// Stores event files received as bytes (from a peer or an import): validated exactly like
     /// files found on disk, kept byte for byte.
-    pub fn store_bytes_batch(&self, files: &[Vec<u8>]) -> Result<Vec<Result<Appended, EventError>>, StoreError> {
+    pub fn store_bytes_batch(
+        &self,
+        files: &[Vec<u8>],
+    ) -> Result<Vec<Result<Appended, EventError>>, StoreError> {
         let mut parsed = Vec::with_capacity(files.len());
-        let mut results: Vec<Option<Result<Appended, EventError>>> = Vec::with_capacity(files.len());
+        let mut results: Vec<Option<Result<Appended, EventError>>> =
+            Vec::with_capacity(files.len());
         for bytes in files {
             match Event::from_file_bytes(bytes, self.cfg.max_event_bytes, None) {
                 Ok(event) => {
@@ -463,7 +472,10 @@ impl EventStore {
             .collect())
     }
 
-    fn store_items(&self, items: Vec<(&Event, PathBuf, Vec<u8>)>) -> Result<Vec<Appended>, StoreError> {
+    fn store_items(
+        &self,
+        items: Vec<(&Event, PathBuf, Vec<u8>)>,
+    ) -> Result<Vec<Appended>, StoreError> {
         let files: Vec<(PathBuf, Vec<u8>)> = items
             .iter()
             .map(|(_, rel, bytes)| (rel.clone(), bytes.clone()))
@@ -483,7 +495,9 @@ impl EventStore {
                     }
                 }
                 WriteOutcome::NameTaken(path) => {
-                    let existing = fs::read(&path).map(|b| content_hash(&b)).unwrap_or_default();
+                    let existing = fs::read(&path)
+                        .map(|b| content_hash(&b))
+                        .unwrap_or_default();
                     let reason = format!(
                         "conflict: {} already holds event {} with different content (sha256 {}); this copy has sha256 {}",
                         rel.display(),
@@ -492,7 +506,12 @@ impl EventStore {
                         hex::encode(hash)
                     );
                     let to = self.quarantine_bytes(&rel, &bytes, &reason)?;
-                    self.report_conflict(event.id, existing, hash, &[rel.clone(), self.relative_to_data(&to)]);
+                    self.report_conflict(
+                        event.id,
+                        existing,
+                        hash,
+                        &[rel.clone(), self.relative_to_data(&to)],
+                    );
                     AppendOutcome::Conflict { quarantined_to: to }
                 }
             };
@@ -539,7 +558,12 @@ impl EventStore {
         payload.insert("sha256".into(), json!([hex::encode(lo), hex::encode(hi)]));
         payload.insert(
             "files".into(),
-            json!(files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>()),
+            json!(
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+            ),
         );
         let new = NewEvent::new("event_conflict", Severity::Warning, "labmesh-store")
             .service("labmesh")
@@ -555,7 +579,11 @@ impl EventStore {
         if event.event_type != "event_conflict" {
             return;
         }
-        let id = event.payload.get("id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+        let id = event
+            .payload
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok());
         let hashes: Vec<ContentHash> = event
             .payload
             .get("sha256")
@@ -584,13 +612,20 @@ impl EventStore {
         if let Some(dir) = path.parent() {
             durable::sync_dir(dir)?;
         }
-        let hash = fs::read(&dest).map(|b| hex::encode(content_hash(&b))).unwrap_or_default();
+        let hash = fs::read(&dest)
+            .map(|b| hex::encode(content_hash(&b)))
+            .unwrap_or_default();
         self.finish_quarantine(&rel, &dest, reason, &hash)?;
         Ok(dest)
     }
 
     /// Quarantines bytes that never had a place in `events/` (a conflicting copy from a peer).
-    fn quarantine_bytes(&self, rel: &Path, bytes: &[u8], reason: &str) -> Result<PathBuf, StoreError> {
+    fn quarantine_bytes(
+        &self,
+        rel: &Path,
+        bytes: &[u8],
+        reason: &str,
+    ) -> Result<PathBuf, StoreError> {
         let dest = self.quarantine_destination(rel)?;
         durable::write_file_atomic(&dest, bytes)?;
         self.finish_quarantine(rel, &dest, reason, &hex::encode(content_hash(bytes)))?;
@@ -614,7 +649,13 @@ impl EventStore {
         Ok(dest)
     }
 
-    fn finish_quarantine(&self, rel: &Path, dest: &Path, reason: &str, sha256: &str) -> Result<(), StoreError> {
+    fn finish_quarantine(
+        &self,
+        rel: &Path,
+        dest: &Path,
+        reason: &str,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
         let now = crate::event::format_timestamp(self.cfg.clock.now());
         let text = format!(
             "file: events/{}\nquarantined_at: {now}\nreason: {reason}\nsha256: {sha256}\n",
@@ -624,7 +665,10 @@ impl EventStore {
         tracing::warn!(file = %rel.display(), to = %dest.display(), %reason, "quarantined an event file");
         let mut payload = Map::new();
         payload.insert("file".into(), json!(format!("events/{}", rel.display())));
-        payload.insert("quarantined_to".into(), json!(self.relative_to_data(dest).display().to_string()));
+        payload.insert(
+            "quarantined_to".into(),
+            json!(self.relative_to_data(dest).display().to_string()),
+        );
         payload.insert("reason".into(), json!(reason));
         payload.insert("sha256".into(), json!(sha256));
         let new = NewEvent::new("event_quarantined", Severity::Warning, "labmesh-store")
@@ -650,7 +694,11 @@ impl EventStore {
         }
     }
 
-    fn check_file_inner(&self, path: &Path, rel: &Path) -> Result<(Event, ContentHash, usize), Refusal> {
+    fn check_file_inner(
+        &self,
+        path: &Path,
+        rel: &Path,
+    ) -> Result<(Event, ContentHash, usize), Refusal> {
         let meta = path
             .symlink_metadata()
             .map_err(|e| Refusal::Bad(format!("cannot stat: {e}")))?;
@@ -667,11 +715,15 @@ impl EventStore {
             .ok()
             .and_then(|m| m.elapsed().ok())
             .is_none_or(|age| age < self.cfg.settle);
-        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let parsed_name = layout::parse_file_name(&name);
         let max = self.cfg.max_event_bytes;
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0).min(max + 1));
-        let read = fs::File::open(path).and_then(|f| f.take(max as u64 + 1).read_to_end(&mut bytes));
+        let read =
+            fs::File::open(path).and_then(|f| f.take(max as u64 + 1).read_to_end(&mut bytes));
         if let Err(e) = read {
             return Err(Refusal::Bad(format!("cannot read: {e}")));
         }
@@ -684,11 +736,12 @@ impl EventStore {
                 .to_string(),
             ));
         }
-        let event = match Event::from_file_bytes(&bytes, max, parsed_name.as_ref().ok().map(|n| n.id)) {
-            Ok(ev) => ev,
-            Err(_) if recent => return Err(Refusal::Unsettled),
-            Err(e) => return Err(Refusal::Bad(e.to_string())),
-        };
+        let event =
+            match Event::from_file_bytes(&bytes, max, parsed_name.as_ref().ok().map(|n| n.id)) {
+                Ok(ev) => ev,
+                Err(_) if recent => return Err(Refusal::Unsettled),
+                Err(e) => return Err(Refusal::Bad(e.to_string())),
+            };
         if let Err(e) = parsed_name {
             return Err(Refusal::Bad(e.to_string()));
         }
@@ -706,12 +759,20 @@ impl EventStore {
                 let entry = self.write_index().entry_for(&event, hash, size);
                 let before = self.len();
                 self.index_entry(entry.clone(), &checked.rel);
-                Ok(if self.len() > before { Ingest::Added(entry) } else { Ingest::Known })
+                Ok(if self.len() > before {
+                    Ingest::Added(entry)
+                } else {
+                    Ingest::Known
+                })
             }
-            Err(Refusal::Unsettled) if self.cfg.read_only => Ok(Ingest::Refused("does not parse (still being written?)".into())),
+            Err(Refusal::Unsettled) if self.cfg.read_only => Ok(Ingest::Refused(
+                "does not parse (still being written?)".into(),
+            )),
             Err(Refusal::Bad(reason)) if self.cfg.read_only => Ok(Ingest::Refused(reason)),
             Err(Refusal::Unsettled) => {
-                lock(&self.unsettled).entry(checked.path).or_insert_with(Instant::now);
+                lock(&self.unsettled)
+                    .entry(checked.path)
+                    .or_insert_with(Instant::now);
                 Ok(Ingest::Unsettled)
             }
             Err(Refusal::Bad(reason)) => {
@@ -771,7 +832,9 @@ impl EventStore {
         let mut misplaced = Vec::new();
         let events_dir = self.events_dir().to_owned();
         for date in read_dir_sorted(&events_dir)? {
-            let Ok(meta) = date.symlink_metadata() else { continue };
+            let Ok(meta) = date.symlink_metadata() else {
+                continue;
+            };
             let date_name = file_name_of(&date);
             if layout::is_hidden(&date_name) {
                 continue;
@@ -790,7 +853,9 @@ impl EventStore {
                 continue;
             }
             for node in read_dir_sorted(&date)? {
-                let Ok(meta) = node.symlink_metadata() else { continue };
+                let Ok(meta) = node.symlink_metadata() else {
+                    continue;
+                };
                 let node_name = file_name_of(&node);
                 if layout::is_hidden(&node_name) {
                     continue;
@@ -901,7 +966,9 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 /// Reads and checks files on every core: a cold start over a million files is I/O and JSON
 /// parsing bound, and both parallelise.
 fn check_in_parallel(store: &EventStore, files: Vec<PathBuf>) -> Vec<Checked> {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     if files.len() < 64 || workers == 1 {
         return files.iter().map(|f| store.check_file(f)).collect();
     }
@@ -909,7 +976,9 @@ fn check_in_parallel(store: &EventStore, files: Vec<PathBuf>) -> Vec<Checked> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|f| store.check_file(f)).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|f| store.check_file(f)).collect::<Vec<_>>())
+            })
             .collect();
         handles
             .into_iter()

@@ -1,6 +1,8 @@
 //! EventStore behaviour on a real file system: durability paths, index, quarantine, conflicts,
 //! pick-up of dropped-in files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,7 +76,14 @@ fn batch_append_and_query() {
     let events: Vec<Event> = (0..500)
         .map(|i| {
             let at = format!("2026-05-{:02}T10:00:{:02}.{:03}Z", 10 + i % 3, i % 60, i);
-            event(&at, if i % 2 == 0 { "build_started" } else { "build_completed" })
+            event(
+                &at,
+                if i % 2 == 0 {
+                    "build_started"
+                } else {
+                    "build_completed"
+                },
+            )
         })
         .collect();
     store.append_batch(&events).unwrap();
@@ -141,17 +150,53 @@ fn bad_files_are_quarantined_with_reasons() {
     huge.insert("payload".into(), json!({"blob": "x".repeat(70_000)}));
     let cases: Vec<(String, Vec<u8>, &str)> = vec![
         (named(1), b"{\"timestamp\": ".to_vec(), "not valid JSON"),
-        (named(2), with("severity", json!("urgent")), "field `severity`: \"urgent\" is not a severity"),
-        (named(3), with("payload", json!("text")), "field `payload`: expected an object, found a string"),
-        (named(4), with("timestamp", json!(12)), "field `timestamp`: expected a string, found a number"),
-        (named(5), serde_json::to_vec(&huge).unwrap(), "over the 65536-byte limit"),
-        (named(6), vec![0x00, 0xff, 0x13, 0x37, 0xde, 0xad], "not UTF-8"),
+        (
+            named(2),
+            with("severity", json!("urgent")),
+            "field `severity`: \"urgent\" is not a severity",
+        ),
+        (
+            named(3),
+            with("payload", json!("text")),
+            "field `payload`: expected an object, found a string",
+        ),
+        (
+            named(4),
+            with("timestamp", json!(12)),
+            "field `timestamp`: expected a string, found a number",
+        ),
+        (
+            named(5),
+            serde_json::to_vec(&huge).unwrap(),
+            "over the 65536-byte limit",
+        ),
+        (
+            named(6),
+            vec![0x00, 0xff, 0x13, 0x37, 0xde, 0xad],
+            "not UTF-8",
+        ),
         (named(7), Vec::new(), "the file is empty"),
         ("notes.txt".into(), b"hello".to_vec(), "not valid JSON"),
-        ("20260512T130000.000Z_deployment_started_".to_string() + &good.id.to_string() + ".json", good.to_file_bytes(), "name time is not the event's timestamp"),
-        (name.replace("deployment_started", "deployment_failed"), good.to_file_bytes(), "name has type \"deployment_failed\""),
-        (named(8), with("type", json!("Deploy Started")), "field `type`: \"Deploy Started\" is not snake_case"),
-        (named(9), with("node", json!("bad_host!")), "field `node`: \"bad_host!\" is not a valid host name"),
+        (
+            "20260512T130000.000Z_deployment_started_".to_string() + &good.id.to_string() + ".json",
+            good.to_file_bytes(),
+            "name time is not the event's timestamp",
+        ),
+        (
+            name.replace("deployment_started", "deployment_failed"),
+            good.to_file_bytes(),
+            "name has type \"deployment_failed\"",
+        ),
+        (
+            named(8),
+            with("type", json!("Deploy Started")),
+            "field `type`: \"Deploy Started\" is not snake_case",
+        ),
+        (
+            named(9),
+            with("node", json!("bad_host!")),
+            "field `node`: \"bad_host!\" is not a valid host name",
+        ),
     ];
     for (file, bytes, _) in &cases {
         fs::write(folder.join(file), bytes).unwrap();
@@ -168,14 +213,22 @@ fn bad_files_are_quarantined_with_reasons() {
     assert_eq!(reasons.len(), cases.len() + 2);
     for (file, _, want) in &cases {
         let reason_file = dir.path().join("quarantine").join(format!("{file}.reason"));
-        let text = fs::read_to_string(&reason_file).unwrap_or_else(|_| panic!("no {}", reason_file.display()));
+        let text = fs::read_to_string(&reason_file)
+            .unwrap_or_else(|_| panic!("no {}", reason_file.display()));
         assert!(text.contains(want), "{file}: {text}");
-        assert!(text.contains(&format!("file: events/2026-05-12/saturn/{file}")), "{text}");
+        assert!(
+            text.contains(&format!("file: events/2026-05-12/saturn/{file}")),
+            "{text}"
+        );
         assert!(dir.path().join("quarantine").join(file).exists());
         assert!(!folder.join(file).exists());
     }
     assert!(reasons.iter().any(|r| r.contains("symbolic link")));
-    assert!(reasons.iter().any(|r| r.contains("node folder \"venus\" is not the event's node \"saturn\"")));
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("node folder \"venus\" is not the event's node \"saturn\""))
+    );
     // Only the store's own events remain in events/, and fsck agrees they are all fine.
     let fsck = sync::fsck::check(dir.path(), 65536, |_| {}).unwrap();
     assert!(fsck.is_clean(), "{fsck:#?}");
@@ -194,22 +247,45 @@ fn same_id_different_content_keeps_both_and_reports_once() {
     b.timestamp = parse_timestamp("2026-05-12T12:06:00Z").unwrap();
     let path_b = store.events_dir().join(layout::relative_path(&b));
     fs::write(&path_b, b.to_file_bytes()).unwrap();
-    assert!(matches!(store.ingest_path(&path_b).unwrap(), Ingest::Added(_)));
+    assert!(matches!(
+        store.ingest_path(&path_b).unwrap(),
+        Ingest::Added(_)
+    ));
     // Same id and name, different bytes (from a peer): the newcomer goes to quarantine.
     let mut c = a.clone();
     c.payload.insert("tampered".into(), json!(true));
     let res = store.store_bytes_batch(&[c.to_file_bytes()]).unwrap();
     let appended = res[0].as_ref().unwrap();
-    assert!(matches!(appended.outcome, AppendOutcome::Conflict { .. }), "{appended:?}");
-    assert_eq!(fs::read(store.events_dir().join(layout::relative_path(&a))).unwrap(), a.to_file_bytes());
-    let conflicts = store.query(&Query { types: vec!["event_conflict".into()], ..Query::default() });
+    assert!(
+        matches!(appended.outcome, AppendOutcome::Conflict { .. }),
+        "{appended:?}"
+    );
+    assert_eq!(
+        fs::read(store.events_dir().join(layout::relative_path(&a))).unwrap(),
+        a.to_file_bytes()
+    );
+    let conflicts = store.query(&Query {
+        types: vec!["event_conflict".into()],
+        ..Query::default()
+    });
     assert_eq!(conflicts.len(), 2);
     drop(store);
     // Reopening finds the conflict again but does not report it twice.
     let store = open(dir.path());
-    let conflicts = store.query(&Query { types: vec!["event_conflict".into()], ..Query::default() });
+    let conflicts = store.query(&Query {
+        types: vec!["event_conflict".into()],
+        ..Query::default()
+    });
     assert_eq!(conflicts.len(), 2);
-    assert_eq!(store.query(&Query { types: vec!["deployment_started".into(), "deployment_failed".into()], ..Query::default() }).len(), 2);
+    assert_eq!(
+        store
+            .query(&Query {
+                types: vec!["deployment_started".into(), "deployment_failed".into()],
+                ..Query::default()
+            })
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -246,9 +322,17 @@ fn pickup_adopts_dropped_files_and_quarantines_bad_ones() {
     let handle = {
         let (store, stop) = (store.clone(), stop.clone());
         std::thread::spawn(move || {
-            pickup::run(store, PickupConfig { rescan_interval: Duration::from_secs(3600), ..PickupConfig::default() }, stop, move |n| {
-                let _ = tx.send(n);
-            })
+            pickup::run(
+                store,
+                PickupConfig {
+                    rescan_interval: Duration::from_secs(3600),
+                    ..PickupConfig::default()
+                },
+                stop,
+                move |n| {
+                    let _ = tx.send(n);
+                },
+            )
         })
     };
     std::thread::sleep(Duration::from_millis(200));
@@ -271,13 +355,24 @@ fn pickup_adopts_dropped_files_and_quarantines_bad_ones() {
     // A broken file is quarantined once it has settled.
     let broken = path.with_file_name("broken.json");
     fs::write(&broken, b"{\"half\": ").unwrap();
-    wait_for("quarantine", || dir.path().join("quarantine/broken.json.reason").exists());
+    wait_for("quarantine", || {
+        dir.path().join("quarantine/broken.json.reason").exists()
+    });
     stop.store(true, Ordering::Relaxed);
     handle.join().unwrap();
     let notices: Vec<PickupNotice> = rx.try_iter().collect();
-    assert!(notices.iter().any(|n| matches!(n, PickupNotice::Quarantined { .. })));
+    assert!(
+        notices
+            .iter()
+            .any(|n| matches!(n, PickupNotice::Quarantined { .. }))
+    );
     assert_eq!(quarantined(&store).len(), 1);
-    assert!(!dir.path().join("quarantine").join(slow_path.file_name().unwrap()).exists());
+    assert!(
+        !dir.path()
+            .join("quarantine")
+            .join(slow_path.file_name().unwrap())
+            .exists()
+    );
 }
 
 #[test]

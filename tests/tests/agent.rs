@@ -1,6 +1,8 @@
 //! `labmesh agent` as a process: zero configuration, health endpoint, pick-up and quarantine
 //! while running, clean exit on SIGINT and SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -18,8 +20,16 @@ fn zero_configuration_first_start() {
     // /var/lib, so the test never touches the machine's real /var/lib.
     let mut cmd = if root {
         let mut c = std::process::Command::new("unshare");
-        c.args(["--mount", "--propagation", "private", "--", "sh", "-c", "mount -t tmpfs tmpfs /var/lib && exec \"$0\" agent"])
-            .arg(labmesh_tests::labmesh_bin());
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount -t tmpfs tmpfs /var/lib && exec \"$0\" agent",
+        ])
+        .arg(labmesh_tests::labmesh_bin());
         c
     } else {
         let mut c = std::process::Command::new(labmesh_tests::labmesh_bin());
@@ -36,7 +46,12 @@ fn zero_configuration_first_start() {
         .env("LABMESH_API_ADDR", format!("127.0.0.1:{port}"))
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file);
-    let mut agent = Agent::from_child(cmd.spawn().unwrap(), format!("127.0.0.1:{port}").parse().unwrap(), home.path(), log);
+    let mut agent = Agent::from_child(
+        cmd.spawn().unwrap(),
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        home.path(),
+        log,
+    );
     agent.wait_healthy();
     let health = agent.get_json("/healthz");
     assert_eq!(health["status"], "ok");
@@ -46,13 +61,22 @@ fn zero_configuration_first_start() {
     } else {
         home.path().join(".local/share/labmesh")
     };
-    assert!(data.join("events").is_dir(), "{} not created", data.display());
+    assert!(
+        data.join("events").is_dir(),
+        "{} not created",
+        data.display()
+    );
     let token = data.join("api-token");
     let mode = std::fs::metadata(&token).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", token.display());
     let dir_mode = std::fs::metadata(&data).unwrap().permissions().mode();
     assert_eq!(dir_mode & 0o777, 0o700);
-    assert_eq!(agent.stop_with(Signal::TERM).code(), Some(0), "{}", agent.log_text());
+    assert_eq!(
+        agent.stop_with(Signal::TERM).code(),
+        Some(0),
+        "{}",
+        agent.log_text()
+    );
 }
 
 #[test]
@@ -62,21 +86,30 @@ fn agent_picks_up_files_quarantines_bad_ones_and_keeps_running() {
     let mut agent = Agent::start(&data, &["--rescan-interval", "1s"]);
     assert_eq!(agent.get_json("/healthz")["events"], 0);
     // A good event written while the agent runs is picked up.
-    let out = run(labmesh(&data).args(["emit", "--type", "backup_completed", "--source", "restic"]));
+    let out =
+        run(labmesh(&data).args(["emit", "--type", "backup_completed", "--source", "restic"]));
     let path = std::path::PathBuf::from(stdout(&out).trim());
-    wait_until("pick-up", Duration::from_secs(10), || agent.get_json("/healthz")["events"] == 1);
+    wait_until("pick-up", Duration::from_secs(10), || {
+        agent.get_json("/healthz")["events"] == 1
+    });
     // Garbage dropped beside it is quarantined with a reason and an event; the agent lives on.
     let folder = path.parent().unwrap();
     std::fs::write(folder.join("garbage.json"), [0u8, 159, 146, 150]).unwrap();
     std::fs::write(folder.join("wrong.json"), std::fs::read(&path).unwrap()).unwrap();
     wait_until("quarantine", Duration::from_secs(20), || {
-        data.join("quarantine/garbage.json.reason").exists() && data.join("quarantine/wrong.json.reason").exists()
+        data.join("quarantine/garbage.json.reason").exists()
+            && data.join("quarantine/wrong.json.reason").exists()
     });
     let reason = std::fs::read_to_string(data.join("quarantine/wrong.json.reason")).unwrap();
     assert!(reason.contains("file name \"wrong.json\""), "{reason}");
-    let quarantined: Vec<Value> = serde_json::from_value(agent.get_json("/v1/events?type=event_quarantined")).unwrap();
+    let quarantined: Vec<Value> =
+        serde_json::from_value(agent.get_json("/v1/events?type=event_quarantined")).unwrap();
     assert_eq!(quarantined.len(), 2, "{quarantined:?}");
-    assert!(quarantined.iter().all(|e| e["severity"] == "warning" && e["node"] == "testnode"));
+    assert!(
+        quarantined
+            .iter()
+            .all(|e| e["severity"] == "warning" && e["node"] == "testnode")
+    );
     let listed = agent.get_json("/v1/events?type=backup_completed&source=restic");
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let (status, body) = http(agent.api, "GET", "/v1/events?severity=loud", None).unwrap();
@@ -87,7 +120,12 @@ fn agent_picks_up_files_quarantines_bad_ones_and_keeps_running() {
     let first = log.lines().next().unwrap();
     let parsed: Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert!(parsed["level"].is_string());
-    assert_eq!(agent.stop_with(Signal::INT).code(), Some(0), "{}", agent.log_text());
+    assert_eq!(
+        agent.stop_with(Signal::INT).code(),
+        Some(0),
+        "{}",
+        agent.log_text()
+    );
     // A restart indexes everything again from disk.
     let agent = Agent::start(&data, &[]);
     assert_eq!(agent.get_json("/healthz")["events"], 3);
@@ -97,23 +135,45 @@ fn agent_picks_up_files_quarantines_bad_ones_and_keeps_running() {
 fn second_agent_on_the_same_port_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(&dir.path().join("a"), &[]);
-    let out = run(labmesh(&dir.path().join("b")).args(["agent", "--api-addr", &agent.api.to_string()]));
+    let out =
+        run(labmesh(&dir.path().join("b")).args(["agent", "--api-addr", &agent.api.to_string()]));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("cannot listen on {}", agent.api)) && err.contains("--api-addr"), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {}", agent.api)) && err.contains("--api-addr"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("labmesh.toml");
-    std::fs::write(&config, "name = \"vm1\"\n\n[store]\nrescan_interval = \"often\"\n").unwrap();
-    let out = run(labmesh(dir.path()).arg("--config").arg(&config).args(["agent"]));
+    std::fs::write(
+        &config,
+        "name = \"vm1\"\n\n[store]\nrescan_interval = \"often\"\n",
+    )
+    .unwrap();
+    let out = run(labmesh(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["agent"]));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&config.display().to_string()) && err.contains("store.rescan_interval") && err.contains("\"often\""), "{err}");
+    assert!(
+        err.contains(&config.display().to_string())
+            && err.contains("store.rescan_interval")
+            && err.contains("\"often\""),
+        "{err}"
+    );
     std::fs::write(&config, "name = \"vm1\"\n[store]\nmax_event_byte = 10\n").unwrap();
-    let out = run(labmesh(dir.path()).arg("--config").arg(&config).args(["agent"]));
+    let out = run(labmesh(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["agent"]));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 3, column 1 (`max_event_byte`)") && err.contains("unknown field"), "{err}");
+    assert!(
+        err.contains("line 3, column 1 (`max_event_byte`)") && err.contains("unknown field"),
+        "{err}"
+    );
 }

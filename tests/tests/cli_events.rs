@@ -1,5 +1,7 @@
 //! `labmesh emit`, `events list|tail`, `fsck` as a user runs them: real processes, real files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::process::Stdio;
 
@@ -26,8 +28,14 @@ fn emit_then_list_json_round_trips_every_field() {
     ]));
     assert!(out.status.success(), "{}", stderr(&out));
     let path = stdout(&out).trim().to_owned();
-    assert!(path.starts_with(&dir.path().join("events").display().to_string()), "{path}");
-    assert!(path.contains("/testnode/") && path.contains("_deployment_failed_"), "{path}");
+    assert!(
+        path.starts_with(&dir.path().join("events").display().to_string()),
+        "{path}"
+    );
+    assert!(
+        path.contains("/testnode/") && path.contains("_deployment_failed_"),
+        "{path}"
+    );
 
     let out = run(labmesh(dir.path()).args(["events", "list", "--json"]));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -40,14 +48,33 @@ fn emit_then_list_json_round_trips_every_field() {
     assert_eq!(ev["service"], "mosquitto");
     assert_eq!(ev["correlation_id"], "deploy-882");
     assert_eq!(ev["node"], "testnode");
-    assert_eq!(ev["payload"], json!({"stage": "verify", "error": "port 1883 not bound", "n": [1, 2.5, null]}));
+    assert_eq!(
+        ev["payload"],
+        json!({"stage": "verify", "error": "port 1883 not bound", "n": [1, 2.5, null]})
+    );
     let id = ev["id"].as_str().unwrap();
     assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
     assert!(path.ends_with(&format!("_{id}.json")));
     let ts = ev["timestamp"].as_str().unwrap();
-    assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z'), "{ts}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z'),
+        "{ts}"
+    );
     let keys: Vec<&String> = ev.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["id", "timestamp", "node", "type", "severity", "source", "service", "correlation_id", "payload"]);
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "timestamp",
+            "node",
+            "type",
+            "severity",
+            "source",
+            "service",
+            "correlation_id",
+            "payload"
+        ]
+    );
 
     // --jsonl gives the file's own line.
     let out = run(labmesh(dir.path()).args(["events", "list", "--jsonl"]));
@@ -58,12 +85,24 @@ fn emit_then_list_json_round_trips_every_field() {
 fn emit_reads_the_payload_from_stdin_and_files() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = labmesh(dir.path())
-        .args(["emit", "--type", "service_unhealthy", "--payload-file", "-", "--json"])
+        .args([
+            "emit",
+            "--type",
+            "service_unhealthy",
+            "--payload-file",
+            "-",
+            "--json",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(br#"{"error": "OOM"}"#).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"error": "OOM"}"#)
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -72,7 +111,9 @@ fn emit_reads_the_payload_from_stdin_and_files() {
 
     let file = dir.path().join("payload.json");
     std::fs::write(&file, r#"{"from": "file"}"#).unwrap();
-    let out = run(labmesh(dir.path()).args(["emit", "--type", "x", "--payload-file"]).arg(&file));
+    let out = run(labmesh(dir.path())
+        .args(["emit", "--type", "x", "--payload-file"])
+        .arg(&file));
     assert!(out.status.success(), "{}", stderr(&out));
     let stored = std::fs::read_to_string(stdout(&out).trim()).unwrap();
     assert!(stored.contains(r#""payload":{"from":"file"}"#), "{stored}");
@@ -82,13 +123,34 @@ fn emit_reads_the_payload_from_stdin_and_files() {
 fn bad_input_exits_2_with_the_field_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["--type", "DeployStarted"], "field `type`: \"DeployStarted\" is not snake_case"),
-        (&["--type", "x", "--severity", "urgent"], "\"urgent\" is not a severity; use one of info, warning, error, critical"),
-        (&["--type", "x", "--payload", "[1,2]"], "the payload must be a JSON object, found an array"),
-        (&["--type", "x", "--payload", "{oops"], "--payload: not valid JSON"),
-        (&["--type", "x", "--service", ""], "field `service`: is empty"),
-        (&["--type", "x", "--source", "a\nb"], "field `source`: contains the control character"),
-        (&["--type", "x", "--payload-file", "/nonexistent/p.json"], "--payload-file /nonexistent/p.json"),
+        (
+            &["--type", "DeployStarted"],
+            "field `type`: \"DeployStarted\" is not snake_case",
+        ),
+        (
+            &["--type", "x", "--severity", "urgent"],
+            "\"urgent\" is not a severity; use one of info, warning, error, critical",
+        ),
+        (
+            &["--type", "x", "--payload", "[1,2]"],
+            "the payload must be a JSON object, found an array",
+        ),
+        (
+            &["--type", "x", "--payload", "{oops"],
+            "--payload: not valid JSON",
+        ),
+        (
+            &["--type", "x", "--service", ""],
+            "field `service`: is empty",
+        ),
+        (
+            &["--type", "x", "--source", "a\nb"],
+            "field `source`: contains the control character",
+        ),
+        (
+            &["--type", "x", "--payload-file", "/nonexistent/p.json"],
+            "--payload-file /nonexistent/p.json",
+        ),
     ];
     for (args, want) in cases {
         let out = run(labmesh(dir.path()).arg("emit").args(*args));
@@ -98,12 +160,30 @@ fn bad_input_exits_2_with_the_field_and_the_fix() {
     let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(70_000));
     let out = run(labmesh(dir.path()).args(["emit", "--type", "x", "--payload", &big]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("over the 65536-byte limit"), "{}", stderr(&out));
-    let out = run(labmesh(dir.path()).args(["--max-event-bytes", "100000", "emit", "--type", "x", "--payload", &big]));
+    assert!(
+        stderr(&out).contains("over the 65536-byte limit"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(labmesh(dir.path()).args([
+        "--max-event-bytes",
+        "100000",
+        "emit",
+        "--type",
+        "x",
+        "--payload",
+        &big,
+    ]));
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run(labmesh(dir.path()).env("LABMESH_NAME", "not_a_host").args(["emit", "--type", "x"]));
+    let out = run(labmesh(dir.path())
+        .env("LABMESH_NAME", "not_a_host")
+        .args(["emit", "--type", "x"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("set LABMESH_NAME"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("set LABMESH_NAME"),
+        "{}",
+        stderr(&out)
+    );
     // Nothing but the one good event was written, and no temp files either.
     let fsck = run(labmesh(dir.path()).args(["--max-event-bytes", "100000", "fsck", "--json"]));
     let report: Value = serde_json::from_slice(&fsck.stdout).unwrap();
@@ -130,11 +210,17 @@ fn list_filters_and_tail() {
         writeln!(stdin, r#"{{"id":"0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f","timestamp":"2026-05-12T12:05:00Z","node":"saturn","type":"deployment_started","severity":"info","source":"deploy.sh","service":"mosquitto","correlation_id":"deploy-882","payload":{{}}}}"#).unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 31);
 
     let count = |args: &[&str]| -> usize {
-        let out = run(labmesh(dir.path()).args(["events", "list", "--jsonl"]).args(args));
+        let out = run(labmesh(dir.path())
+            .args(["events", "list", "--jsonl"])
+            .args(args));
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         stdout(&out).lines().count()
     };
@@ -146,18 +232,31 @@ fn list_filters_and_tail() {
     assert_eq!(count(&["--service", "svc1"]), 15);
     assert_eq!(count(&["--correlation-id", "run-2"]), 10);
     assert_eq!(count(&["--node", "saturn"]), 1);
-    assert_eq!(count(&["--since", "2026-05-12", "--until", "2026-05-13"]), 1);
+    assert_eq!(
+        count(&["--since", "2026-05-12", "--until", "2026-05-13"]),
+        1
+    );
     assert_eq!(count(&["--since", "1h"]), 30);
     assert_eq!(count(&["--limit", "3"]), 3);
-    let out = run(labmesh(dir.path()).args(["events", "list", "--order", "desc", "--limit", "1", "--json"]));
+    let out = run(labmesh(dir.path()).args([
+        "events", "list", "--order", "desc", "--limit", "1", "--json",
+    ]));
     let newest: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(newest[0]["payload"]["i"], 29);
 
     let out = run(labmesh(dir.path()).args(["events", "tail", "-n", "2", "--jsonl"]));
-    let lines: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["payload"]["i"], 29);
-    let table = stdout(&run(labmesh(dir.path()).args(["events", "list", "--type", "deployment_started"])));
+    let table = stdout(&run(labmesh(dir.path()).args([
+        "events",
+        "list",
+        "--type",
+        "deployment_started",
+    ])));
     assert!(table.starts_with("TIME"), "{table}");
     assert!(table.contains("2026-05-12T12:05:00.000Z  saturn  deployment_started  info      mosquitto  deploy.sh  deploy-882"), "{table}");
 
@@ -193,8 +292,16 @@ fn fsck_reports_torn_invalid_and_misplaced_files() {
     let good = std::path::PathBuf::from(stdout(&out).trim());
     let folder = good.parent().unwrap().to_owned();
     let text = std::fs::read_to_string(&good).unwrap();
-    std::fs::write(folder.join("20260512T120500.123Z_torn_0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f.json"), &text[..text.len() / 2]).unwrap();
-    std::fs::write(folder.join("20260512T120500.123Z_bad_0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e60.json"), text.replace("\"info\"", "\"loud\"")).unwrap();
+    std::fs::write(
+        folder.join("20260512T120500.123Z_torn_0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f.json"),
+        &text[..text.len() / 2],
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("20260512T120500.123Z_bad_0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e60.json"),
+        text.replace("\"info\"", "\"loud\""),
+    )
+    .unwrap();
     let elsewhere = dir.path().join("events/2020-01-01/testnode");
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::copy(&good, elsewhere.join(good.file_name().unwrap())).unwrap();
@@ -204,9 +311,20 @@ fn fsck_reports_torn_invalid_and_misplaced_files() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(text.contains("TORN"), "{text}");
-    assert!(text.contains("INVALID") && text.contains("\"loud\" is not a severity"), "{text}");
-    assert!(text.contains("MISPLACED") && text.contains("date folder \"2020-01-01\""), "{text}");
-    assert!(text.contains("1 ok, 1 torn, 1 invalid, 1 misplaced; 0 id conflicts, 1 leftover temp files"), "{text}");
+    assert!(
+        text.contains("INVALID") && text.contains("\"loud\" is not a severity"),
+        "{text}"
+    );
+    assert!(
+        text.contains("MISPLACED") && text.contains("date folder \"2020-01-01\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "1 ok, 1 torn, 1 invalid, 1 misplaced; 0 id conflicts, 1 leftover temp files"
+        ),
+        "{text}"
+    );
     let out = run(labmesh(dir.path()).args(["fsck", "--json"]));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["torn"], 1);

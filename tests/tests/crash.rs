@@ -6,6 +6,8 @@
 //! them, reads the paths it acknowledges (printed only after a batch's group commit), and
 //! kills it after a random few milliseconds: mid-write, mid-fsync, mid-rename, or idle.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -18,9 +20,8 @@ use serde_json::Value;
 
 fn fsck_clean(data: &std::path::Path) -> Value {
     let out = run(labmesh(data).args(["fsck", "--json"]));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("fsck output: {e}: {}", String::from_utf8_lossy(&out.stderr))
-    });
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("fsck output: {e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(report["torn"], 0, "torn files after a crash: {report:#}");
     assert_eq!(report["invalid"], 0, "{report:#}");
     assert_eq!(report["misplaced"], 0, "{report:#}");
@@ -47,7 +48,13 @@ fn sigkill_during_batches_never_tears_or_loses_an_acknowledged_event() {
     for cycle in 0..cycles {
         let batch: usize = rng.random_range(1..=64);
         let mut child = labmesh(data)
-            .args(["emit", "--from-jsonl", "-", "--batch-size", &batch.to_string()])
+            .args([
+                "emit",
+                "--from-jsonl",
+                "-",
+                "--batch-size",
+                &batch.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -82,7 +89,11 @@ fn sigkill_during_batches_never_tears_or_loses_an_acknowledged_event() {
         let _ = feeder.join();
         let paths = reader.join().unwrap();
         for p in &paths {
-            assert!(p.exists(), "cycle {cycle} (seed {seed}): acknowledged {} is missing", p.display());
+            assert!(
+                p.exists(),
+                "cycle {cycle} (seed {seed}): acknowledged {} is missing",
+                p.display()
+            );
         }
         acked.extend(paths);
         if cycle % 50 == 49 {
@@ -91,14 +102,25 @@ fn sigkill_during_batches_never_tears_or_loses_an_acknowledged_event() {
     }
     let report = fsck_clean(data);
     for p in &acked {
-        assert!(p.exists(), "seed {seed}: acknowledged {} is missing", p.display());
+        assert!(
+            p.exists(),
+            "seed {seed}: acknowledged {} is missing",
+            p.display()
+        );
     }
     let ok = report["ok"].as_u64().unwrap() as usize;
-    assert!(ok >= acked.len(), "{ok} files on disk < {} acknowledged", acked.len());
+    assert!(
+        ok >= acked.len(),
+        "{ok} files on disk < {} acknowledged",
+        acked.len()
+    );
     eprintln!(
         "crash test: {} acknowledged events over {cycles} kills ({killed_mid_stream} by signal), {} leftover temp files, {ok} event files",
         acked.len(),
         report["temp_files"]
     );
-    assert!(killed_mid_stream > cycles / 2, "the writer mostly finished before the kill: the test proves little");
+    assert!(
+        killed_mid_stream > cycles / 2,
+        "the writer mostly finished before the kill: the test proves little"
+    );
 }

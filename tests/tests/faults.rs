@@ -3,6 +3,8 @@
 //! Each case runs in its own mount namespace (`unshare`, as root or with a user namespace) over a
 //! small tmpfs, so the test fills and remounts a file system of its own and nothing else.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 use labmesh_tests::labmesh_bin;
@@ -20,17 +22,37 @@ fn in_tmpfs(script: &str) -> Option<String> {
         "set -u\ntrap 'rm -f /tmp/lm-*.$$ /tmp/lines.$$' EXIT\nmount -t tmpfs -o size=512k tmpfs \"$D\" || exit 77\nexport LABMESH_DATA_DIR=\"$D/data\" LABMESH_NAME=testnode LABMESH_CONFIG=/dev/null\n{script}"
     );
     let out = cmd
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c", &full])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &full,
+        ])
         .env("D", dir.path())
         .env("BIN", labmesh_bin())
         .output()
         .expect("run unshare");
     if out.status.code() == Some(77) || (!out.status.success() && !root && out.stdout.is_empty()) {
-        assert!(std::env::var_os("CI").is_none(), "CI must be able to make a mount namespace: {}", String::from_utf8_lossy(&out.stderr));
-        eprintln!("skipped: cannot make a mount namespace here: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to make a mount namespace: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "skipped: cannot make a mount namespace here: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
-    assert!(out.status.success(), "script failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "script failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -59,15 +81,33 @@ rm -f "$D/fill"
     assert!(out.contains("single rc=1"), "{out}");
     let err = out.lines().find(|l| l.starts_with("single err:")).unwrap();
     assert!(err.contains("No space left on device"), "{out}");
-    assert!(err.contains("/data/events/"), "the error names the path: {out}");
-    assert!(err.contains("the disk is full"), "the error gives the fix: {out}");
+    assert!(
+        err.contains("/data/events/"),
+        "the error names the path: {out}"
+    );
+    assert!(
+        err.contains("the disk is full"),
+        "the error gives the fix: {out}"
+    );
     assert!(out.contains("bulk rc=1"), "{out}");
     assert!(out.contains("temps: 0"), "temp files left behind: {out}");
     // Every file that exists is whole: fsck is clean once space is back, and exactly the
     // acknowledged events (plus the first) are on disk.
     assert!(out.contains("fsck rc=0"), "{out}");
-    let acked: usize = out.lines().find_map(|l| l.strip_prefix("acked: ")).unwrap().trim().parse().unwrap();
-    let events: usize = out.lines().find_map(|l| l.strip_prefix("events: ")).unwrap().trim().parse().unwrap();
+    let acked: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("acked: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let events: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("events: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(events, acked + 1, "{out}");
 }
 
@@ -89,11 +129,17 @@ echo "agent err: $(cat /tmp/lm-err2.$$)"
     assert!(!out.contains("FIRST EMIT FAILED"), "{out}");
     assert!(out.contains("emit rc=1"), "{out}");
     let err = out.lines().find(|l| l.starts_with("emit err:")).unwrap();
-    assert!(err.contains("Read-only file system") && err.contains("/data/events/"), "{out}");
+    assert!(
+        err.contains("Read-only file system") && err.contains("/data/events/"),
+        "{out}"
+    );
     assert!(err.contains("read-only: remount it read-write"), "{out}");
     assert!(out.contains("agent rc=1"), "{out}");
     let err = out.lines().find(|l| l.starts_with("agent err:")).unwrap();
-    assert!(err.contains("Read-only file system") && err.contains("/data"), "{out}");
+    assert!(
+        err.contains("Read-only file system") && err.contains("/data"),
+        "{out}"
+    );
     // Reading still works on a read-only store.
     assert!(out.contains("listed: 1"), "{out}");
 }
