@@ -6,3 +6,20 @@
 //! peer never stalls the gossip loop. This crate turns chitchat's view into per-peer liveness
 //! (`alive`, `suspect`, `dead`, `offline`, `left`) and reports changes as its own types; it knows
 //! nothing of events, which the `sync` and `node` crates record.
+//!
+//! Dedup rule for transition events: a transition is recorded only by the live node with the
+//! smallest name other than the node that changed (see [`liveness`]). See `ALGORITHM.md` for the
+//! protocol, its timers and why each bound has its value.
+
+pub mod frame;
+pub mod keys;
+pub mod liveness;
+pub mod membership;
+pub mod stats;
+pub mod transport;
+pub mod udp_guard;
+
+pub use liveness::{Liveness, LivenessConfig, PeerStatus, Transition};
+pub use membership::{Mesh, MeshConfig, MeshView};
+pub use stats::{MeshStats, StatsSnapshot};
+pub use transport::{QuicTransport, TransportConfig};

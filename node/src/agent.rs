@@ -18,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 use crate::api::{self, ApiState};
 use crate::cli::LogFormat;
 use crate::exit::{self, UsageError};
+use crate::peer::PeerRuntime;
 use crate::settings::Settings;
 
 fn init_logging(settings: &Settings) -> Result<(), UsageError> {
@@ -89,7 +90,7 @@ pub fn run(settings: Settings) -> anyhow::Result<u8> {
     runtime.block_on(serve(settings))
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<u8> {
+async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let started = Instant::now();
     let listener = tokio::net::TcpListener::bind(settings.api_addr)
         .await
@@ -101,6 +102,9 @@ async fn serve(settings: Settings) -> anyhow::Result<u8> {
         })?;
     prepare_data_dir(&settings)?;
     ensure_api_token(&settings)?;
+    let explicit = settings.name_is_explicit.then(|| settings.name.clone());
+    let identity = crate::identity::ensure(&settings, explicit.as_deref())?;
+    settings.name = identity.node.node().to_owned();
     let store_cfg = settings.store_config();
     let (store, report) = tokio::task::spawn_blocking(move || EventStore::open(store_cfg))
         .await
@@ -120,6 +124,7 @@ async fn serve(settings: Settings) -> anyhow::Result<u8> {
     }
     let store = Arc::new(store);
     let stop = Arc::new(AtomicBool::new(false));
+    let (revoked_tx, revoked_rx) = tokio::sync::mpsc::unbounded_channel();
     let pickup_thread = {
         let store = store.clone();
         let stop = stop.clone();
@@ -131,10 +136,12 @@ async fn serve(settings: Settings) -> anyhow::Result<u8> {
             .name("pickup".into())
             .spawn(move || {
                 pickup::run(store, cfg, stop, |notice| match notice {
-                    PickupNotice::Added(entry) => tracing::debug!(
-                        path = %entry.relative_path().display(),
-                        "picked up an event"
-                    ),
+                    PickupNotice::Added(entry) => {
+                        tracing::debug!(path = %entry.relative_path().display(), "picked up an event");
+                        if &*entry.event_type == "cert_revoked" {
+                            let _ = revoked_tx.send(entry);
+                        }
+                    }
                     // The store logs quarantines itself, with the original path.
                     PickupNotice::Quarantined { .. } => {}
                     PickupNotice::Error(e) => tracing::error!(error = %e, "pick-up"),
@@ -142,16 +149,24 @@ async fn serve(settings: Settings) -> anyhow::Result<u8> {
             })
             .context("cannot start the pick-up thread")?
     };
+    let peer = PeerRuntime::start(&settings, &identity, store.clone()).await?;
+    let (stop_peer_tx, stop_peer_rx) = tokio::sync::watch::channel(false);
+    let peer_task = tokio::spawn(peer.clone().run(stop_peer_rx, revoked_rx));
     let state = Arc::new(ApiState {
         store: store.clone(),
         node: settings.name.clone(),
         started,
+        peer: Some(peer.clone()),
     });
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP API failed")?;
+    let _ = stop_peer_tx.send(true);
+    let _ = peer_task.await;
+    // Tell the others we are leaving on purpose, so they show `left`, not `dead`.
+    peer.mesh.leave().await;
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || pickup_thread.join()).await;
     tracing::info!("stopped");

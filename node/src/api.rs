@@ -18,12 +18,15 @@ pub struct ApiState {
     pub store: Arc<EventStore>,
     pub node: String,
     pub started: Instant,
+    pub peer: Option<Arc<crate::peer::PeerRuntime>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/events", get(events))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/status", get(status))
         .with_state(state)
 }
 
@@ -110,4 +113,88 @@ async fn events(
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(docs))
+}
+
+/// Every node of the mesh as this node sees it, itself first.
+async fn node_list(state: &ApiState) -> (Vec<Value>, Value) {
+    let Some(peer) = &state.peer else {
+        return (
+            vec![json!({"node": state.node, "self": true, "liveness": "alive"})],
+            json!({}),
+        );
+    };
+    let view = peer.mesh.view().await;
+    let info =
+        |kv: &std::collections::BTreeMap<String, String>| mesh::keys::NodeInfo::from_key_values(kv);
+    let me = info(&view.key_values);
+    let mut nodes = vec![json!({
+        "node": view.node,
+        "self": true,
+        "liveness": "alive",
+        "last_heartbeat_age_ms": 0,
+        "role": me.role,
+        "version": me.version,
+        "os": me.os,
+        "backend": me.backend,
+        "transient": me.transient,
+        "alerter_priority": me.alerter_priority,
+        "gossip_addr": me.gossip_addr,
+        "api_addr": me.api_addr,
+    })];
+    for p in &view.peers {
+        let i = info(&p.key_values);
+        nodes.push(json!({
+            "node": p.node,
+            "self": false,
+            "liveness": p.liveness,
+            "last_heartbeat_age_ms": p.last_heartbeat_age_ms,
+            "in_state_ms": p.since_ms,
+            "generation": p.generation,
+            "role": i.role,
+            "version": i.version,
+            "os": i.os,
+            "backend": i.backend,
+            "transient": i.transient,
+            "alerter_priority": i.alerter_priority,
+            "gossip_addr": if i.gossip_addr.is_empty() { p.gossip_addr.to_string() } else { i.gossip_addr },
+            "api_addr": i.api_addr,
+        }));
+    }
+    let mut rejections = view.transport.rejections.clone();
+    for (k, v) in peer.tls_rejections.snapshot() {
+        if v > 0 {
+            *rejections.entry(k).or_default() += v;
+        }
+    }
+    let transport = json!({
+        "bytes_sent": view.transport.bytes_sent,
+        "bytes_received": view.transport.bytes_received,
+        "messages_sent": view.transport.messages_sent,
+        "messages_received": view.transport.messages_received,
+        "messages_dropped": view.transport.messages_dropped,
+        "rejections": rejections,
+        "revoked_certificates": peer.revocations.len(),
+        "mesh_id": view.mesh_id,
+        "mesh": peer.mesh_name,
+    });
+    (nodes, transport)
+}
+
+async fn nodes(State(state): State<Arc<ApiState>>) -> Json<Vec<Value>> {
+    Json(node_list(&state).await.0)
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let (nodes, transport) = node_list(&state).await;
+    Json(json!({
+        "node": state.node,
+        "mesh": transport["mesh"],
+        "mesh_id": transport["mesh_id"],
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "events": state.store.len(),
+        "nodes": nodes,
+        "rejections": transport["rejections"],
+        "transport": transport,
+    }))
 }

@@ -73,10 +73,157 @@ pub enum Command {
     Events(EventsCommand),
     /// Check every event file; exit 1 if any is torn, invalid or misplaced.
     Fsck(FsckArgs),
+    /// Show every node of the mesh: liveness, heartbeat age, role, version, addresses.
+    Status(StatusArgs),
+    /// Manage the mesh CA and node certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Install a join bundle and run the agent as the node it names (= agent --join FILE).
+    Join(JoinArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Ask the agent at this API address instead of the local one (any node answers for the
+    /// whole mesh).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JoinArgs {
+    /// The join bundle written by `labmesh certs issue` on the node holding the mesh CA.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create the mesh CA in the data dir (the agent does this by itself on a first start).
+    Init(CertsInitArgs),
+    /// Issue a node certificate and write a join bundle for it (needs the CA key).
+    Issue(CertsIssueArgs),
+    /// List the certificates this CA issued, with expiry and revocation.
+    List(CertsListArgs),
+    /// Issue a fresh certificate for a node (a new bundle, or this node's own files).
+    Renew(CertsIssueArgs),
+    /// Revoke every certificate of a node; the record spreads to every peer.
+    Revoke(CertsRevokeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsInitArgs {
+    /// The mesh's name (shown in status; part of the mesh id).
+    #[arg(long, default_value = "labmesh", value_name = "NAME")]
+    pub mesh: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsIssueArgs {
+    /// The node's name (its host name).
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// An IP address to put in the certificate too (repeatable).
+    #[arg(long = "ip", value_name = "IP")]
+    pub ips: Vec<std::net::IpAddr>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365, value_name = "N")]
+    pub days: u32,
+    /// Where to write the join bundle (0600). For `renew` of this node itself, omit it to
+    /// replace this node's own certificate.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing file at --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsRevokeArgs {
+    /// The node whose certificates to revoke.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// Why (kept in the record).
+    #[arg(long, default_value = "revoked by operator", value_name = "TEXT")]
+    pub reason: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
+    /// UDP address of the QUIC endpoint (gossip and everything between peers).
+    /// Default: 0.0.0.0:7370.
+    #[arg(long, env = "LABMESH_GOSSIP_ADDR", value_name = "IP:PORT")]
+    pub gossip_addr: Option<std::net::SocketAddr>,
+
+    /// The address peers should dial, when it differs from --gossip-addr (e.g. bound to
+    /// 0.0.0.0). Default: the gossip address, or this host's address when bound to 0.0.0.0.
+    #[arg(long, env = "LABMESH_ADVERTISE_ADDR", value_name = "IP:PORT")]
+    pub advertise_addr: Option<std::net::SocketAddr>,
+
+    /// A peer to contact first (repeatable; any one live peer is enough).
+    #[arg(
+        long = "seed",
+        env = "LABMESH_SEEDS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub seeds: Vec<String>,
+
+    /// Install this join bundle (from `labmesh certs issue`) and start as the node it names.
+    #[arg(long, env = "LABMESH_JOIN", value_name = "BUNDLE")]
+    pub join: Option<PathBuf>,
+
+    /// This node is often away (a laptop): its absence is normal, and it never pages about the
+    /// others when it sees no one.
+    #[arg(long, env = "LABMESH_TRANSIENT")]
+    pub transient: bool,
+
+    /// Free-form role shown in status (workstation, vm, nas, ...).
+    #[arg(long, env = "LABMESH_ROLE", value_name = "ROLE")]
+    pub role: Option<String>,
+
+    /// Alerter election priority (highest wins among live non-transient nodes).
+    #[arg(
+        long,
+        env = "LABMESH_ALERTER_PRIORITY",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub alerter_priority: Option<i64>,
+
+    /// Mesh name used when this agent creates a new mesh CA on first start.
+    #[arg(long, env = "LABMESH_MESH", value_name = "NAME")]
+    pub mesh: Option<String>,
+
+    /// Gossip interval (e.g. 300ms).
+    #[arg(long, env = "LABMESH_GOSSIP_INTERVAL", value_name = "DURATION")]
+    pub gossip_interval: Option<String>,
+
+    /// How long a dead peer stays `dead` before it is `offline` (e.g. 30s).
+    #[arg(long, env = "LABMESH_OFFLINE_AFTER", value_name = "DURATION")]
+    pub offline_after: Option<String>,
+
     /// How often to walk the store for files the file watcher missed (e.g. 30s, 5m).
     #[arg(long, env = "LABMESH_RESCAN_INTERVAL", value_name = "DURATION")]
     pub rescan_interval: Option<String>,

@@ -5,11 +5,16 @@
 mod agent;
 mod api;
 mod cli;
+mod cmd_certs;
 mod cmd_emit;
 mod cmd_events;
 mod cmd_fsck;
+mod cmd_status;
 mod exit;
+mod http_client;
+mod identity;
 mod output;
+mod peer;
 mod settings;
 mod timespec;
 
@@ -48,5 +53,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             cmd_events::tail(&Settings::resolve(&cli.global)?, args)
         }
         Command::Fsck(args) => cmd_fsck::run(&Settings::resolve(&cli.global)?, args),
+        Command::Status(args) => cmd_status::run(&Settings::resolve(&cli.global)?, args),
+        Command::Certs(cmd) => cmd_certs::run(&Settings::resolve(&cli.global)?, cmd),
+        Command::Join(args) => {
+            let mut agent_args = args.agent.clone();
+            agent_args.join = Some(args.bundle.clone());
+            let settings = Settings::resolve_with(&cli.global, Some(&agent_args))?;
+            agent::run(settings)
+        }
     }
 }

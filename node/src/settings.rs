@@ -26,6 +26,22 @@ pub struct ConfigFile {
     pub store: StoreSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub mesh: MeshSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    pub name: Option<String>,
+    pub gossip_addr: Option<SocketAddr>,
+    pub advertise_addr: Option<SocketAddr>,
+    pub seeds: Option<Vec<String>>,
+    pub transient: Option<bool>,
+    pub role: Option<String>,
+    pub alerter_priority: Option<i64>,
+    pub gossip_interval: Option<String>,
+    pub offline_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,13 +65,34 @@ pub struct Settings {
     pub config_path: Option<PathBuf>,
     pub data_dir: PathBuf,
     pub name: String,
+    /// True when the name came from a flag, the environment or the config file (not the host
+    /// name): then it must match this node's certificate.
+    pub name_is_explicit: bool,
     pub api_addr: SocketAddr,
     pub max_event_bytes: usize,
     pub rescan_interval: Duration,
     pub settle: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub mesh: MeshSettings,
 }
+
+/// The mesh part of the settings.
+#[derive(Debug, Clone)]
+pub struct MeshSettings {
+    pub mesh_name: String,
+    pub gossip_addr: SocketAddr,
+    pub advertise_addr: Option<SocketAddr>,
+    pub seeds: Vec<String>,
+    pub join: Option<PathBuf>,
+    pub transient: bool,
+    pub role: String,
+    pub alerter_priority: i64,
+    pub gossip_interval: Duration,
+    pub offline_after: Duration,
+}
+
+pub const DEFAULT_GOSSIP_ADDR: &str = "0.0.0.0:7370";
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -186,23 +223,33 @@ impl Settings {
             Some(p) => format!("config file {}: `{key}`", p.display()),
             None => format!("`{key}`"),
         };
-        let name = global
+        let explicit = global
             .name
             .clone()
             .filter(|n| !n.is_empty())
-            .or(file.name.clone())
-            .unwrap_or_else(host_name);
-        if let Err(e) = sync::event::validate_node(&name) {
-            return Err(UsageError(format!(
-                "node name: {e} (pass --name, set LABMESH_NAME, or set `name` in the config file)"
-            )));
-        }
+            .or(file.name.clone());
+        let name_is_explicit = explicit.is_some();
         let data_dir = global
             .data_dir
             .clone()
             .filter(|d| !d.as_os_str().is_empty())
             .or(file.data_dir.clone())
             .unwrap_or_else(default_data_dir);
+        // Without an explicit name, this node's certificate names it (it may have joined with a
+        // bundle for another name than the host name); else the host name, in lower case.
+        let name = match explicit {
+            Some(n) => n,
+            None => certs::NodeIdentity::load(&data_dir.join("certs"))
+                .ok()
+                .flatten()
+                .map(|id| id.node().to_owned())
+                .unwrap_or_else(|| host_name().to_ascii_lowercase()),
+        };
+        if let Err(e) = sync::event::validate_node(&name) {
+            return Err(UsageError(format!(
+                "node name: {e} (pass --name, set LABMESH_NAME, or set `name` in the config file)"
+            )));
+        }
         let api_addr = match global.api_addr.or(file.api_addr) {
             Some(a) => a,
             None => DEFAULT_API_ADDR
@@ -253,7 +300,59 @@ impl Settings {
             .and_then(|a| a.log_level.clone())
             .or(file.log.level.clone())
             .unwrap_or_else(|| "info".to_owned());
+        let m = &file.mesh;
+        let gossip_interval = duration(
+            agent.and_then(|a| a.gossip_interval.as_ref()),
+            &m.gossip_interval,
+            "mesh.gossip_interval",
+            Duration::from_millis(300),
+        )?;
+        if gossip_interval < Duration::from_millis(20) || gossip_interval > Duration::from_secs(60)
+        {
+            return Err(UsageError(format!(
+                "{}: must be between 20ms and 60s (default 300ms)",
+                from_file("mesh.gossip_interval")
+            )));
+        }
+        let offline_after = duration(
+            agent.and_then(|a| a.offline_after.as_ref()),
+            &m.offline_after,
+            "mesh.offline_after",
+            Duration::from_secs(30),
+        )?;
+        let seeds = match agent.map(|a| a.seeds.clone()).filter(|s| !s.is_empty()) {
+            Some(s) => s,
+            None => m.seeds.clone().unwrap_or_default(),
+        };
+        let mesh = MeshSettings {
+            mesh_name: agent
+                .and_then(|a| a.mesh.clone())
+                .or(m.name.clone())
+                .unwrap_or_else(|| "labmesh".to_owned()),
+            gossip_addr: match agent.and_then(|a| a.gossip_addr).or(m.gossip_addr) {
+                Some(a) => a,
+                None => DEFAULT_GOSSIP_ADDR
+                    .parse()
+                    .map_err(|_| UsageError("internal: bad default gossip address".into()))?,
+            },
+            advertise_addr: agent.and_then(|a| a.advertise_addr).or(m.advertise_addr),
+            seeds: seeds.into_iter().filter(|s| !s.trim().is_empty()).collect(),
+            join: agent.and_then(|a| a.join.clone()),
+            transient: agent.is_some_and(|a| a.transient) || m.transient.unwrap_or(false),
+            role: agent
+                .and_then(|a| a.role.clone())
+                .or(m.role.clone())
+                .unwrap_or_else(|| "peer".to_owned()),
+            alerter_priority: agent
+                .and_then(|a| a.alerter_priority)
+                .or(m.alerter_priority)
+                .unwrap_or(0),
+            gossip_interval,
+            offline_after,
+        };
         Ok(Settings {
+            mesh,
+            name_is_explicit,
             config_path,
             data_dir,
             name,
@@ -277,6 +376,14 @@ impl Settings {
             cfg.clock = std::sync::Arc::new(sync::SystemClock { offset_ms: offset });
         }
         cfg
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.data_dir.join("certs")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
     }
 
     pub fn token_path(&self) -> PathBuf {
@@ -322,6 +429,15 @@ mod tests {
                 && cfg.store.settle.is_some()
         );
         assert!(cfg.log.format.is_some() && cfg.log.level.is_some());
+        let m = &cfg.mesh;
+        assert!(
+            m.name.is_some()
+                && m.gossip_addr.is_some()
+                && m.advertise_addr.is_some()
+                && m.seeds.is_some()
+        );
+        assert!(m.transient.is_some() && m.role.is_some() && m.alerter_priority.is_some());
+        assert!(m.gossip_interval.is_some() && m.offline_after.is_some());
     }
 
     fn rest_is_assignment(rest: &str) -> bool {

@@ -1,0 +1,567 @@
+//! chitchat over QUIC with mutual TLS: one unidirectional stream per gossip message.
+//!
+//! - One quinn `Endpoint` per node, bound to the gossip address, both dials and accepts.
+//! - `send` never waits on the network: it encodes the message and puts it in the destination's
+//!   bounded queue. A task per destination owns the connection (reused while it lives,
+//!   re-dialled with exponential backoff when it dies) and drains the queue. A dead peer
+//!   therefore costs a full queue and dropped messages, never a stalled gossip loop.
+//! - `recv` reads one bounded channel that every connection's reader feeds: cancel-safe, and it
+//!   errs only when the transport is gone (an error stops chitchat's loop).
+//! - The peer's node name comes from its certificate; the frame only carries the address chitchat
+//!   should reply to. A frame claiming an address that another live node owns is refused.
+//! - Limits: a stream larger than `max_message_bytes` is stopped and counted; a stream that does
+//!   not finish within `stream_timeout` is dropped; a message that does not decode is counted.
+//!   chitchat's decoder runs under `catch_unwind`, so a hostile message can never take the
+//!   agent down.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chitchat::ChitchatMessage;
+use chitchat::transport::{Socket, Transport};
+use chitchat::{Deserializable, Serializable};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::mpsc;
+
+use crate::frame::{self, Kind};
+use crate::stats::MeshStats;
+use crate::udp_guard::GuardedSocket;
+
+/// Transport settings; each field's doc says what it trades.
+#[derive(Clone)]
+pub struct TransportConfig {
+    /// UDP address to bind (the gossip address, or 0.0.0.0 with `advertise` set).
+    pub bind: SocketAddr,
+    /// The address peers dial to reach us (what chitchat advertises).
+    pub advertise: SocketAddr,
+    pub server_tls: Arc<rustls::ServerConfig>,
+    pub client_tls: Arc<rustls::ClientConfig>,
+    /// Largest message accepted. chitchat fills messages up to ~64 KB; more is refused and
+    /// counted. Larger wastes memory on hostile peers; smaller breaks big meshes. Default 128 KiB.
+    pub max_message_bytes: usize,
+    /// Messages queued per destination before new ones are dropped. Gossip is periodic, so a
+    /// short queue loses nothing that the next round does not resend. Default 32.
+    pub peer_queue: usize,
+    /// Received messages waiting for chitchat. Default 1024.
+    pub inbound_queue: usize,
+    /// A connection with no traffic for this long is closed. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval on open connections (keeps NAT mappings and detects dead links).
+    /// Default 2 s.
+    pub keep_alive: Duration,
+    /// Give up dialling after this long. Default 3 s.
+    pub connect_timeout: Duration,
+    /// Reading one stream may take at most this long. Default 5 s.
+    pub stream_timeout: Duration,
+    /// First and largest wait between failed dials to one peer (doubling in between).
+    /// Default 250 ms to 10 s.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl TransportConfig {
+    pub fn new(
+        bind: SocketAddr,
+        advertise: SocketAddr,
+        server_tls: Arc<rustls::ServerConfig>,
+        client_tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        TransportConfig {
+            bind,
+            advertise,
+            server_tls,
+            client_tls,
+            max_message_bytes: 128 * 1024,
+            peer_queue: 32,
+            inbound_queue: 1024,
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(3),
+            stream_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(
+        "cannot bind the QUIC endpoint to UDP {addr}: {source} (is another labmesh agent running? choose another with --gossip-addr)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS configuration unusable for QUIC: {0}")]
+    Tls(String),
+    #[error("no async runtime: the QUIC transport must be created inside tokio")]
+    NoRuntime,
+}
+
+/// Answers whether a certificate (by SHA-256 fingerprint) is revoked.
+pub type RevocationCheck = Box<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
+
+/// A peer as its certificate names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub node: String,
+    pub fingerprint: [u8; 32],
+}
+
+#[derive(Clone)]
+struct Conn {
+    conn: quinn::Connection,
+    peer: PeerIdentity,
+}
+
+impl Conn {
+    fn is_open(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+}
+
+struct Shared {
+    endpoint: quinn::Endpoint,
+    cfg: TransportConfig,
+    client: quinn::ClientConfig,
+    stats: Arc<MeshStats>,
+    queues: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    conns: Mutex<HashMap<SocketAddr, Conn>>,
+    owners: Mutex<HashMap<SocketAddr, String>>,
+    inbound_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
+    inbound_rx: Mutex<Option<mpsc::Receiver<(SocketAddr, ChitchatMessage)>>>,
+    is_revoked: RevocationCheck,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The QUIC transport. Cheap to clone; chitchat opens it once.
+#[derive(Clone)]
+pub struct QuicTransport {
+    shared: Arc<Shared>,
+}
+
+fn identify(conn: &quinn::Connection) -> Result<PeerIdentity, String> {
+    let any = conn
+        .peer_identity()
+        .ok_or_else(|| "peer presented no certificate".to_owned())?;
+    let chain = any
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| "unexpected peer identity type".to_owned())?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| "empty certificate chain".to_owned())?;
+    let node = certs::peer_node_name(leaf).map_err(|e| e.to_string())?;
+    Ok(PeerIdentity {
+        node,
+        fingerprint: certs::fingerprint(leaf),
+    })
+}
+
+/// Sorts a failed handshake into a rejection reason.
+fn classify_handshake(err: &quinn::ConnectionError) -> &'static str {
+    let text = err.to_string().to_ascii_lowercase();
+    if text.contains("no certificate")
+        || text.contains("nocertificates")
+        || text.contains("certificate required")
+    {
+        "no_certificate"
+    } else if text.contains("timed out") {
+        "handshake_timeout"
+    } else {
+        "handshake_failed"
+    }
+}
+
+impl QuicTransport {
+    /// Binds the endpoint now (so a port conflict fails at start-up, with a clear error).
+    /// `is_revoked` is consulted for every new connection's certificate fingerprint.
+    pub fn bind(
+        cfg: TransportConfig,
+        stats: Arc<MeshStats>,
+        is_revoked: RevocationCheck,
+    ) -> Result<QuicTransport, TransportError> {
+        let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_idle_timeout(quinn::IdleTimeout::try_from(cfg.idle_timeout).ok())
+            .keep_alive_interval(Some(cfg.keep_alive))
+            .max_concurrent_uni_streams(256u32.into())
+            .max_concurrent_bidi_streams(16u32.into());
+        let transport = Arc::new(transport);
+        let server_crypto = QuicServerConfig::try_from(cfg.server_tls.clone())
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(transport.clone());
+        let client_crypto = QuicClientConfig::try_from(cfg.client_tls.clone())
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+        client.transport_config(transport);
+        let socket =
+            std::net::UdpSocket::bind(cfg.bind).map_err(|source| TransportError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        let udp = runtime
+            .wrap_udp_socket(socket)
+            .map_err(|source| TransportError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        let mut endpoint_cfg = quinn::EndpointConfig::default();
+        // Never grease the fixed bit: the garbage counter relies on it being set.
+        endpoint_cfg.grease_quic_bit(false);
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_cfg,
+            Some(server),
+            GuardedSocket::new(udp, stats.clone()),
+            runtime,
+        )
+        .map_err(|source| TransportError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(cfg.inbound_queue);
+        let shared = Arc::new(Shared {
+            endpoint,
+            cfg,
+            client,
+            stats,
+            queues: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
+            inbound_tx,
+            inbound_rx: Mutex::new(Some(inbound_rx)),
+            is_revoked,
+        });
+        tokio::spawn(accept_loop(shared.clone()));
+        Ok(QuicTransport { shared })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    pub fn stats(&self) -> &Arc<MeshStats> {
+        &self.shared.stats
+    }
+
+    /// Peers with an open connection, by advertised address.
+    pub fn connected_peers(&self) -> Vec<(SocketAddr, PeerIdentity)> {
+        lock(&self.shared.conns)
+            .iter()
+            .filter(|(_, c)| c.is_open())
+            .map(|(a, c)| (*a, c.peer.clone()))
+            .collect()
+    }
+
+    /// Closes every connection whose certificate is now revoked.
+    pub fn drop_revoked(&self) -> usize {
+        let mut closed = 0;
+        for (_, c) in lock(&self.shared.conns).iter() {
+            if c.is_open() && (self.shared.is_revoked)(&c.peer.fingerprint) {
+                c.conn
+                    .close(quinn::VarInt::from_u32(403), b"certificate revoked");
+                self.shared.stats.reject(
+                    &c.peer.node,
+                    "revoked",
+                    "closed the connection of a revoked certificate",
+                );
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Closes the endpoint and waits (briefly) for peers to learn it.
+    pub async fn close(&self) {
+        self.shared
+            .endpoint
+            .close(quinn::VarInt::from_u32(0), b"shutdown");
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.shared.endpoint.wait_idle()).await;
+    }
+}
+
+impl Shared {
+    /// Queues an encoded frame for `to`, starting its sender task on first use.
+    fn enqueue(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
+        let mut queues = lock(&self.queues);
+        let tx = queues.entry(to).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(self.cfg.peer_queue);
+            tokio::spawn(peer_sender(self.clone(), to, rx));
+            tx
+        });
+        if let Err(e) = tx.try_send(bytes) {
+            self.stats.dropped();
+            if let mpsc::error::TrySendError::Closed(_) = e {
+                queues.remove(&to);
+            }
+        }
+    }
+
+    fn open_conn(&self, to: SocketAddr) -> Option<Conn> {
+        lock(&self.conns).get(&to).filter(|c| c.is_open()).cloned()
+    }
+
+    async fn connect(self: &Arc<Self>, to: SocketAddr) -> Result<Conn, String> {
+        if let Some(c) = self.open_conn(to) {
+            return Ok(c);
+        }
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), to, "labmesh")
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::time::timeout(self.cfg.connect_timeout, connecting)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.cfg.connect_timeout))?
+            .map_err(|e| e.to_string())?;
+        let peer = identify(&conn)?;
+        if (self.is_revoked)(&peer.fingerprint) {
+            conn.close(quinn::VarInt::from_u32(403), b"certificate revoked");
+            self.stats.reject(
+                &peer.node,
+                "revoked",
+                "dialled peer holds a revoked certificate",
+            );
+            return Err(format!("{} holds a revoked certificate", peer.node));
+        }
+        let c = Conn { conn, peer };
+        lock(&self.conns).insert(to, c.clone());
+        tokio::spawn(read_streams(self.clone(), c.clone()));
+        Ok(c)
+    }
+}
+
+async fn send_frame(conn: &Conn, bytes: &[u8]) -> Result<(), String> {
+    let mut stream = conn.conn.open_uni().await.map_err(|e| e.to_string())?;
+    stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+    stream.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn peer_sender(shared: Arc<Shared>, to: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut backoff = shared.cfg.backoff_min;
+    let mut retry_at: Option<Instant> = None;
+    while let Some(bytes) = rx.recv().await {
+        if retry_at.is_some_and(|t| Instant::now() < t) {
+            shared.stats.dropped();
+            continue;
+        }
+        let result = match shared.connect(to).await {
+            Ok(conn) => match send_frame(&conn, &bytes).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    lock(&shared.conns).remove(&to);
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                shared.stats.sent(bytes.len());
+                backoff = shared.cfg.backoff_min;
+                retry_at = None;
+            }
+            Err(e) => {
+                shared.stats.dropped();
+                tracing::debug!(peer = %to, error = %e, ?backoff, "cannot reach peer; backing off");
+                retry_at = Some(Instant::now() + backoff);
+                backoff = (backoff * 2).min(shared.cfg.backoff_max);
+            }
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    shared.stats.reject(
+                        &remote.to_string(),
+                        classify_handshake(&e),
+                        &e.to_string(),
+                    );
+                    return;
+                }
+            };
+            match identify(&conn) {
+                Ok(peer) if (shared.is_revoked)(&peer.fingerprint) => {
+                    conn.close(quinn::VarInt::from_u32(403), b"certificate revoked");
+                    shared
+                        .stats
+                        .reject(&peer.node, "revoked", "refused a revoked certificate");
+                }
+                Ok(peer) => read_streams(shared, Conn { conn, peer }).await,
+                Err(e) => {
+                    conn.close(quinn::VarInt::from_u32(403), b"bad identity");
+                    shared
+                        .stats
+                        .reject(&remote.to_string(), "bad_certificate", &e);
+                }
+            }
+        });
+    }
+}
+
+async fn read_streams(shared: Arc<Shared>, conn: Conn) {
+    let max = shared.cfg.max_message_bytes;
+    loop {
+        let mut stream = match conn.conn.accept_uni().await {
+            Ok(s) => s,
+            Err(_) => break,
+        };
+        let read = tokio::time::timeout(shared.cfg.stream_timeout, stream.read_to_end(max)).await;
+        let bytes = match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(quinn::ReadToEndError::TooLong)) => {
+                let _ = stream.stop(quinn::VarInt::from_u32(413));
+                shared.stats.reject(
+                    &conn.peer.node,
+                    "oversized_message",
+                    &format!("a message over {max} bytes"),
+                );
+                continue;
+            }
+            Ok(Err(_)) => continue,
+            Err(_) => {
+                let _ = stream.stop(quinn::VarInt::from_u32(408));
+                shared.stats.reject(
+                    &conn.peer.node,
+                    "slow_stream",
+                    "a message took too long to arrive",
+                );
+                continue;
+            }
+        };
+        handle_frame(&shared, &conn, &bytes);
+    }
+    let mut conns = lock(&shared.conns);
+    conns.retain(|_, c| c.conn.stable_id() != conn.conn.stable_id());
+}
+
+fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8]) {
+    let frame = match frame::decode(bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            shared
+                .stats
+                .reject(&conn.peer.node, "malformed_message", &e.to_string());
+            return;
+        }
+    };
+    {
+        let mut owners = lock(&shared.owners);
+        let conns = lock(&shared.conns);
+        match owners.get(&frame.sender) {
+            Some(owner) if *owner != conn.peer.node => {
+                let owner_live = conns
+                    .get(&frame.sender)
+                    .is_some_and(|c| c.is_open() && c.peer.node == *owner);
+                if owner_live {
+                    drop(conns);
+                    shared.stats.reject(
+                        &conn.peer.node,
+                        "identity_mismatch",
+                        &format!(
+                            "claims the gossip address {} of live node {owner}",
+                            frame.sender
+                        ),
+                    );
+                    return;
+                }
+                owners.insert(frame.sender, conn.peer.node.clone());
+            }
+            Some(_) => {}
+            None => {
+                owners.insert(frame.sender, conn.peer.node.clone());
+            }
+        }
+    }
+    {
+        let mut conns = lock(&shared.conns);
+        let replace = conns.get(&frame.sender).is_none_or(|c| !c.is_open());
+        if replace {
+            conns.insert(frame.sender, conn.clone());
+        }
+    }
+    match frame.kind {
+        Kind::Gossip => {
+            let payload = frame.payload;
+            let decoded =
+                std::panic::catch_unwind(|| ChitchatMessage::deserialize(&mut &payload[..]));
+            match decoded {
+                Ok(Ok(msg)) => {
+                    shared.stats.received(bytes.len());
+                    if shared.inbound_tx.try_send((frame.sender, msg)).is_err() {
+                        shared.stats.dropped();
+                    }
+                }
+                Ok(Err(e)) => {
+                    shared
+                        .stats
+                        .reject(&conn.peer.node, "malformed_message", &e.to_string())
+                }
+                Err(_) => shared.stats.reject(
+                    &conn.peer.node,
+                    "malformed_message",
+                    "the gossip decoder failed on this message",
+                ),
+            }
+        }
+    }
+}
+
+struct QuicSocket {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
+}
+
+#[async_trait::async_trait]
+impl Socket for QuicSocket {
+    async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        let payload = msg.serialize_to_vec();
+        let bytes = frame::encode(Kind::Gossip, self.shared.cfg.advertise, &payload);
+        self.shared.enqueue(to, bytes);
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
+        self.rx
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the QUIC transport is closed"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for QuicTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        if listen_addr != self.shared.cfg.advertise && listen_addr != self.shared.cfg.bind {
+            anyhow::bail!(
+                "chitchat listens on {listen_addr} but the QUIC endpoint is bound to {} (advertised {})",
+                self.shared.cfg.bind,
+                self.shared.cfg.advertise
+            );
+        }
+        let rx = lock(&self.shared.inbound_rx)
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the QUIC transport is already open"))?;
+        Ok(Box::new(QuicSocket {
+            shared: self.shared.clone(),
+            rx,
+        }))
+    }
+}
