@@ -72,6 +72,14 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A free UDP port on loopback (for a QUIC endpoint).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
+}
+
 /// Polls `f` until it is true, or panics naming `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -152,10 +160,11 @@ impl Agent {
         let log = data_dir.with_extension("agent.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = labmesh(data_dir);
-        cmd.arg("agent")
-            .arg("--api-addr")
-            .arg(api.to_string())
-            .args(extra)
+        cmd.arg("agent").arg("--api-addr").arg(api.to_string());
+        if !extra.iter().any(|a| *a == "--gossip-addr") {
+            cmd.arg("--gossip-addr").arg(format!("127.0.0.1:{}", free_udp_port()));
+        }
+        cmd.args(extra)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file);
