@@ -20,6 +20,11 @@ pub struct MeshStats {
     pub messages_received: AtomicU64,
     /// Messages dropped because a peer's send queue was full or its connection backing off.
     pub messages_dropped: AtomicU64,
+    /// What actually crossed the UDP socket (QUIC headers, handshakes, acks, keep-alives).
+    pub udp_bytes_sent: AtomicU64,
+    pub udp_bytes_received: AtomicU64,
+    pub udp_datagrams_sent: AtomicU64,
+    pub udp_datagrams_received: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     last_logged: Mutex<HashMap<(String, &'static str), Instant>>,
 }
@@ -32,6 +37,10 @@ pub struct StatsSnapshot {
     pub messages_sent: u64,
     pub messages_received: u64,
     pub messages_dropped: u64,
+    pub udp_bytes_sent: u64,
+    pub udp_bytes_received: u64,
+    pub udp_datagrams_sent: u64,
+    pub udp_datagrams_received: u64,
     /// Refused peers and messages by reason (`garbage_datagram`, `oversized_message`,
     /// `malformed_message`, `no_certificate`, `handshake_failed`, `identity_mismatch`, ...).
     pub rejections: BTreeMap<String, u64>,
@@ -87,6 +96,10 @@ impl MeshStats {
             messages_sent: self.messages_sent.load(Ordering::Relaxed),
             messages_received: self.messages_received.load(Ordering::Relaxed),
             messages_dropped: self.messages_dropped.load(Ordering::Relaxed),
+            udp_bytes_sent: self.udp_bytes_sent.load(Ordering::Relaxed),
+            udp_bytes_received: self.udp_bytes_received.load(Ordering::Relaxed),
+            udp_datagrams_sent: self.udp_datagrams_sent.load(Ordering::Relaxed),
+            udp_datagrams_received: self.udp_datagrams_received.load(Ordering::Relaxed),
             rejections: lock(&self.rejections)
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), *v))

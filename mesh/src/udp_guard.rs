@@ -13,6 +13,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use quinn::udp::{RecvMeta, Transmit};
@@ -67,7 +68,18 @@ impl AsyncUdpSocket for GuardedSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.inner.try_send(transmit)
+        let result = self.inner.try_send(transmit);
+        if result.is_ok() {
+            let len = transmit.contents.len();
+            let datagrams = transmit.segment_size.map_or(1, |s| len.div_ceil(s.max(1)));
+            self.stats
+                .udp_bytes_sent
+                .fetch_add(len as u64, Ordering::Relaxed);
+            self.stats
+                .udp_datagrams_sent
+                .fetch_add(datagrams as u64, Ordering::Relaxed);
+        }
+        result
     }
 
     fn poll_recv(
@@ -81,6 +93,12 @@ impl AsyncUdpSocket for GuardedSocket {
             for (buf, m) in bufs.iter().zip(meta.iter()).take(*n) {
                 let data = &buf[..m.len.min(buf.len())];
                 let stride = m.stride.max(1);
+                self.stats
+                    .udp_bytes_received
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .udp_datagrams_received
+                    .fetch_add(data.len().div_ceil(stride) as u64, Ordering::Relaxed);
                 for segment in data.chunks(stride) {
                     if let Some(reason) = implausible(segment) {
                         self.stats.garbage_datagram(m.addr, reason);

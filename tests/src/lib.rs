@@ -162,7 +162,8 @@ impl Agent {
         let mut cmd = labmesh(data_dir);
         cmd.arg("agent").arg("--api-addr").arg(api.to_string());
         if !extra.iter().any(|a| *a == "--gossip-addr") {
-            cmd.arg("--gossip-addr").arg(format!("127.0.0.1:{}", free_udp_port()));
+            cmd.arg("--gossip-addr")
+                .arg(format!("127.0.0.1:{}", free_udp_port()));
         }
         cmd.args(extra)
             .stdin(Stdio::null())

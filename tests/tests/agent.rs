@@ -44,7 +44,10 @@ fn zero_configuration_first_start() {
         .env("LABMESH_NAME", "testnode")
         .env("LABMESH_CONFIG", "/dev/null")
         .env("LABMESH_API_ADDR", format!("127.0.0.1:{port}"))
-        .env("LABMESH_GOSSIP_ADDR", format!("127.0.0.1:{}", labmesh_tests::free_udp_port()))
+        .env(
+            "LABMESH_GOSSIP_ADDR",
+            format!("127.0.0.1:{}", labmesh_tests::free_udp_port()),
+        )
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file);
     let mut agent = Agent::from_child(

@@ -50,7 +50,16 @@ fn join(dir: &Path, ca_node: &Node, name: &str) -> Node {
     let data = dir.join(name);
     let gossip = format!("127.0.0.1:{}", free_udp_port());
     let b = b.display().to_string();
-    let mut args: Vec<&str> = vec!["--name", name, "--join", &b, "--seed", &ca_node.gossip, "--gossip-addr", &gossip];
+    let mut args: Vec<&str> = vec![
+        "--name",
+        name,
+        "--join",
+        &b,
+        "--seed",
+        &ca_node.gossip,
+        "--gossip-addr",
+        &gossip,
+    ];
     args.extend_from_slice(&FAST);
     let agent = Agent::start(&data, &args);
     Node {
@@ -71,9 +80,11 @@ fn liveness(observer: &Agent, node: &str) -> Option<String> {
 }
 
 fn wait_liveness(observer: &Node, node: &str, want: &[&str], secs: u64) {
-    wait_until(&format!("{} to see {node} {want:?}", observer.name), Duration::from_secs(secs), || {
-        liveness(&observer.agent, node).is_some_and(|l| want.contains(&l.as_str()))
-    });
+    wait_until(
+        &format!("{} to see {node} {want:?}", observer.name),
+        Duration::from_secs(secs),
+        || liveness(&observer.agent, node).is_some_and(|l| want.contains(&l.as_str())),
+    );
 }
 
 fn events_of(data: &Path, ty: &str) -> Vec<Value> {
@@ -91,21 +102,38 @@ fn three_nodes_converge_crash_restart_and_leave() {
     let a = start_node(dir.path(), "alpha", &[]);
     let b = join(dir.path(), &a, "bravo");
     let mut c = join(dir.path(), &a, "charlie");
-    for (obs, n) in [(&a, "bravo"), (&a, "charlie"), (&b, "alpha"), (&b, "charlie"), (&c, "alpha"), (&c, "bravo")] {
+    for (obs, n) in [
+        (&a, "bravo"),
+        (&a, "charlie"),
+        (&b, "alpha"),
+        (&b, "charlie"),
+        (&c, "alpha"),
+        (&c, "bravo"),
+    ] {
         wait_liveness(obs, n, &["alive"], 20);
     }
     // `labmesh status` from any node prints every node.
     for node in [&a, &b, &c] {
-        let out = run(labmesh(&node.data).args(["status", "--api-addr", &node.agent.api.to_string()]));
+        let out =
+            run(labmesh(&node.data).args(["status", "--api-addr", &node.agent.api.to_string()]));
         let text = String::from_utf8_lossy(&out.stdout);
         for name in ["alpha", "bravo", "charlie"] {
             assert!(text.contains(name), "{text}");
         }
-        assert!(text.contains("alive") && text.contains("HEARTBEAT"), "{text}");
+        assert!(
+            text.contains("alive") && text.contains("HEARTBEAT"),
+            "{text}"
+        );
     }
     let status = a.agent.get_json("/v1/status");
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
-    let bravo = status["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "bravo").unwrap().clone();
+    let bravo = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "bravo")
+        .unwrap()
+        .clone();
     assert_eq!(bravo["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(bravo["gossip_addr"], b.gossip);
     assert_eq!(bravo["role"], "peer");
@@ -119,19 +147,32 @@ fn three_nodes_converge_crash_restart_and_leave() {
     std::thread::sleep(Duration::from_millis(500));
     let offline_a = events_of(&a.data, "node_offline");
     let offline_b = events_of(&b.data, "node_offline");
-    assert_eq!(offline_a.len() + offline_b.len(), 1, "{offline_a:?} {offline_b:?}");
+    assert_eq!(
+        offline_a.len() + offline_b.len(),
+        1,
+        "{offline_a:?} {offline_b:?}"
+    );
     assert_eq!(offline_a[0]["payload"]["peer"], "charlie");
     assert_eq!(offline_a[0]["severity"], "warning");
 
     // Restart charlie from its data dir: same identity, alive again, a node_online event.
     let gossip = c.gossip.clone();
-    let mut args: Vec<&str> = vec!["--name", "charlie", "--gossip-addr", &gossip, "--seed", &a.gossip];
+    let mut args: Vec<&str> = vec![
+        "--name",
+        "charlie",
+        "--gossip-addr",
+        &gossip,
+        "--seed",
+        &a.gossip,
+    ];
     args.extend_from_slice(&FAST);
     c.agent = Agent::start(&c.data, &args);
     wait_liveness(&a, "charlie", &["alive"], 20);
     wait_liveness(&b, "charlie", &["alive"], 20);
     assert_eq!(c.agent.get_json("/v1/status")["node"], "charlie");
-    wait_until("node_online", Duration::from_secs(5), || !events_of(&a.data, "node_online").is_empty());
+    wait_until("node_online", Duration::from_secs(5), || {
+        !events_of(&a.data, "node_online").is_empty()
+    });
 
     // Graceful stop of bravo: `left`, not dead.
     let mut b = b;
@@ -155,7 +196,10 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
     // A node of another mesh (its own CA) that seeds to alpha never becomes a member.
     let x = start_node(dir.path(), "xray", &["--seed", &a.gossip]);
     wait_until("the stranger refused", Duration::from_secs(20), || {
-        x.agent.get_json("/v1/status")["rejections"]["unknown_ca"].as_u64().unwrap_or(0) > 0
+        x.agent.get_json("/v1/status")["rejections"]["unknown_ca"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
     });
     assert_eq!(liveness(&a.agent, "xray"), None);
     assert_eq!(liveness(&x.agent, "alpha"), None);
@@ -164,47 +208,77 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
     let ca = certs::MeshCa::load(&a.data.join("certs")).unwrap().unwrap();
     let now = chrono::Utc::now();
     let expired = ca
-        .issue_with_validity("echo", &[], now - chrono::Duration::days(10), now - chrono::Duration::days(1))
+        .issue_with_validity(
+            "echo",
+            &[],
+            now - chrono::Duration::days(10),
+            now - chrono::Duration::days(1),
+        )
         .unwrap();
     let expired_dir = dir.path().join("echo");
     expired.save(&expired_dir.join("certs")).unwrap();
     let e = start_node(dir.path(), "echo", &["--seed", &a.gossip]);
-    wait_until("the expired certificate refused", Duration::from_secs(20), || {
-        rejections(&a.agent)["expired"].as_u64().unwrap_or(0) > 0
-    });
+    wait_until(
+        "the expired certificate refused",
+        Duration::from_secs(20),
+        || rejections(&a.agent)["expired"].as_u64().unwrap_or(0) > 0,
+    );
     assert_eq!(liveness(&a.agent, "echo"), None);
     drop(e);
 
     // Garbage datagrams to the QUIC port: counted, logged once, the agent carries on.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..200u32 {
-        let junk: Vec<u8> = (0..(10 + i % 90)).map(|j| (i.wrapping_mul(31).wrapping_add(j * 7) & 0x3f) as u8).collect();
+        let junk: Vec<u8> = (0..(10 + i % 90))
+            .map(|j| (i.wrapping_mul(31).wrapping_add(j * 7) & 0x3f) as u8)
+            .collect();
         sock.send_to(&junk, &a.gossip).unwrap();
     }
     wait_until("garbage counted", Duration::from_secs(10), || {
-        rejections(&a.agent)["garbage_datagram"].as_u64().unwrap_or(0) >= 150
+        rejections(&a.agent)["garbage_datagram"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 150
     });
     let from = sock.local_addr().unwrap().to_string();
-    let logged = a.agent.log_text().lines().filter(|l| l.contains("garbage_datagram") && l.contains(&from)).count();
-    assert_eq!(logged, 1, "garbage must be logged once per peer per minute, not per packet");
+    let logged = a
+        .agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("garbage_datagram") && l.contains(&from))
+        .count();
+    assert_eq!(
+        logged, 1,
+        "garbage must be logged once per peer per minute, not per packet"
+    );
     assert_eq!(liveness(&a.agent, "bravo").as_deref(), Some("alive"));
 
     // Revoke bravo on the CA node: the record spreads by gossip to charlie (which has no CA
     // key), and both refuse bravo from then on.
     let res = run(labmesh(&a.data).args(["--name", "alpha", "certs", "revoke", "bravo"]));
     assert!(res.status.success(), "{}", stderr(&res));
-    wait_until("charlie stores the revocation", Duration::from_secs(15), || !events_of(&c.data, "cert_revoked").is_empty());
+    wait_until(
+        "charlie stores the revocation",
+        Duration::from_secs(15),
+        || !events_of(&c.data, "cert_revoked").is_empty(),
+    );
     assert!(!c.data.join("certs/ca.key").exists());
     wait_liveness(&a, "bravo", &["dead", "offline"], 20);
     wait_liveness(&c, "bravo", &["dead", "offline"], 20);
     wait_until("the revocation counted", Duration::from_secs(10), || {
-        rejections(&a.agent)["revoked"].as_u64().unwrap_or(0) > 0 && rejections(&c.agent)["revoked"].as_u64().unwrap_or(0) > 0
+        rejections(&a.agent)["revoked"].as_u64().unwrap_or(0) > 0
+            && rejections(&c.agent)["revoked"].as_u64().unwrap_or(0) > 0
     });
     assert_eq!(liveness(&a.agent, "charlie").as_deref(), Some("alive"));
     drop(b);
     let list = run(labmesh(&a.data).args(["--name", "alpha", "certs", "list", "--json"]));
     let certs: Vec<Value> = serde_json::from_slice(&list.stdout).unwrap();
-    assert!(certs.iter().any(|c| c["node"] == "bravo" && c["state"] == "revoked"), "{certs:?}");
+    assert!(
+        certs
+            .iter()
+            .any(|c| c["node"] == "bravo" && c["state"] == "revoked"),
+        "{certs:?}"
+    );
     drop(x);
 }
 
@@ -212,7 +286,10 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
 fn a_client_without_a_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let a = start_node(dir.path(), "alpha", &[]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         // A TLS client that presents no certificate and trusts anything.
         #[derive(Debug)]
@@ -233,16 +310,28 @@ fn a_client_without_a_certificate_is_refused() {
                 m: &[u8],
                 c: &rustls::pki_types::CertificateDer<'_>,
                 d: &rustls::DigitallySignedStruct,
-            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-                rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
+            {
+                rustls::crypto::verify_tls12_signature(
+                    m,
+                    c,
+                    d,
+                    &self.0.signature_verification_algorithms,
+                )
             }
             fn verify_tls13_signature(
                 &self,
                 m: &[u8],
                 c: &rustls::pki_types::CertificateDer<'_>,
                 d: &rustls::DigitallySignedStruct,
-            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-                rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
+            {
+                rustls::crypto::verify_tls13_signature(
+                    m,
+                    c,
+                    d,
+                    &self.0.signature_verification_algorithms,
+                )
             }
             fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
                 self.0.signature_verification_algorithms.supported_schemes()

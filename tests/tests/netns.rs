@@ -13,8 +13,15 @@ use std::time::Duration;
 use labmesh_tests::{Agent, labmesh, labmesh_bin, run, stderr, wait_until};
 
 fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("run ip");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The namespaces, bridge and veths of one test; removed on drop, even after a failure.
@@ -36,20 +43,40 @@ impl Hosts {
             subnet: subnet.clone(),
         };
         sh(&["ip", "link", "add", &bridge, "type", "bridge"]);
-        sh(&["ip", "addr", "add", &format!("{subnet}.254/24"), "dev", &bridge]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{subnet}.254/24"),
+            "dev",
+            &bridge,
+        ]);
         sh(&["ip", "link", "set", &bridge, "up"]);
         // With br_netfilter loaded (Docker loads it and sets FORWARD to DROP), bridged frames go
         // through the host's FORWARD chain: let this bridge's own traffic through.
         let _ = Command::new("iptables")
-            .args(["-I", "FORWARD", "1", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT"])
+            .args([
+                "-I", "FORWARD", "1", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
+            ])
             .output();
         for (i, ns) in hosts.names.iter().enumerate() {
             let veth = format!("{tag}v{i}");
             sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+            sh(&[
+                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ]);
             sh(&["ip", "link", "set", &veth, "master", &bridge]);
             sh(&["ip", "link", "set", &veth, "up"]);
-            sh(&["ip", "-n", ns, "addr", "add", &format!("{subnet}.{}/24", i + 1), "dev", "eth0"]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{subnet}.{}/24", i + 1),
+                "dev",
+                "eth0",
+            ]);
             sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
@@ -77,7 +104,15 @@ impl Hosts {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.names[i]])
             .arg(labmesh_bin())
-            .args(["agent", "--name", name, "--gossip-addr", &format!("{ip}:7370"), "--api-addr", &format!("{ip}:7371")])
+            .args([
+                "agent",
+                "--name",
+                name,
+                "--gossip-addr",
+                &format!("{ip}:7370"),
+                "--api-addr",
+                &format!("{ip}:7371"),
+            ])
             .args(["--gossip-interval", "100ms", "--offline-after", "3s"])
             .args(extra)
             .env("LABMESH_DATA_DIR", data)
@@ -85,7 +120,12 @@ impl Hosts {
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f);
-        let mut agent = Agent::from_child(cmd.spawn().unwrap(), format!("{ip}:7371").parse().unwrap(), data, log);
+        let mut agent = Agent::from_child(
+            cmd.spawn().unwrap(),
+            format!("{ip}:7371").parse().unwrap(),
+            data,
+            log,
+        );
         agent.wait_healthy();
         agent
     }
@@ -98,14 +138,20 @@ impl Drop for Hosts {
         }
         let bridge = format!("{}br", self.tag);
         let _ = Command::new("iptables")
-            .args(["-D", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT"])
+            .args([
+                "-D", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
+            ])
             .output();
         let _ = Command::new("ip").args(["link", "del", &bridge]).output();
     }
 }
 
 fn liveness(observer: &Agent, node: &str) -> Option<String> {
-    observer.get_json("/v1/nodes").as_array()?.iter().find(|n| n["node"] == node)?["liveness"]
+    observer
+        .get_json("/v1/nodes")
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == node)?["liveness"]
         .as_str()
         .map(str::to_owned)
 }
@@ -113,7 +159,10 @@ fn liveness(observer: &Agent, node: &str) -> Option<String> {
 #[test]
 fn a_cut_host_is_seen_dead_then_back_after_the_link_heals() {
     if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root: this test must run there");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: this test must run there"
+        );
         eprintln!("skipped: network namespaces need root");
         return;
     }
@@ -125,21 +174,36 @@ fn a_cut_host_is_seen_dead_then_back_after_the_link_heals() {
     let seed = format!("{}:7370", hosts.ip(0));
     for i in 1..3 {
         let bundle = dir.path().join(format!("{}.json", names[i]));
-        let out = run(labmesh(&data[0]).args(["--name", "alpha", "certs", "issue", names[i], "--out"]).arg(&bundle));
+        let out = run(labmesh(&data[0])
+            .args(["--name", "alpha", "certs", "issue", names[i], "--out"])
+            .arg(&bundle));
         assert!(out.status.success(), "{}", stderr(&out));
-        let extra = vec!["--join".to_owned(), bundle.display().to_string(), "--seed".to_owned(), seed.clone()];
+        let extra = vec![
+            "--join".to_owned(),
+            bundle.display().to_string(),
+            "--seed".to_owned(),
+            seed.clone(),
+        ];
         agents.push(hosts.agent(i, &data[i], names[i], &extra));
     }
     for (i, a) in agents.iter().enumerate() {
         for other in names.iter().filter(|n| **n != names[i]) {
-            wait_until(&format!("{} sees {other}", names[i]), Duration::from_secs(20), || {
-                liveness(a, other).as_deref() == Some("alive")
-            });
+            wait_until(
+                &format!("{} sees {other}", names[i]),
+                Duration::from_secs(20),
+                || liveness(a, other).as_deref() == Some("alive"),
+            );
         }
     }
     // The gossip really crosses the hosts' own addresses.
     let status = agents[0].get_json("/v1/status");
-    let charlie = status["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "charlie").unwrap().clone();
+    let charlie = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "charlie")
+        .unwrap()
+        .clone();
     assert_eq!(charlie["gossip_addr"], format!("{}:7370", hosts.ip(2)));
 
     hosts.cut(2);
@@ -151,7 +215,9 @@ fn a_cut_host_is_seen_dead_then_back_after_the_link_heals() {
     assert_eq!(liveness(&agents[0], "bravo").as_deref(), Some("alive"));
     hosts.heal(2);
     for a in &agents[..2] {
-        wait_until("charlie back", Duration::from_secs(30), || liveness(a, "charlie").as_deref() == Some("alive"));
+        wait_until("charlie back", Duration::from_secs(30), || {
+            liveness(a, "charlie").as_deref() == Some("alive")
+        });
     }
     drop(agents);
 }
