@@ -108,6 +108,26 @@ async fn quic_all_alive(nodes: &[QuicNode], names: &[String]) -> bool {
     true
 }
 
+/// Bandwidth at rest of a fresh QUIC mesh of `n` nodes (fresh: no dead generations of
+/// restarted nodes in the digests).
+async fn quic_rest(ids: &[NodeIdentity], names: &[String], n: usize) -> f64 {
+    let (first, seed) = quic_node(&ids[0], None).await;
+    let mut nodes = vec![first];
+    for id in &ids[1..n] {
+        nodes.push(quic_node(id, Some(seed)).await.0);
+    }
+    wait("QUIC mesh to converge", 60, async || {
+        quic_all_alive(&nodes, &names[..n]).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bw = quic_bandwidth(&nodes).await;
+    for node in nodes {
+        node.mesh.abort().await;
+    }
+    bw
+}
+
 async fn bench_quic(trials: usize) -> (Vec<f64>, f64, f64) {
     let ca = MeshCa::generate("bench", 30).unwrap();
     let names: Vec<String> = (0..10).map(|i| format!("node{i}")).collect();
@@ -115,6 +135,8 @@ async fn bench_quic(trials: usize) -> (Vec<f64>, f64, f64) {
         .iter()
         .map(|n| ca.issue(n, &[], 30).unwrap())
         .collect();
+    let bw5 = quic_rest(&ids, &names, 5).await;
+    let bw10 = quic_rest(&ids, &names, 10).await;
     let (first, seed) = quic_node(&ids[0], None).await;
     let mut nodes = vec![first];
     for id in &ids[1..5] {
@@ -125,7 +147,6 @@ async fn bench_quic(trials: usize) -> (Vec<f64>, f64, f64) {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let bw5 = quic_bandwidth(&nodes).await;
     let mut times = Vec::new();
     for t in 0..trials {
         let victim = nodes.pop().unwrap();
@@ -155,15 +176,6 @@ async fn bench_quic(trials: usize) -> (Vec<f64>, f64, f64) {
         .await;
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
-    for id in &ids[5..10] {
-        nodes.push(quic_node(id, Some(seed)).await.0);
-    }
-    wait("QUIC mesh of 10 to converge", 60, async || {
-        quic_all_alive(&nodes, &names).await
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let bw10 = quic_bandwidth(&nodes).await;
     for n in nodes {
         n.mesh.abort().await;
     }
@@ -313,8 +325,30 @@ async fn udp_bandwidth(nodes: &[UdpNode]) -> f64 {
     total as f64 / nodes.len() as f64 / window.as_secs_f64()
 }
 
+/// Bandwidth at rest of a fresh chitchat-UDP mesh of `n` nodes.
+async fn udp_rest(names: &[String], n: usize) -> f64 {
+    let first = udp_node(&names[0], None).await;
+    let seed = first.handle.chitchat_id().gossip_advertise_addr;
+    let mut nodes = vec![first];
+    for name in &names[1..n] {
+        nodes.push(udp_node(name, Some(seed)).await);
+    }
+    wait("UDP mesh to converge", 60, async || {
+        udp_all_alive(&nodes, &names[..n]).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bw = udp_bandwidth(&nodes).await;
+    for node in nodes {
+        let _ = node.handle.shutdown().await;
+    }
+    bw
+}
+
 async fn bench_udp(trials: usize) -> (Vec<f64>, f64, f64) {
     let names: Vec<String> = (0..10).map(|i| format!("node{i}")).collect();
+    let bw5 = udp_rest(&names, 5).await;
+    let bw10 = udp_rest(&names, 10).await;
     let first = udp_node(&names[0], None).await;
     let seed = first.handle.chitchat_id().gossip_advertise_addr;
     let mut nodes = vec![first];
@@ -326,7 +360,6 @@ async fn bench_udp(trials: usize) -> (Vec<f64>, f64, f64) {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let bw5 = udp_bandwidth(&nodes).await;
     let mut times = Vec::new();
     for t in 0..trials {
         let victim = nodes.pop().unwrap();
@@ -355,15 +388,6 @@ async fn bench_udp(trials: usize) -> (Vec<f64>, f64, f64) {
         .await;
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
-    for n in &names[5..10] {
-        nodes.push(udp_node(n, Some(seed)).await);
-    }
-    wait("UDP mesh of 10 to converge", 60, async || {
-        udp_all_alive(&nodes, &names).await
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let bw10 = udp_bandwidth(&nodes).await;
     for n in nodes {
         let _ = n.handle.shutdown().await;
     }

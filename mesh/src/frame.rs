@@ -22,12 +22,15 @@ pub const VERSION: u8 = 1;
 pub enum Kind {
     /// A chitchat message (membership and failure detection).
     Gossip = 1,
+    /// An application message for a higher layer (event sync); opaque to this crate.
+    App = 2,
 }
 
 impl Kind {
     fn from_code(code: u8) -> Option<Kind> {
         match code {
             1 => Some(Kind::Gossip),
+            2 => Some(Kind::App),
             _ => None,
         }
     }

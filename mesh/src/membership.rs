@@ -31,8 +31,9 @@ pub struct MeshConfig {
     /// chitchat's phi threshold: higher tolerates more jitter before declaring a node dead, at
     /// the cost of slower detection. Default 8 (chitchat's).
     pub phi_threshold: f64,
-    /// How long chitchat keeps a dead node's state before forgetting it. Long enough for a
-    /// laptop's weekend away; the tracker remembers forgotten nodes as `offline`. Default 7 days.
+    /// How long chitchat keeps a dead node's state before forgetting it. Every restart leaves
+    /// a dead generation behind that rides in every digest until then, so shorter keeps gossip
+    /// small; the liveness tracker remembers forgotten nodes as `offline` anyway. Default 1 h.
     pub dead_node_grace_period: Duration,
     pub liveness: LivenessConfig,
     pub info: NodeInfo,
@@ -49,7 +50,7 @@ impl MeshConfig {
             seeds: Vec::new(),
             advertise,
             phi_threshold: 8.0,
-            dead_node_grace_period: Duration::from_secs(7 * 24 * 3600),
+            dead_node_grace_period: Duration::from_secs(3600),
             liveness: LivenessConfig::default(),
             info,
             known_nodes: Vec::new(),

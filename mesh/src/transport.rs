@@ -47,6 +47,9 @@ pub struct TransportConfig {
     pub peer_queue: usize,
     /// Received messages waiting for chitchat. Default 1024.
     pub inbound_queue: usize,
+    /// Largest application message (an event batch). Larger lets a batch carry more events
+    /// per round trip; smaller bounds what a hostile peer can make us buffer. Default 4 MiB.
+    pub max_app_message_bytes: usize,
     /// A connection with no traffic for this long is closed. Default 10 s.
     pub idle_timeout: Duration,
     /// Keep-alive interval on open connections (keeps NAT mappings and detects dead links).
@@ -77,6 +80,7 @@ impl TransportConfig {
             max_message_bytes: 128 * 1024,
             peer_queue: 32,
             inbound_queue: 1024,
+            max_app_message_bytes: 4 * 1024 * 1024,
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(3),
@@ -105,6 +109,15 @@ pub enum TransportError {
 
 /// Answers whether a certificate (by SHA-256 fingerprint) is revoked.
 pub type RevocationCheck = Box<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
+
+/// An application message from a peer (see [`QuicTransport::send_app`]).
+#[derive(Debug)]
+pub struct AppMessage {
+    pub from: PeerIdentity,
+    /// The sender's advertised gossip address: where to answer.
+    pub from_addr: SocketAddr,
+    pub bytes: Vec<u8>,
+}
 
 /// A peer as its certificate names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +148,8 @@ struct Shared {
     owners: Mutex<HashMap<SocketAddr, String>>,
     inbound_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
     inbound_rx: Mutex<Option<mpsc::Receiver<(SocketAddr, ChitchatMessage)>>>,
+    app_tx: mpsc::Sender<AppMessage>,
+    app_rx: Mutex<Option<mpsc::Receiver<AppMessage>>>,
     is_revoked: RevocationCheck,
 }
 
@@ -229,6 +244,7 @@ impl QuicTransport {
             source,
         })?;
         let (inbound_tx, inbound_rx) = mpsc::channel(cfg.inbound_queue);
+        let (app_tx, app_rx) = mpsc::channel(64);
         let shared = Arc::new(Shared {
             endpoint,
             cfg,
@@ -239,6 +255,8 @@ impl QuicTransport {
             owners: Mutex::new(HashMap::new()),
             inbound_tx,
             inbound_rx: Mutex::new(Some(inbound_rx)),
+            app_tx,
+            app_rx: Mutex::new(Some(app_rx)),
             is_revoked,
         });
         tokio::spawn(accept_loop(shared.clone()));
@@ -260,6 +278,43 @@ impl QuicTransport {
             .filter(|(_, c)| c.is_open())
             .map(|(a, c)| (*a, c.peer.clone()))
             .collect()
+    }
+
+    /// The receiving end of application messages (once; `None` after the first call).
+    /// Application messages wait there with backpressure: a slow consumer slows the senders'
+    /// streams instead of growing a queue.
+    pub fn take_app_receiver(&self) -> Option<mpsc::Receiver<AppMessage>> {
+        lock(&self.shared.app_rx).take()
+    }
+
+    /// Sends an application message to the peer at `to` (its advertised gossip address),
+    /// reusing or opening the connection; resolves when the stream is written. Reliable as long
+    /// as the connection lives; the caller retries on error.
+    pub async fn send_app(&self, to: SocketAddr, bytes: &[u8]) -> Result<(), String> {
+        if bytes.len() > self.shared.cfg.max_app_message_bytes {
+            return Err(format!(
+                "message of {} bytes over the {}-byte limit",
+                bytes.len(),
+                self.shared.cfg.max_app_message_bytes
+            ));
+        }
+        let frame = frame::encode(Kind::App, self.shared.cfg.advertise, bytes);
+        let conn = self.shared.connect(to).await?;
+        match send_frame(&conn, &frame).await {
+            Ok(()) => {
+                self.shared.stats.sent(frame.len());
+                Ok(())
+            }
+            Err(e) => {
+                lock(&self.shared.conns).remove(&to);
+                Err(e)
+            }
+        }
+    }
+
+    /// This node's advertised gossip address.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.shared.cfg.advertise
     }
 
     /// Closes every connection whose certificate is now revoked.
@@ -417,7 +472,10 @@ async fn accept_loop(shared: Arc<Shared>) {
 }
 
 async fn read_streams(shared: Arc<Shared>, conn: Conn) {
-    let max = shared.cfg.max_message_bytes;
+    let max = shared
+        .cfg
+        .max_message_bytes
+        .max(shared.cfg.max_app_message_bytes);
     loop {
         let mut stream = match conn.conn.accept_uni().await {
             Ok(s) => s,
@@ -446,13 +504,13 @@ async fn read_streams(shared: Arc<Shared>, conn: Conn) {
                 continue;
             }
         };
-        handle_frame(&shared, &conn, &bytes);
+        handle_frame(&shared, &conn, &bytes).await;
     }
     let mut conns = lock(&shared.conns);
     conns.retain(|_, c| c.conn.stable_id() != conn.conn.stable_id());
 }
 
-fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8]) {
+async fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8]) {
     let frame = match frame::decode(bytes) {
         Ok(f) => f,
         Err(e) => {
@@ -498,6 +556,26 @@ fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8]) {
         }
     }
     match frame.kind {
+        Kind::App => {
+            shared.stats.received(bytes.len());
+            let msg = AppMessage {
+                from: conn.peer.clone(),
+                from_addr: frame.sender,
+                bytes: frame.payload.to_vec(),
+            };
+            // Waits when the consumer is behind: backpressure reaches the sender's stream.
+            let _ = shared.app_tx.send(msg).await;
+        }
+        Kind::Gossip if bytes.len() > shared.cfg.max_message_bytes => {
+            shared.stats.reject(
+                &conn.peer.node,
+                "oversized_message",
+                &format!(
+                    "a gossip message over {} bytes",
+                    shared.cfg.max_message_bytes
+                ),
+            );
+        }
         Kind::Gossip => {
             let payload = frame.payload;
             let decoded =

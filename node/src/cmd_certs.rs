@@ -95,10 +95,7 @@ fn issue(settings: &Settings, args: &CertsIssueArgs, renew: bool) -> anyhow::Res
                     out.file_name()
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_default(),
-                    settings
-                        .mesh
-                        .advertise_addr
-                        .unwrap_or(settings.mesh.gossip_addr)
+                    seed_hint(settings)
                 ),
             )?;
         }
@@ -121,6 +118,30 @@ fn issue(settings: &Settings, args: &CertsIssueArgs, renew: bool) -> anyhow::Res
         }
     }
     Ok(exit::OK)
+}
+
+/// Where the new node should seed: the running local agent's advertised gossip address, else
+/// this host's name on the default port.
+fn seed_hint(settings: &Settings) -> String {
+    let from_agent =
+        crate::http_client::request(settings.api_addr, "GET", "/v1/status", None, None)
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|status| {
+                status["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["self"] == Value::Bool(true))?["gossip_addr"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+    from_agent.unwrap_or_else(|| {
+        format!(
+            "{}:{}",
+            crate::settings::host_name(),
+            settings.mesh.gossip_addr.port()
+        )
+    })
 }
 
 /// Fingerprints (hex) revoked so far, from the `cert_revoked` events in the store.

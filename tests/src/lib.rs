@@ -161,7 +161,7 @@ impl Agent {
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = labmesh(data_dir);
         cmd.arg("agent").arg("--api-addr").arg(api.to_string());
-        if !extra.iter().any(|a| *a == "--gossip-addr") {
+        if !extra.contains(&"--gossip-addr") {
             cmd.arg("--gossip-addr")
                 .arg(format!("127.0.0.1:{}", free_udp_port()));
         }

@@ -364,3 +364,72 @@ fn a_client_without_a_certificate_is_refused() {
         rejections(&a.agent)["no_certificate"].as_u64().unwrap_or(0) > 0
     });
 }
+
+#[test]
+fn a_certificate_near_expiry_raises_a_warning_and_renew_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_node(dir.path(), "alpha", &[]);
+    // A node whose certificate has 10 days left.
+    let out = dir.path().join("delta.json");
+    let res = run(labmesh(&a.data)
+        .args([
+            "--name", "alpha", "certs", "issue", "delta", "--days", "10", "--out",
+        ])
+        .arg(&out));
+    assert!(res.status.success(), "{}", stderr(&res));
+    let d_data = dir.path().join("delta");
+    let gossip = format!("127.0.0.1:{}", free_udp_port());
+    let bundle = out.display().to_string();
+    let d = Agent::start(
+        &d_data,
+        &[
+            "--name",
+            "delta",
+            "--join",
+            &bundle,
+            "--seed",
+            &a.gossip,
+            "--gossip-addr",
+            &gossip,
+        ],
+    );
+    wait_until("certificate_expiring", Duration::from_secs(10), || {
+        !events_of(&d_data, "certificate_expiring").is_empty()
+    });
+    let ev = &events_of(&d_data, "certificate_expiring")[0];
+    assert_eq!(ev["severity"], "warning");
+    assert!(ev["payload"]["days_left"].as_i64().unwrap() <= 10);
+    assert!(
+        ev["payload"]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("labmesh certs renew delta")
+    );
+    drop(d);
+    // Renewing on the CA node gives a new bundle with a year of validity; list shows both.
+    let renewed = dir.path().join("delta-renewed.json");
+    let res = run(labmesh(&a.data)
+        .args(["--name", "alpha", "certs", "renew", "delta", "--out"])
+        .arg(&renewed));
+    assert!(res.status.success(), "{}", stderr(&res));
+    let (bundle, _) = certs::JoinBundle::read(&renewed).unwrap();
+    let id = bundle.identity().unwrap();
+    assert!(id.not_after() - chrono::Utc::now() > chrono::Duration::days(300));
+    let list = run(labmesh(&a.data).args(["--name", "alpha", "certs", "list", "--json"]));
+    let certs: Vec<Value> = serde_json::from_slice(&list.stdout).unwrap();
+    let states: Vec<&str> = certs
+        .iter()
+        .filter(|c| c["node"] == "delta")
+        .map(|c| c["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains(&"expiring") && states.contains(&"valid"),
+        "{states:?}"
+    );
+    // Issuing again over an existing file needs --force.
+    let res = run(labmesh(&a.data)
+        .args(["--name", "alpha", "certs", "issue", "delta", "--out"])
+        .arg(&renewed));
+    assert_eq!(res.status.code(), Some(2));
+    assert!(stderr(&res).contains("--force"), "{}", stderr(&res));
+}
