@@ -19,6 +19,8 @@ use crate::api::{self, ApiState};
 use crate::cli::LogFormat;
 use crate::exit::{self, UsageError};
 use crate::peer::PeerRuntime;
+use crate::sync_driver::{SyncDriver, SyncSettings};
+use crate::world_driver::WorldRuntime;
 use crate::settings::Settings;
 
 fn init_logging(settings: &Settings) -> Result<(), UsageError> {
@@ -78,6 +80,14 @@ fn ensure_api_token(settings: &Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The API token (for write requests), read back from `<data>/api-token`.
+pub fn read_token(settings: &Settings) -> Option<String> {
+    std::fs::read_to_string(settings.token_path())
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
 }
 
 pub fn run(settings: Settings) -> anyhow::Result<u8> {
@@ -149,14 +159,32 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
             })
             .context("cannot start the pick-up thread")?
     };
+    let (entries_tx, entries_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (world_tx, world_rx) = tokio::sync::mpsc::unbounded_channel();
+    store.set_listener(Box::new(move |entry| {
+        let _ = entries_tx.send(entry.clone());
+        let _ = world_tx.send(entry.clone());
+    }));
     let peer = PeerRuntime::start(&settings, &identity, store.clone()).await?;
     let (stop_peer_tx, stop_peer_rx) = tokio::sync::watch::channel(false);
-    let peer_task = tokio::spawn(peer.clone().run(stop_peer_rx, revoked_rx));
+    let peer_task = tokio::spawn(peer.clone().run(stop_peer_rx.clone(), revoked_rx));
+    let sync = SyncDriver::new(store.clone(), peer.clone(), &settings.name, SyncSettings::default());
+    let world = {
+        let (dir, store, peer) = (settings.data_dir.clone(), store.clone(), peer.clone());
+        tokio::task::spawn_blocking(move || WorldRuntime::open(&dir, store, peer))
+            .await
+            .context("world task failed")?
+    };
+    let world_task = tokio::spawn(world.clone().run(world_rx, stop_peer_rx.clone()));
+    let sync_task = tokio::spawn(sync.clone().run(entries_rx, stop_peer_rx));
     let state = Arc::new(ApiState {
         store: store.clone(),
         node: settings.name.clone(),
         started,
         peer: Some(peer.clone()),
+        sync: Some(sync.clone()),
+        world: Some(world.clone()),
+        token: read_token(&settings),
     });
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))
@@ -165,6 +193,8 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         .context("HTTP API failed")?;
     let _ = stop_peer_tx.send(true);
     let _ = peer_task.await;
+    let _ = sync_task.await;
+    let _ = world_task.await;
     // Tell the others we are leaving on purpose, so they show `left`, not `dead`.
     peer.mesh.leave().await;
     stop.store(true, Ordering::Relaxed);

@@ -19,6 +19,10 @@ pub struct ApiState {
     pub node: String,
     pub started: Instant,
     pub peer: Option<Arc<crate::peer::PeerRuntime>>,
+    pub sync: Option<Arc<crate::sync_driver::SyncDriver>>,
+    pub world: Option<Arc<crate::world_driver::WorldRuntime>>,
+    /// Bearer token required by write requests.
+    pub token: Option<String>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -27,6 +31,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/nodes", get(nodes))
         .route("/v1/status", get(status))
+        .route("/v1/sync", get(sync_status))
+        .route("/v1/world", get(world_all))
+        .route("/v1/services", get(|s| world_view(s, "services")))
+        .route("/v1/incidents", get(|s| world_view(s, "incidents")))
+        .route("/v1/deployments", get(|s| world_view(s, "deployments")))
+        .route("/v1/sync/now", axum::routing::post(sync_now))
         .with_state(state)
 }
 
@@ -196,5 +206,70 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<Value> {
         "nodes": nodes,
         "rejections": transport["rejections"],
         "transport": transport,
+    }))
+}
+
+/// Checks `Authorization: Bearer <token>` against the agent's token.
+fn authorize(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match (&state.token, given) {
+        (Some(want), Some(got)) if want == got => Ok(()),
+        _ => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "this request changes the agent: send `Authorization: Bearer <token>` with the token from <data>/api-token".into(),
+        )),
+    }
+}
+
+async fn sync_status(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    match &state.sync {
+        Some(sync) => Ok(Json(sync.status().await)),
+        None => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "sync is not running".into())),
+    }
+}
+
+async fn sync_now(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Some(sync) = &state.sync else {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "sync is not running".into()));
+    };
+    let peer = params.get("peer").map(String::as_str);
+    sync.request_now(peer);
+    Ok(Json(json!({"requested": true, "peer": peer})))
+}
+
+fn views(state: &ApiState) -> Result<sync::world::Views, ApiError> {
+    state
+        .world
+        .as_ref()
+        .and_then(|w| w.views())
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the world state is not ready yet".into()))
+}
+
+async fn world_all(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let v = views(&state)?;
+    Ok(Json(json!({
+        "nodes": v.nodes,
+        "services": v.services,
+        "deployments": v.deployments,
+        "incidents": v.incidents,
+        "runtime_summary": v.runtime_summary,
+    })))
+}
+
+async fn world_view(State(state): State<Arc<ApiState>>, which: &'static str) -> Result<Json<Value>, ApiError> {
+    let v = views(&state)?;
+    Ok(Json(match which {
+        "services" => v.services,
+        "incidents" => v.incidents,
+        _ => v.deployments,
     }))
 }

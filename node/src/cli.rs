@@ -80,6 +80,24 @@ pub enum Command {
     Certs(CertsCommand),
     /// Install a join bundle and run the agent as the node it names (= agent --join FILE).
     Join(JoinArgs),
+    /// Event sync between peers: status, or reconcile now.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Per peer: fingerprint equal?, last reconciliation, events and bytes sent and received.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reconcile now with one peer, or with every live peer.
+    Now {
+        /// The peer's node name (default: every live peer).
+        peer: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

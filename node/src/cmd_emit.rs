@@ -25,9 +25,13 @@ pub fn run(settings: &Settings, args: &EmitArgs) -> anyhow::Result<u8> {
     let payload = read_payload(args)?;
     let new = defaults(args, &event_type)?.payload(payload);
     let clock = settings.store_config().clock;
-    let event = new
+    let mut event = new
         .into_event(&settings.name, clock.now())
         .map_err(|e| UsageError(format!("invalid event: {e}")))?;
+    event.extra.insert(
+        "hlc".into(),
+        Value::String(sync::clock::HybridClock::new().stamp()),
+    );
     let outcome = writer.write(&event)?;
     let mut out = io::stdout().lock();
     print_outcome(&mut out, &event, &outcome, args.json)?;

@@ -16,7 +16,10 @@ mod identity;
 mod output;
 mod peer;
 mod settings;
+mod sync_driver;
+mod world_driver;
 mod timespec;
+mod cmd_sync;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -54,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Fsck(args) => cmd_fsck::run(&Settings::resolve(&cli.global)?, args),
         Command::Status(args) => cmd_status::run(&Settings::resolve(&cli.global)?, args),
+        Command::Sync(cmd) => cmd_sync::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Certs(cmd) => cmd_certs::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Join(args) => {
             let mut agent_args = args.agent.clone();

@@ -374,6 +374,7 @@ impl Settings {
             .and_then(|v| v.parse::<i64>().ok())
         {
             cfg.clock = std::sync::Arc::new(sync::SystemClock { offset_ms: offset });
+            sync::clock::set_offset_ms(offset);
         }
         cfg
     }

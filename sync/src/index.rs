@@ -107,6 +107,31 @@ impl Query {
     }
 }
 
+/// An order-independent fingerprint of a set of content hashes: their count and their sum
+/// modulo 2^256 (the accumulator negentropy uses). Adding is O(1), so the store keeps it current.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetFingerprint {
+    pub count: u64,
+    sum: [u8; 32],
+}
+
+impl SetFingerprint {
+    pub fn add(&mut self, hash: &ContentHash) {
+        let mut carry = 0u16;
+        for (sum, byte) in self.sum.iter_mut().zip(hash) {
+            let v = u16::from(*sum) + u16::from(*byte) + carry;
+            *sum = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        self.count += 1;
+    }
+
+    /// Short text for gossip: `<count>:<first 16 bytes of the sum, hex>`.
+    pub fn to_gossip(&self) -> String {
+        format!("{}:{}", self.count, hex::encode(&self.sum[..16]))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Interner(HashSet<Arc<str>>);
 
@@ -135,6 +160,8 @@ pub enum Inserted {
 pub struct Index {
     by_time: BTreeMap<(i64, Uuid), IndexEntry>,
     by_id: HashMap<Uuid, Vec<i64>>,
+    by_hash: HashMap<ContentHash, (i64, Uuid)>,
+    fingerprint: SetFingerprint,
     strings: Interner,
     bytes: u64,
 }
@@ -173,6 +200,26 @@ impl Index {
         }
     }
 
+    /// The entry whose file has this content hash.
+    pub fn by_hash(&self, hash: &ContentHash) -> Option<&IndexEntry> {
+        self.by_hash.get(hash).and_then(|k| self.by_time.get(k))
+    }
+
+    /// A fingerprint of the whole set of event files: equal on two nodes exactly when (with
+    /// overwhelming probability) they hold the same events.
+    pub fn fingerprint(&self) -> SetFingerprint {
+        self.fingerprint.clone()
+    }
+
+    /// `(timestamp ms, content hash)` of every entry at or after `since_ms`, in time order:
+    /// the items set reconciliation runs over.
+    pub fn sync_items(&self, since_ms: i64) -> Vec<(u64, ContentHash)> {
+        self.by_time
+            .range((since_ms, Uuid::nil())..)
+            .map(|(_, e)| (u64::try_from(e.millis).unwrap_or(0), e.hash))
+            .collect()
+    }
+
     /// The entry stored at exactly this (time, id), if any.
     pub fn get(&self, millis: i64, id: &Uuid) -> Option<&IndexEntry> {
         self.by_time.get(&(millis, *id))
@@ -206,6 +253,8 @@ impl Index {
             .map(|e| (e.millis, e.hash))
             .collect();
         self.by_id.entry(entry.id).or_default().push(entry.millis);
+        self.by_hash.insert(entry.hash, key);
+        self.fingerprint.add(&entry.hash);
         self.bytes += u64::from(entry.size);
         self.by_time.insert(key, entry);
         if others.is_empty() {

@@ -8,13 +8,16 @@
 //! Files are the source of truth. An event file is one line of compact JSON; the store never
 //! rewrites a file, so what a script wrote is what every peer keeps, byte for byte.
 
+pub mod clock;
 pub mod durable;
 pub mod event;
 pub mod fsck;
 pub mod index;
 pub mod layout;
 pub mod pickup;
+pub mod reconcile;
 pub mod store;
+pub mod world;
 
 pub use event::{Event, EventError, NewEvent, Severity};
 pub use index::{IndexEntry, Order, Query};

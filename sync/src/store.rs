@@ -307,7 +307,13 @@ pub struct EventStore {
     reported_conflicts: Mutex<HashSet<(Uuid, ContentHash, ContentHash)>>,
     folder_mtimes: Mutex<HashMap<PathBuf, SystemTime>>,
     unsettled: Mutex<HashMap<PathBuf, Instant>>,
+    listener: RwLock<Option<Listener>>,
+    hlc: crate::clock::HybridClock,
 }
+
+/// Called with every entry that enters the index, whatever the path (a local append, a file
+/// dropped in, an event from a peer). Must be quick: it runs on the inserting thread.
+pub type Listener = Box<dyn Fn(&IndexEntry) + Send + Sync>;
 
 /// One candidate file read and checked off the index lock.
 struct Checked {
@@ -349,6 +355,8 @@ impl EventStore {
             reported_conflicts: Mutex::new(HashSet::new()),
             folder_mtimes: Mutex::new(HashMap::new()),
             unsettled: Mutex::new(HashMap::new()),
+            listener: RwLock::new(None),
+            hlc: crate::clock::HybridClock::new(),
         };
         let report = store.scan(true)?;
         Ok((store, report))
@@ -364,6 +372,11 @@ impl EventStore {
 
     pub fn quarantine_dir(&self) -> &Path {
         &self.quarantine_dir
+    }
+
+    /// A fresh hybrid-logical-clock stamp for an event this node writes.
+    pub fn stamp_hlc(&self) -> String {
+        self.hlc.stamp()
     }
 
     pub fn writer(&self) -> &EventWriter {
@@ -412,7 +425,10 @@ impl EventStore {
 
     /// Creates, validates and durably stores an event stamped now on this node.
     pub fn append(&self, new: NewEvent) -> Result<Appended, StoreError> {
-        let event = new.into_event(&self.cfg.node, self.cfg.clock.now())?;
+        let mut event = new.into_event(&self.cfg.node, self.cfg.clock.now())?;
+        event
+            .extra
+            .insert("hlc".into(), Value::String(self.hlc.stamp()));
         let mut out = self.append_batch(std::slice::from_ref(&event))?;
         Ok(out.remove(0))
     }
@@ -447,6 +463,9 @@ impl EventStore {
         for bytes in files {
             match Event::from_file_bytes(bytes, self.cfg.max_event_bytes, None) {
                 Ok(event) => {
+                    if let Some(Value::String(hlc)) = event.extra.get("hlc") {
+                        self.hlc.observe(hlc);
+                    }
                     parsed.push(event);
                     results.push(None);
                 }
@@ -524,11 +543,42 @@ impl EventStore {
         Ok(appended)
     }
 
+    /// Installs the listener told about every new index entry (one; a second replaces it).
+    pub fn set_listener(&self, listener: Listener) {
+        *self.listener.write().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+    }
+
+    /// The fingerprint of the whole event set (see [`crate::index::SetFingerprint`]).
+    pub fn fingerprint(&self) -> crate::index::SetFingerprint {
+        self.read_index().fingerprint()
+    }
+
+    /// `(timestamp ms, content hash)` of every event at or after `since_ms`, in time order.
+    pub fn sync_items(&self, since_ms: i64) -> Vec<(u64, ContentHash)> {
+        self.read_index().sync_items(since_ms)
+    }
+
+    /// The bytes of the event file with this content hash, if stored here.
+    pub fn read_by_hash(&self, hash: &ContentHash) -> Option<Vec<u8>> {
+        let entry = self.read_index().by_hash(hash).cloned()?;
+        self.read_bytes(&entry).ok()
+    }
+
     /// Indexes an entry and reports a conflict if its id was already held by other content.
     fn index_entry(&self, entry: IndexEntry, rel: &Path) {
         let id = entry.id;
         let hash = entry.hash;
+        let fresh = entry.clone();
         let inserted = self.write_index().insert(entry);
+        if !matches!(inserted, Inserted::Duplicate)
+            && let Some(listener) = self
+                .listener
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+        {
+            listener(&fresh);
+        }
         if let Inserted::Conflict(others) = inserted {
             for (millis, other_hash) in others {
                 let other_rel = self

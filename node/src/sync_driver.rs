@@ -1,0 +1,369 @@
+//! Drives the sans-IO sync core (`sync::reconcile`) with the agent's store and the mesh's QUIC
+//! connections: pushes new local events at once, reconciles with a peer whose gossiped
+//! fingerprint differs, and stores what peers send through the store's validating path.
+//!
+//! Decisions live in the core; this file decodes, calls it, and performs what it asked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sync::reconcile::{Runtime, SyncCore, SyncMessage, SyncSource};
+use sync::{EventStore, IndexEntry};
+use tokio::sync::mpsc;
+
+use crate::peer::PeerRuntime;
+
+/// Gossip key holding this node's event-set fingerprint (`<count>:<hex>`). Owned by sync.
+pub const FINGERPRINT_KEY: &str = "sync_fp";
+
+/// Settings; each field's doc says what it trades.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Reconcile with a peer whose fingerprint has differed this long. Shorter repairs sooner
+    /// but may start sessions for events that eager push is still delivering. Default 2 s.
+    pub differ_delay: Duration,
+    /// Reconcile with one peer this often even when fingerprints agree (catches hash
+    /// collisions of the short gossip fingerprint, costs one small round trip). Default 5 min.
+    pub anti_entropy_interval: Duration,
+    /// Reconcile only events newer than this (the retention window). Default 30 days.
+    pub window: Duration,
+    /// A session that has not finished after this long is dropped (the next one redoes what is
+    /// missing). Default 60 s.
+    pub session_timeout: Duration,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            differ_delay: Duration::from_secs(2),
+            anti_entropy_interval: Duration::from_secs(300),
+            window: Duration::from_secs(30 * 24 * 3600),
+            session_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Per peer, for `labmesh sync status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerSyncView {
+    pub peer: String,
+    pub fingerprint: String,
+    pub fingerprint_equal: bool,
+    pub last_reconciliation_s_ago: Option<u64>,
+    pub sessions_started: u64,
+    pub sessions_completed: u64,
+    pub events_sent: u64,
+    pub events_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub events_refused: u64,
+}
+
+pub struct SyncDriver {
+    store: Arc<EventStore>,
+    peer: Arc<PeerRuntime>,
+    node: String,
+    cfg: SyncSettings,
+    core: Mutex<SyncCore>,
+    started: Instant,
+    refused: Mutex<BTreeMap<String, u64>>,
+    last_session: Mutex<BTreeMap<String, Instant>>,
+    differ_since: Mutex<HashMap<String, Instant>>,
+    queues: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+    /// `sync now` requests: a peer name, or empty for every live peer.
+    now_tx: mpsc::UnboundedSender<String>,
+    now_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+}
+
+struct Source<'a>(&'a EventStore);
+
+impl SyncSource for Source<'_> {
+    fn items(&self, since_ms: i64) -> Vec<(u64, [u8; 32])> {
+        self.0.sync_items(since_ms)
+    }
+    fn bytes(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        self.0.read_by_hash(hash)
+    }
+}
+
+#[derive(Default)]
+struct Outbox {
+    send: Vec<(String, SyncMessage)>,
+    store: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl Runtime for Outbox {
+    fn send(&mut self, to: &str, msg: SyncMessage) {
+        self.send.push((to.to_owned(), msg));
+    }
+    fn store(&mut self, from: &str, events: Vec<Vec<u8>>) {
+        self.store.push((from.to_owned(), events));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SyncDriver {
+    pub fn new(store: Arc<EventStore>, peer: Arc<PeerRuntime>, node: &str, cfg: SyncSettings) -> Arc<SyncDriver> {
+        let (now_tx, now_rx) = mpsc::unbounded_channel();
+        Arc::new(SyncDriver {
+            store,
+            peer,
+            node: node.to_owned(),
+            cfg,
+            core: Mutex::new(SyncCore::new(rand::random())),
+            started: Instant::now(),
+            refused: Mutex::new(BTreeMap::new()),
+            last_session: Mutex::new(BTreeMap::new()),
+            differ_since: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            now_tx,
+            now_rx: Mutex::new(Some(now_rx)),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn since_ms(&self) -> i64 {
+        (chrono::Utc::now() - chrono::Duration::from_std(self.cfg.window).unwrap_or_default()).timestamp_millis()
+    }
+
+    /// Live peers by name, with the address to reach them.
+    async fn live_peers(&self) -> BTreeMap<String, (SocketAddr, String)> {
+        let view = self.peer.mesh.view().await;
+        view.peers
+            .iter()
+            .filter(|p| p.liveness.is_up())
+            .map(|p| {
+                let fp = p.key_values.get(FINGERPRINT_KEY).cloned().unwrap_or_default();
+                (p.node.clone(), (p.gossip_addr, fp))
+            })
+            .collect()
+    }
+
+    /// Asks for a reconciliation now (`labmesh sync now [PEER]`).
+    pub fn request_now(&self, peer: Option<&str>) {
+        let _ = self.now_tx.send(peer.unwrap_or("").to_owned());
+    }
+
+    /// Sends through a per-peer queue so one slow peer never stalls the others.
+    fn send(self: &Arc<Self>, to: &str, addr: SocketAddr, msg: &SyncMessage) {
+        let bytes = msg.encode();
+        let mut queues = lock(&self.queues);
+        let tx = queues.entry(to.to_owned()).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+            let transport = self.peer.mesh.transport().clone();
+            let name = to.to_owned();
+            tokio::spawn(async move {
+                while let Some(bytes) = rx.recv().await {
+                    if let Err(e) = transport.send_app(addr, &bytes).await {
+                        tracing::debug!(peer = %name, error = %e, "sync message not delivered");
+                    }
+                }
+            });
+            tx
+        });
+        if tx.try_send(bytes).is_err() {
+            tracing::debug!(peer = to, "sync queue full; the next reconciliation catches up");
+        }
+    }
+
+    async fn perform(self: &Arc<Self>, out: Outbox, peers: &BTreeMap<String, (SocketAddr, String)>) {
+        for (to, msg) in out.send {
+            match peers.get(&to) {
+                Some((addr, _)) => self.send(&to, *addr, &msg),
+                None => tracing::debug!(peer = %to, "not live; dropped a sync message"),
+            }
+        }
+        for (from, events) in out.store {
+            let store = self.store.clone();
+            let result = tokio::task::spawn_blocking(move || store.store_bytes_batch(&events)).await;
+            match result {
+                Ok(Ok(results)) => {
+                    let bad: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+                    if !bad.is_empty() {
+                        *lock(&self.refused).entry(from.clone()).or_default() += bad.len() as u64;
+                        tracing::warn!(peer = %from, refused = bad.len(), first = %bad[0], "refused invalid events from a peer");
+                    }
+                }
+                Ok(Err(e)) => tracing::error!(peer = %from, error = %e, "cannot store events from a peer"),
+                Err(e) => tracing::error!(error = %e, "store task failed"),
+            }
+        }
+    }
+
+    async fn start_session(self: &Arc<Self>, peer: &str, peers: &BTreeMap<String, (SocketAddr, String)>) {
+        let mut out = Outbox::default();
+        let store = self.store.clone();
+        let since = self.since_ms();
+        let now = self.now_ms();
+        let started = {
+            let mut core = lock(&self.core);
+            if core.in_session_with(peer) {
+                return;
+            }
+            core.start(&mut out, &Source(&store), peer, since, now)
+        };
+        match started {
+            Ok(_) => {
+                lock(&self.last_session).insert(peer.to_owned(), Instant::now());
+                self.perform(out, peers).await;
+            }
+            Err(e) => tracing::warn!(peer, error = %e, "cannot start a reconciliation"),
+        }
+    }
+
+    /// Runs until `stop` changes.
+    pub async fn run(self: Arc<Self>, mut new_entries: mpsc::UnboundedReceiver<IndexEntry>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(mut inbound) = self.peer.mesh.transport().take_app_receiver() else {
+            tracing::error!("the sync channel is already taken; sync disabled");
+            return;
+        };
+        let Some(mut now_rx) = lock(&self.now_rx).take() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut last_anti_entropy = Instant::now();
+        let mut published = String::new();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                Some(msg) = inbound.recv() => {
+                    let peers = self.live_peers().await;
+                    match SyncMessage::decode(&msg.bytes) {
+                        Ok(decoded) => {
+                            let mut out = Outbox::default();
+                            let store = self.store.clone();
+                            let result = {
+                                let mut core = lock(&self.core);
+                                core.on_message(&mut out, &Source(&store), &msg.from.node, decoded)
+                            };
+                            if let Err(e) = result {
+                                tracing::warn!(peer = %msg.from.node, error = %e, "bad sync message");
+                            }
+                            let mut peers = peers;
+                            // A peer that just wrote to us may not be "alive" in our view yet.
+                            peers.entry(msg.from.node.clone()).or_insert((msg.from_addr, String::new()));
+                            self.perform(out, &peers).await;
+                        }
+                        Err(e) => {
+                            *lock(&self.refused).entry(msg.from.node.clone()).or_default() += 1;
+                            tracing::warn!(peer = %msg.from.node, error = %e, "refused a sync message");
+                        }
+                    }
+                }
+                Some(entry) = new_entries.recv() => {
+                    // Eager push: only events written on this node; what peers sent us, they
+                    // already pushed themselves.
+                    let mut batch = vec![entry];
+                    while let Ok(more) = new_entries.try_recv() {
+                        batch.push(more);
+                        if batch.len() >= 500 { break; }
+                    }
+                    let own: Vec<Vec<u8>> = batch
+                        .iter()
+                        .filter(|e| *e.node == self.node)
+                        .filter_map(|e| self.store.read_bytes(e).ok())
+                        .collect();
+                    if !own.is_empty() {
+                        let peers = self.live_peers().await;
+                        let names: Vec<String> = peers.keys().cloned().collect();
+                        let mut out = Outbox::default();
+                        lock(&self.core).push(&mut out, &names, &own);
+                        self.perform(out, &peers).await;
+                    }
+                }
+                Some(target) = now_rx.recv() => {
+                    let peers = self.live_peers().await;
+                    for name in peers.keys().filter(|n| target.is_empty() || **n == target).cloned().collect::<Vec<_>>() {
+                        self.start_session(&name, &peers).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    let fp = self.store.fingerprint().to_gossip();
+                    if fp != published {
+                        self.peer.mesh.set_key(FINGERPRINT_KEY, &fp).await;
+                        published = fp.clone();
+                    }
+                    let expired = lock(&self.core).expire(self.now_ms(), self.cfg.session_timeout.as_millis() as u64);
+                    if expired > 0 {
+                        tracing::debug!(expired, "dropped unfinished sync sessions");
+                    }
+                    let peers = self.live_peers().await;
+                    let mut due = Vec::new();
+                    {
+                        let mut differ = lock(&self.differ_since);
+                        differ.retain(|n, _| peers.contains_key(n));
+                        for (name, (_, their)) in &peers {
+                            if their.is_empty() || *their == fp {
+                                differ.remove(name);
+                                continue;
+                            }
+                            let since = *differ.entry(name.clone()).or_insert_with(Instant::now);
+                            // The smaller name starts; the other waits a while in case it is
+                            // already doing so, then starts too.
+                            let wait = if self.node < *name { self.cfg.differ_delay } else { self.cfg.differ_delay * 3 };
+                            let recent = lock(&self.last_session).get(name).is_some_and(|t| t.elapsed() < wait);
+                            if since.elapsed() >= wait && !recent {
+                                due.push(name.clone());
+                            }
+                        }
+                    }
+                    if last_anti_entropy.elapsed() >= self.cfg.anti_entropy_interval && !peers.is_empty() {
+                        last_anti_entropy = Instant::now();
+                        let pick = rand::random::<u64>() as usize % peers.len();
+                        if let Some(name) = peers.keys().nth(pick) {
+                            due.push(name.clone());
+                        }
+                    }
+                    for name in due {
+                        self.start_session(&name, &peers).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Per-peer figures for `labmesh sync status`.
+    pub async fn status(&self) -> serde_json::Value {
+        let fp = self.store.fingerprint().to_gossip();
+        let view = self.peer.mesh.view().await;
+        let stats = lock(&self.core).stats.clone();
+        let refused = lock(&self.refused).clone();
+        let last = lock(&self.last_session).clone();
+        let peers: Vec<PeerSyncView> = view
+            .peers
+            .iter()
+            .map(|p| {
+                let their = p.key_values.get(FINGERPRINT_KEY).cloned().unwrap_or_default();
+                let s = stats.get(&p.node).cloned().unwrap_or_default();
+                PeerSyncView {
+                    peer: p.node.clone(),
+                    fingerprint_equal: their == fp,
+                    fingerprint: their,
+                    last_reconciliation_s_ago: last.get(&p.node).map(|t| t.elapsed().as_secs()),
+                    sessions_started: s.sessions_started,
+                    sessions_completed: s.sessions_completed,
+                    events_sent: s.events_sent,
+                    events_received: s.events_received,
+                    bytes_sent: s.bytes_sent,
+                    bytes_received: s.bytes_received,
+                    events_refused: refused.get(&p.node).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        serde_json::json!({
+            "node": self.node,
+            "fingerprint": fp,
+            "events": self.store.len(),
+            "peers": peers,
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Keeps this node's WorldState current and its views written to `<data>/world/`.
+//!
+//! Every event that enters the store (from anywhere) is applied; views are rewritten at most
+//! twice a second when something changed; a checkpoint in `<data>/state/` lets a restart skip
+//! the rebuild when the store has not changed since (deleting it rebuilds the same views).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sync::world::{Views, WorldState};
+use sync::{Event, EventStore, IndexEntry};
+use tokio::sync::mpsc;
+
+use crate::peer::PeerRuntime;
+
+pub struct WorldRuntime {
+    state: Mutex<WorldState>,
+    store: Arc<EventStore>,
+    peer: Arc<PeerRuntime>,
+    world_dir: PathBuf,
+    checkpoint: PathBuf,
+    checkpoint_meta: PathBuf,
+    views: Mutex<Option<Views>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn parse(store: &EventStore, entry: &IndexEntry) -> Option<Event> {
+    let bytes = store.read_bytes(entry).ok()?;
+    Event::from_file_bytes(&bytes, store.config().max_event_bytes, Some(entry.id)).ok()
+}
+
+impl WorldRuntime {
+    /// Loads the checkpoint, or rebuilds from every stored event when the store changed since.
+    pub fn open(data_dir: &std::path::Path, store: Arc<EventStore>, peer: Arc<PeerRuntime>) -> Arc<WorldRuntime> {
+        let checkpoint = data_dir.join("state/world-checkpoint.json");
+        let checkpoint_meta = data_dir.join("state/world-checkpoint.fingerprint");
+        let started = Instant::now();
+        let fingerprint = store.fingerprint().to_gossip();
+        let saved_fp = std::fs::read_to_string(&checkpoint_meta).unwrap_or_default();
+        let loaded = match WorldState::load(&checkpoint) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(error = %e, "world checkpoint unreadable; rebuilding from events");
+                None
+            }
+        };
+        let (state, rebuilt) = match loaded {
+            Some(state) if saved_fp.trim() == fingerprint => (state, false),
+            other => {
+                // Applying is idempotent: start from the checkpoint if any and fold everything.
+                let mut state = other.unwrap_or_default();
+                let entries = store.query(&sync::Query::default());
+                for e in &entries {
+                    if let Some(ev) = parse(&store, e) {
+                        state.apply(&ev);
+                    }
+                }
+                (state, true)
+            }
+        };
+        tracing::info!(rebuilt, ms = started.elapsed().as_millis() as u64, "world state ready");
+        Arc::new(WorldRuntime {
+            state: Mutex::new(state),
+            store,
+            peer,
+            world_dir: data_dir.join("world"),
+            checkpoint,
+            checkpoint_meta,
+            views: Mutex::new(None),
+        })
+    }
+
+    async fn live_overlay(&self) -> BTreeMap<String, Value> {
+        let view = self.peer.mesh.view().await;
+        let mut live: BTreeMap<String, Value> = view
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    p.node.clone(),
+                    json!({"liveness": p.liveness, "last_heartbeat_age_ms": p.last_heartbeat_age_ms}),
+                )
+            })
+            .collect();
+        live.insert(view.node.clone(), json!({"liveness": "alive", "last_heartbeat_age_ms": 0, "self": true}));
+        live
+    }
+
+    async fn write_views(&self) {
+        let live = self.live_overlay().await;
+        let views = lock(&self.state).views_with_live(&live);
+        if let Err(e) = std::fs::create_dir_all(&self.world_dir).map_err(|e| e.to_string()).and_then(|()| views.write(&self.world_dir).map_err(|e| e.to_string())) {
+            tracing::error!(dir = %self.world_dir.display(), error = %e, "cannot write the world views");
+        }
+        *lock(&self.views) = Some(views);
+    }
+
+    fn save_checkpoint(&self) {
+        let state = lock(&self.state).clone();
+        let fp = self.store.fingerprint().to_gossip();
+        let result = std::fs::create_dir_all(self.checkpoint.parent().unwrap_or(&self.world_dir))
+            .map_err(|e| e.to_string())
+            .and_then(|()| state.save(&self.checkpoint).map_err(|e| e.to_string()))
+            .and_then(|()| sync::durable::write_file_atomic(&self.checkpoint_meta, fp.as_bytes()).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot save the world checkpoint");
+        }
+    }
+
+    /// The current views (as last written).
+    pub fn views(&self) -> Option<Views> {
+        lock(&self.views).clone()
+    }
+
+    pub async fn run(self: Arc<Self>, mut entries: mpsc::UnboundedReceiver<IndexEntry>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        self.write_views().await;
+        self.save_checkpoint();
+        let mut dirty = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(300));
+        let mut last_checkpoint = Instant::now();
+        let mut last_write = Instant::now();
+        let mut changed_since_checkpoint = false;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                Some(entry) = entries.recv() => {
+                    let mut batch = vec![entry];
+                    while let Ok(more) = entries.try_recv() {
+                        batch.push(more);
+                        if batch.len() >= 2000 { break; }
+                    }
+                    let store = self.store.clone();
+                    let events: Vec<Event> = tokio::task::spawn_blocking(move || batch.iter().filter_map(|e| parse(&store, e)).collect())
+                        .await
+                        .unwrap_or_default();
+                    let mut state = lock(&self.state);
+                    for ev in &events {
+                        state.apply(ev);
+                    }
+                    dirty = true;
+                    changed_since_checkpoint = true;
+                }
+                _ = tick.tick() => {
+                    // Liveness overlays change without events: refresh nodes.json now and then.
+                    if dirty || last_write.elapsed() >= Duration::from_secs(5) {
+                        self.write_views().await;
+                        dirty = false;
+                        last_write = Instant::now();
+                    }
+                    if changed_since_checkpoint && last_checkpoint.elapsed() >= Duration::from_secs(30) {
+                        self.save_checkpoint();
+                        changed_since_checkpoint = false;
+                        last_checkpoint = Instant::now();
+                    }
+                }
+            }
+        }
+        self.write_views().await;
+        self.save_checkpoint();
+    }
+}
