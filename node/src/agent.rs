@@ -19,9 +19,9 @@ use crate::api::{self, ApiState};
 use crate::cli::LogFormat;
 use crate::exit::{self, UsageError};
 use crate::peer::PeerRuntime;
+use crate::settings::Settings;
 use crate::sync_driver::{SyncDriver, SyncSettings};
 use crate::world_driver::WorldRuntime;
-use crate::settings::Settings;
 
 fn init_logging(settings: &Settings) -> Result<(), UsageError> {
     let filter = EnvFilter::try_new(&settings.log_level)
@@ -168,7 +168,12 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let peer = PeerRuntime::start(&settings, &identity, store.clone()).await?;
     let (stop_peer_tx, stop_peer_rx) = tokio::sync::watch::channel(false);
     let peer_task = tokio::spawn(peer.clone().run(stop_peer_rx.clone(), revoked_rx));
-    let sync = SyncDriver::new(store.clone(), peer.clone(), &settings.name, SyncSettings::default());
+    let sync = SyncDriver::new(
+        store.clone(),
+        peer.clone(),
+        &settings.name,
+        SyncSettings::default(),
+    );
     let world = {
         let (dir, store, peer) = (settings.data_dir.clone(), store.clone(), peer.clone());
         tokio::task::spawn_blocking(move || WorldRuntime::open(&dir, store, peer))

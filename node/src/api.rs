@@ -228,7 +228,10 @@ fn authorize(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), Ap
 async fn sync_status(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     match &state.sync {
         Some(sync) => Ok(Json(sync.status().await)),
-        None => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "sync is not running".into())),
+        None => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sync is not running".into(),
+        )),
     }
 }
 
@@ -239,7 +242,10 @@ async fn sync_now(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let Some(sync) = &state.sync else {
-        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "sync is not running".into()));
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sync is not running".into(),
+        ));
     };
     let peer = params.get("peer").map(String::as_str);
     sync.request_now(peer);
@@ -247,11 +253,12 @@ async fn sync_now(
 }
 
 fn views(state: &ApiState) -> Result<sync::world::Views, ApiError> {
-    state
-        .world
-        .as_ref()
-        .and_then(|w| w.views())
-        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the world state is not ready yet".into()))
+    state.world.as_ref().and_then(|w| w.views()).ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the world state is not ready yet".into(),
+        )
+    })
 }
 
 async fn world_all(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
@@ -265,7 +272,10 @@ async fn world_all(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, Ap
     })))
 }
 
-async fn world_view(State(state): State<Arc<ApiState>>, which: &'static str) -> Result<Json<Value>, ApiError> {
+async fn world_view(
+    State(state): State<Arc<ApiState>>,
+    which: &'static str,
+) -> Result<Json<Value>, ApiError> {
     let v = views(&state)?;
     Ok(Json(match which {
         "services" => v.services,

@@ -83,6 +83,26 @@ pub enum Command {
     /// Event sync between peers: status, or reconcile now.
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// The world as the events tell it: nodes, services, incidents, deployments.
+    World(WorldArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorldArgs {
+    /// Which view (default: the runtime summary).
+    #[arg(value_enum)]
+    pub view: Option<WorldView>,
+    /// Print the view's JSON as stored in <data>/world/.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WorldView {
+    Nodes,
+    Services,
+    Incidents,
+    Deployments,
 }
 
 #[derive(Debug, Subcommand)]

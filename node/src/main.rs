@@ -10,6 +10,8 @@ mod cmd_emit;
 mod cmd_events;
 mod cmd_fsck;
 mod cmd_status;
+mod cmd_sync;
+mod cmd_world;
 mod exit;
 mod http_client;
 mod identity;
@@ -17,9 +19,8 @@ mod output;
 mod peer;
 mod settings;
 mod sync_driver;
-mod world_driver;
 mod timespec;
-mod cmd_sync;
+mod world_driver;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -57,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Fsck(args) => cmd_fsck::run(&Settings::resolve(&cli.global)?, args),
         Command::Status(args) => cmd_status::run(&Settings::resolve(&cli.global)?, args),
+        Command::World(args) => cmd_world::run(&Settings::resolve(&cli.global)?, args),
         Command::Sync(cmd) => cmd_sync::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Certs(cmd) => cmd_certs::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Join(args) => {

@@ -109,7 +109,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SyncDriver {
-    pub fn new(store: Arc<EventStore>, peer: Arc<PeerRuntime>, node: &str, cfg: SyncSettings) -> Arc<SyncDriver> {
+    pub fn new(
+        store: Arc<EventStore>,
+        peer: Arc<PeerRuntime>,
+        node: &str,
+        cfg: SyncSettings,
+    ) -> Arc<SyncDriver> {
         let (now_tx, now_rx) = mpsc::unbounded_channel();
         Arc::new(SyncDriver {
             store,
@@ -132,7 +137,8 @@ impl SyncDriver {
     }
 
     fn since_ms(&self) -> i64 {
-        (chrono::Utc::now() - chrono::Duration::from_std(self.cfg.window).unwrap_or_default()).timestamp_millis()
+        (chrono::Utc::now() - chrono::Duration::from_std(self.cfg.window).unwrap_or_default())
+            .timestamp_millis()
     }
 
     /// Live peers by name, with the address to reach them.
@@ -142,7 +148,11 @@ impl SyncDriver {
             .iter()
             .filter(|p| p.liveness.is_up())
             .map(|p| {
-                let fp = p.key_values.get(FINGERPRINT_KEY).cloned().unwrap_or_default();
+                let fp = p
+                    .key_values
+                    .get(FINGERPRINT_KEY)
+                    .cloned()
+                    .unwrap_or_default();
                 (p.node.clone(), (p.gossip_addr, fp))
             })
             .collect()
@@ -171,11 +181,18 @@ impl SyncDriver {
             tx
         });
         if tx.try_send(bytes).is_err() {
-            tracing::debug!(peer = to, "sync queue full; the next reconciliation catches up");
+            tracing::debug!(
+                peer = to,
+                "sync queue full; the next reconciliation catches up"
+            );
         }
     }
 
-    async fn perform(self: &Arc<Self>, out: Outbox, peers: &BTreeMap<String, (SocketAddr, String)>) {
+    async fn perform(
+        self: &Arc<Self>,
+        out: Outbox,
+        peers: &BTreeMap<String, (SocketAddr, String)>,
+    ) {
         for (to, msg) in out.send {
             match peers.get(&to) {
                 Some((addr, _)) => self.send(&to, *addr, &msg),
@@ -184,22 +201,32 @@ impl SyncDriver {
         }
         for (from, events) in out.store {
             let store = self.store.clone();
-            let result = tokio::task::spawn_blocking(move || store.store_bytes_batch(&events)).await;
+            let result =
+                tokio::task::spawn_blocking(move || store.store_bytes_batch(&events)).await;
             match result {
                 Ok(Ok(results)) => {
-                    let bad: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+                    let bad: Vec<String> = results
+                        .iter()
+                        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+                        .collect();
                     if !bad.is_empty() {
                         *lock(&self.refused).entry(from.clone()).or_default() += bad.len() as u64;
                         tracing::warn!(peer = %from, refused = bad.len(), first = %bad[0], "refused invalid events from a peer");
                     }
                 }
-                Ok(Err(e)) => tracing::error!(peer = %from, error = %e, "cannot store events from a peer"),
+                Ok(Err(e)) => {
+                    tracing::error!(peer = %from, error = %e, "cannot store events from a peer")
+                }
                 Err(e) => tracing::error!(error = %e, "store task failed"),
             }
         }
     }
 
-    async fn start_session(self: &Arc<Self>, peer: &str, peers: &BTreeMap<String, (SocketAddr, String)>) {
+    async fn start_session(
+        self: &Arc<Self>,
+        peer: &str,
+        peers: &BTreeMap<String, (SocketAddr, String)>,
+    ) {
         let mut out = Outbox::default();
         let store = self.store.clone();
         let since = self.since_ms();
@@ -221,7 +248,11 @@ impl SyncDriver {
     }
 
     /// Runs until `stop` changes.
-    pub async fn run(self: Arc<Self>, mut new_entries: mpsc::UnboundedReceiver<IndexEntry>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut new_entries: mpsc::UnboundedReceiver<IndexEntry>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let Some(mut inbound) = self.peer.mesh.transport().take_app_receiver() else {
             tracing::error!("the sync channel is already taken; sync disabled");
             return;
@@ -342,7 +373,11 @@ impl SyncDriver {
             .peers
             .iter()
             .map(|p| {
-                let their = p.key_values.get(FINGERPRINT_KEY).cloned().unwrap_or_default();
+                let their = p
+                    .key_values
+                    .get(FINGERPRINT_KEY)
+                    .cloned()
+                    .unwrap_or_default();
                 let s = stats.get(&p.node).cloned().unwrap_or_default();
                 PeerSyncView {
                     peer: p.node.clone(),

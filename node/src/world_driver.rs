@@ -37,7 +37,11 @@ fn parse(store: &EventStore, entry: &IndexEntry) -> Option<Event> {
 
 impl WorldRuntime {
     /// Loads the checkpoint, or rebuilds from every stored event when the store changed since.
-    pub fn open(data_dir: &std::path::Path, store: Arc<EventStore>, peer: Arc<PeerRuntime>) -> Arc<WorldRuntime> {
+    pub fn open(
+        data_dir: &std::path::Path,
+        store: Arc<EventStore>,
+        peer: Arc<PeerRuntime>,
+    ) -> Arc<WorldRuntime> {
         let checkpoint = data_dir.join("state/world-checkpoint.json");
         let checkpoint_meta = data_dir.join("state/world-checkpoint.fingerprint");
         let started = Instant::now();
@@ -64,7 +68,11 @@ impl WorldRuntime {
                 (state, true)
             }
         };
-        tracing::info!(rebuilt, ms = started.elapsed().as_millis() as u64, "world state ready");
+        tracing::info!(
+            rebuilt,
+            ms = started.elapsed().as_millis() as u64,
+            "world state ready"
+        );
         Arc::new(WorldRuntime {
             state: Mutex::new(state),
             store,
@@ -88,14 +96,20 @@ impl WorldRuntime {
                 )
             })
             .collect();
-        live.insert(view.node.clone(), json!({"liveness": "alive", "last_heartbeat_age_ms": 0, "self": true}));
+        live.insert(
+            view.node.clone(),
+            json!({"liveness": "alive", "last_heartbeat_age_ms": 0, "self": true}),
+        );
         live
     }
 
     async fn write_views(&self) {
         let live = self.live_overlay().await;
         let views = lock(&self.state).views_with_live(&live);
-        if let Err(e) = std::fs::create_dir_all(&self.world_dir).map_err(|e| e.to_string()).and_then(|()| views.write(&self.world_dir).map_err(|e| e.to_string())) {
+        if let Err(e) = std::fs::create_dir_all(&self.world_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| views.write(&self.world_dir).map_err(|e| e.to_string()))
+        {
             tracing::error!(dir = %self.world_dir.display(), error = %e, "cannot write the world views");
         }
         *lock(&self.views) = Some(views);
@@ -107,7 +121,10 @@ impl WorldRuntime {
         let result = std::fs::create_dir_all(self.checkpoint.parent().unwrap_or(&self.world_dir))
             .map_err(|e| e.to_string())
             .and_then(|()| state.save(&self.checkpoint).map_err(|e| e.to_string()))
-            .and_then(|()| sync::durable::write_file_atomic(&self.checkpoint_meta, fp.as_bytes()).map_err(|e| e.to_string()));
+            .and_then(|()| {
+                sync::durable::write_file_atomic(&self.checkpoint_meta, fp.as_bytes())
+                    .map_err(|e| e.to_string())
+            });
         if let Err(e) = result {
             tracing::warn!(error = %e, "cannot save the world checkpoint");
         }
@@ -118,7 +135,11 @@ impl WorldRuntime {
         lock(&self.views).clone()
     }
 
-    pub async fn run(self: Arc<Self>, mut entries: mpsc::UnboundedReceiver<IndexEntry>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut entries: mpsc::UnboundedReceiver<IndexEntry>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         self.write_views().await;
         self.save_checkpoint();
         let mut dirty = false;

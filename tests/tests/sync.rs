@@ -1,0 +1,285 @@
+//! Sync with real processes: the offline laptop catches up in both directions, and every node
+//! computes the same world.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use labmesh_tests::{Agent, free_udp_port, labmesh, run, stderr, wait_until};
+use rustix::process::Signal;
+use serde_json::{Value, json};
+
+struct Node {
+    name: String,
+    data: PathBuf,
+    gossip: String,
+    agent: Option<Agent>,
+}
+
+fn args<'a>(name: &'a str, gossip: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--name",
+        name,
+        "--gossip-addr",
+        gossip,
+        "--gossip-interval",
+        "100ms",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn start_ca(dir: &Path) -> Node {
+    let data = dir.join("alpha");
+    let gossip = format!("127.0.0.1:{}", free_udp_port());
+    let agent = Agent::start(&data, &args("alpha", &gossip, &[]));
+    Node {
+        name: "alpha".into(),
+        data,
+        gossip,
+        agent: Some(agent),
+    }
+}
+
+fn join(dir: &Path, ca: &Node, name: &str, extra: &[&str]) -> Node {
+    let bundle = dir.join(format!("{name}.json"));
+    let out = run(labmesh(&ca.data)
+        .args(["--name", "alpha", "certs", "issue", name, "--out"])
+        .arg(&bundle));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = dir.join(name);
+    let gossip = format!("127.0.0.1:{}", free_udp_port());
+    let b = bundle.display().to_string();
+    let mut a = args(name, &gossip, &["--join", &b, "--seed", &ca.gossip]);
+    a.extend_from_slice(extra);
+    let agent = Agent::start(&data, &a);
+    Node {
+        name: name.into(),
+        data,
+        gossip,
+        agent: Some(agent),
+    }
+}
+
+/// Emits JSON lines through `labmesh emit --from-jsonl -` on a node's data dir (no agent needed).
+fn emit_lines(node: &Node, lines: &[Value]) {
+    let mut child = labmesh(&node.data)
+        .args([
+            "--name",
+            &node.name,
+            "emit",
+            "--from-jsonl",
+            "-",
+            "--batch-size",
+            "500",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn fingerprint(agent: &Agent) -> String {
+    agent.get_json("/v1/sync")["fingerprint"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn world_file(node: &Node, name: &str) -> String {
+    std::fs::read_to_string(node.data.join("world").join(name)).unwrap_or_default()
+}
+
+#[test]
+fn the_offline_laptop_catches_up_both_ways_and_every_world_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = start_ca(dir.path());
+    let bravo = join(dir.path(), &alpha, "bravo", &[]);
+    let charlie = join(dir.path(), &alpha, "charlie", &[]);
+    let mut laptop = join(dir.path(), &alpha, "laptop", &["--transient"]);
+    let a = alpha.agent.as_ref().unwrap();
+    wait_until("four nodes", Duration::from_secs(20), || {
+        a.get_json("/v1/nodes")
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["liveness"] == "alive")
+            .count()
+            == 4
+    });
+
+    // The laptop goes away.
+    laptop.agent.take().unwrap().stop_with(Signal::TERM);
+
+    // An incident on alpha's mosquitto while the laptop is away: unhealthy three times...
+    let unhealthy = |i: u32| json!({"type": "service_unhealthy", "severity": "error", "source": "healthcheck.sh", "service": "mosquitto", "correlation_id": "hc-1", "payload": {"try": i}});
+    emit_lines(&alpha, &[unhealthy(1), unhealthy(2), unhealthy(3)]);
+    // ...the laptop, offline, writes its own work, including a failure it saw for alpha's
+    // mosquitto (written now, so older than the recovery that follows).
+    let late_id = uuid::Uuid::now_v7();
+    let mut laptop_lines: Vec<Value> = (0..999)
+        .map(|i| json!({"type": "laptop_work", "service": "editor", "payload": {"i": i}}))
+        .collect();
+    laptop_lines.push(json!({
+        "id": late_id.to_string(),
+        "timestamp": sync::event::format_timestamp(chrono::Utc::now()),
+        "node": "alpha", "type": "service_unhealthy", "severity": "error", "source": "laptop-monitor",
+        "service": "mosquitto", "correlation_id": "hc-1", "payload": {"seen_from": "laptop"}
+    }));
+    emit_lines(&laptop, &laptop_lines);
+    std::thread::sleep(Duration::from_millis(20));
+    emit_lines(
+        &alpha,
+        &[
+            json!({"type": "service_recovered", "source": "healthcheck.sh", "service": "mosquitto", "correlation_id": "hc-1"}),
+        ],
+    );
+    // A failed, then successful deployment on bravo.
+    emit_lines(
+        &bravo,
+        &[
+            json!({"type": "deployment_started", "service": "mosquitto", "correlation_id": "deploy-882", "payload": {"version": "2.0"}}),
+            json!({"type": "deployment_failed", "severity": "error", "service": "mosquitto", "correlation_id": "deploy-882", "payload": {"stage": "verify", "error": "port 1883 not bound"}}),
+            json!({"type": "deployment_completed", "service": "mosquitto", "correlation_id": "deploy-882"}),
+        ],
+    );
+    // And 10k ordinary events across the three.
+    for node in [&alpha, &bravo, &charlie] {
+        let lines: Vec<Value> = (0..3334)
+            .map(|i| json!({"type": "metric_sample", "service": "all", "payload": {"i": i}}))
+            .collect();
+        emit_lines(node, &lines);
+    }
+    let up = [&alpha, &bravo, &charlie];
+    wait_until("the three agree", Duration::from_secs(60), || {
+        let fps: Vec<String> = up
+            .iter()
+            .map(|n| fingerprint(n.agent.as_ref().unwrap()))
+            .collect();
+        fps.iter().all(|f| *f == fps[0] && !f.is_empty())
+    });
+
+    // The laptop returns.
+    let gossip = laptop.gossip.clone();
+    laptop.agent = Some(Agent::start(
+        &laptop.data,
+        &args("laptop", &gossip, &["--seed", &alpha.gossip, "--transient"]),
+    ));
+    let all = [&alpha, &bravo, &charlie, &laptop];
+    let started = std::time::Instant::now();
+    wait_until(
+        "all four hold the same events",
+        Duration::from_secs(90),
+        || {
+            let fps: Vec<String> = all
+                .iter()
+                .map(|n| fingerprint(n.agent.as_ref().unwrap()))
+                .collect();
+            fps.iter().all(|f| *f == fps[0])
+        },
+    );
+    eprintln!("laptop converged {:?} after restart", started.elapsed());
+    let count = alpha.agent.as_ref().unwrap().get_json("/healthz")["events"]
+        .as_u64()
+        .unwrap();
+    assert!(count >= 11_000, "{count}");
+
+    // Byte-identical world views (nodes.json holds each node's live view and may differ).
+    for file in ["incidents.json", "services.json", "deployments.json"] {
+        wait_until(
+            &format!("{file} identical"),
+            Duration::from_secs(20),
+            || {
+                let first = world_file(&alpha, file);
+                !first.is_empty() && all.iter().all(|n| world_file(n, file) == first)
+            },
+        );
+    }
+    let incidents: Value = serde_json::from_str(&world_file(&laptop, "incidents.json")).unwrap();
+    let incident = incidents
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|i| i["node"] == "alpha" && i["service"] == "mosquitto")
+        .unwrap();
+    assert_eq!(incident["status"], "resolved", "{incident:#}");
+    assert_eq!(
+        incident["occurrence_count"], 4,
+        "the late event lands in the incident: {incident:#}"
+    );
+    let deployments: Value =
+        serde_json::from_str(&world_file(&charlie, "deployments.json")).unwrap();
+    assert_eq!(deployments["deploy-882"]["status"], "completed");
+    let services: Value = serde_json::from_str(&world_file(&bravo, "services.json")).unwrap();
+    assert_eq!(services["alpha/mosquitto"]["status"], "healthy");
+
+    // The same views through the API and the CLI.
+    let api = laptop.agent.as_ref().unwrap().get_json("/v1/incidents");
+    assert_eq!(api, incidents);
+    let out = run(labmesh(&laptop.data).args(["--name", "laptop", "world", "incidents"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resolved"));
+    let out = run(labmesh(&laptop.data).args([
+        "--name",
+        "laptop",
+        "--api-addr",
+        &laptop.agent.as_ref().unwrap().api.to_string(),
+        "sync",
+        "status",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alpha"));
+}
+
+#[test]
+fn hostile_events_from_a_peer_are_refused_and_the_agent_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = start_ca(dir.path());
+    let bravo = join(dir.path(), &alpha, "bravo", &[]);
+    let a = alpha.agent.as_ref().unwrap();
+    wait_until("bravo alive", Duration::from_secs(20), || {
+        a.get_json("/v1/nodes")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "bravo" && n["liveness"] == "alive")
+    });
+    // A bad file written into bravo's store is quarantined there and never spreads; a good one
+    // does.
+    let folder = bravo.data.join("events/2026-05-12/bravo");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("20260512T120500.123Z_x_0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f.json"),
+        b"{\"half\": ",
+    )
+    .unwrap();
+    emit_lines(&bravo, &[json!({"type": "good_one"})]);
+    wait_until("good event synced", Duration::from_secs(20), || {
+        a.get_json("/v1/events?type=good_one")
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+    });
+    assert!(
+        a.get_json("/v1/events?type=x")
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(a.get_json("/healthz")["status"], "ok");
+    drop(bravo);
+}
