@@ -168,18 +168,24 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let peer = PeerRuntime::start(&settings, &identity, store.clone()).await?;
     let (stop_peer_tx, stop_peer_rx) = tokio::sync::watch::channel(false);
     let peer_task = tokio::spawn(peer.clone().run(stop_peer_rx.clone(), revoked_rx));
-    let sync = SyncDriver::new(
-        store.clone(),
-        peer.clone(),
-        &settings.name,
-        SyncSettings::default(),
-    );
     let world = {
         let (dir, store, peer) = (settings.data_dir.clone(), store.clone(), peer.clone());
-        tokio::task::spawn_blocking(move || WorldRuntime::open(&dir, store, peer))
+        let days = settings.retention_days;
+        tokio::task::spawn_blocking(move || WorldRuntime::open(&dir, store, peer, days))
             .await
             .context("world task failed")?
     };
+    let sync_settings = SyncSettings {
+        window: std::time::Duration::from_secs(u64::from(settings.retention_days) * 86_400),
+        ..SyncSettings::default()
+    };
+    let sync = SyncDriver::new(
+        store.clone(),
+        peer.clone(),
+        world.clone(),
+        &settings.name,
+        sync_settings,
+    );
     let world_task = tokio::spawn(world.clone().run(world_rx, stop_peer_rx.clone()));
     let sync_task = tokio::spawn(sync.clone().run(entries_rx, stop_peer_rx));
     let state = Arc::new(ApiState {

@@ -271,6 +271,11 @@ pub struct AgentArgs {
     #[arg(long, env = "LABMESH_SETTLE", value_name = "DURATION")]
     pub settle: Option<String>,
 
+    /// Keep events this many days; older ones are pruned after being folded into the world
+    /// state (which keeps their history).
+    #[arg(long, env = "LABMESH_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u32>,
+
     /// Log format: auto (JSON when stdout is not a terminal), json or text.
     #[arg(long, env = "LABMESH_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -30,7 +30,7 @@ pub fn run(settings: &Settings, args: &EmitArgs) -> anyhow::Result<u8> {
         .map_err(|e| UsageError(format!("invalid event: {e}")))?;
     event.extra.insert(
         "hlc".into(),
-        Value::String(sync::clock::HybridClock::new().stamp()),
+        Value::String(sync::clock::HybridClock::for_writer(&settings.data_dir).stamp()),
     );
     let outcome = writer.write(&event)?;
     let mut out = io::stdout().lock();
@@ -132,6 +132,7 @@ fn event_from_line(
     args: &EmitArgs,
     line: &str,
     clock: &dyn sync::Clock,
+    hlc: &sync::clock::HybridClock,
 ) -> Result<Event, String> {
     let doc = match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(map)) => map,
@@ -177,8 +178,11 @@ fn event_from_line(
         .service(&text("service", &args.service)?)
         .correlation_id(&text("correlation_id", &args.correlation_id)?)
         .payload(payload);
-    new.into_event(&settings.name, clock.now())
-        .map_err(|e| e.to_string())
+    let mut event = new
+        .into_event(&settings.name, clock.now())
+        .map_err(|e| e.to_string())?;
+    event.extra.insert("hlc".into(), Value::String(hlc.stamp()));
+    Ok(event)
 }
 
 fn bulk(
@@ -195,6 +199,7 @@ fn bulk(
         })?))
     };
     let clock = settings.store_config().clock;
+    let hlc = sync::clock::HybridClock::for_writer(&settings.data_dir);
     let batch_size = args.batch_size.max(1);
     let mut out = BufWriter::new(io::stdout().lock());
     let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
@@ -217,7 +222,7 @@ fn bulk(
         if line.trim().is_empty() {
             continue;
         }
-        match event_from_line(settings, args, &line, clock.as_ref()) {
+        match event_from_line(settings, args, &line, clock.as_ref(), &hlc) {
             Ok(event) => batch.push(event),
             Err(problem) => {
                 flush(&mut batch, &mut out)?;

@@ -50,6 +50,7 @@ pub struct StoreSection {
     pub max_event_bytes: Option<usize>,
     pub rescan_interval: Option<String>,
     pub settle: Option<String>,
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +76,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub mesh: MeshSettings,
+    /// Events older than this many days are pruned (after being folded into the world state).
+    pub retention_days: u32,
 }
 
 /// The mesh part of the settings.
@@ -350,7 +353,18 @@ impl Settings {
             gossip_interval,
             offline_after,
         };
+        let retention_days = agent
+            .and_then(|a| a.retention_days)
+            .or(file.store.retention_days)
+            .unwrap_or(30);
+        if retention_days == 0 {
+            return Err(UsageError(format!(
+                "{}: must be at least 1 day (default 30)",
+                from_file("store.retention_days")
+            )));
+        }
         Ok(Settings {
+            retention_days,
             mesh,
             name_is_explicit,
             config_path,

@@ -15,9 +15,13 @@ use sync::{EventStore, IndexEntry};
 use tokio::sync::mpsc;
 
 use crate::peer::PeerRuntime;
+use crate::world_driver::{WORLD_HASH_KEY, WorldRuntime};
 
 /// Gossip key holding this node's event-set fingerprint (`<count>:<hex>`). Owned by sync.
 pub const FINGERPRINT_KEY: &str = "sync_fp";
+
+const WORLD_RESEND_MIN: Duration = Duration::from_secs(5);
+const WORLD_RESEND_MAX: Duration = Duration::from_secs(300);
 
 /// Settings; each field's doc says what it trades.
 #[derive(Debug, Clone)]
@@ -63,6 +67,7 @@ pub struct PeerSyncView {
 }
 
 pub struct SyncDriver {
+    world: Arc<WorldRuntime>,
     store: Arc<EventStore>,
     peer: Arc<PeerRuntime>,
     node: String,
@@ -73,6 +78,8 @@ pub struct SyncDriver {
     last_session: Mutex<BTreeMap<String, Instant>>,
     differ_since: Mutex<HashMap<String, Instant>>,
     queues: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+    /// Per peer: when a world snapshot was last offered, and the wait before the next.
+    last_world_sent: Mutex<HashMap<String, (Instant, Duration)>>,
     /// `sync now` requests: a peer name, or empty for every live peer.
     now_tx: mpsc::UnboundedSender<String>,
     now_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
@@ -112,11 +119,14 @@ impl SyncDriver {
     pub fn new(
         store: Arc<EventStore>,
         peer: Arc<PeerRuntime>,
+        world: Arc<WorldRuntime>,
         node: &str,
         cfg: SyncSettings,
     ) -> Arc<SyncDriver> {
         let (now_tx, now_rx) = mpsc::unbounded_channel();
         Arc::new(SyncDriver {
+            world,
+            last_world_sent: Mutex::new(HashMap::new()),
             store,
             peer,
             node: node.to_owned(),
@@ -269,6 +279,21 @@ impl SyncDriver {
                 Some(msg) = inbound.recv() => {
                     let peers = self.live_peers().await;
                     match SyncMessage::decode(&msg.bytes) {
+                        Ok(SyncMessage::World { state, reply }) => {
+                            match self.world.merge_snapshot(&state) {
+                                Ok(we_had_more) => {
+                                    tracing::info!(peer = %msg.from.node, bytes = state.len(), "merged a world snapshot");
+                                    if we_had_more && !reply {
+                                        let answer = SyncMessage::World { state: self.world.snapshot_bytes(), reply: true };
+                                        self.send(&msg.from.node, msg.from_addr, &answer);
+                                    }
+                                }
+                                Err(e) => {
+                                    *lock(&self.refused).entry(msg.from.node.clone()).or_default() += 1;
+                                    tracing::warn!(peer = %msg.from.node, error = %e, "refused a world snapshot");
+                                }
+                            }
+                        }
                         Ok(decoded) => {
                             let mut out = Outbox::default();
                             let store = self.store.clone();
@@ -357,8 +382,47 @@ impl SyncDriver {
                     for name in due {
                         self.start_session(&name, &peers).await;
                     }
+                    self.offer_world_snapshots(&fp).await;
                 }
             }
+        }
+    }
+
+    /// When a peer holds the same events but another world (history pruned on one side),
+    /// send it our snapshot; it merges and answers with its own if it knew more. A snapshot
+    /// can be lost (the peer was still connecting), so resend while the hashes differ, backing
+    /// off from 5 s to 5 min; equal hashes reset the backoff.
+    async fn offer_world_snapshots(self: &Arc<Self>, fp: &str) {
+        let view = self.peer.mesh.view().await;
+        let ours = self.world.short_hash();
+        for p in view.peers.iter().filter(|p| p.liveness.is_up()) {
+            let same_events = p.key_values.get(FINGERPRINT_KEY).is_some_and(|f| f == fp);
+            let their_world = p
+                .key_values
+                .get(WORLD_HASH_KEY)
+                .cloned()
+                .unwrap_or_default();
+            if their_world == ours {
+                lock(&self.last_world_sent).remove(&p.node);
+            }
+            if !same_events || their_world.is_empty() || their_world == ours || self.node > p.node {
+                continue;
+            }
+            let mut sent = lock(&self.last_world_sent);
+            let due = !matches!(sent.get(&p.node), Some((at, wait)) if at.elapsed() < *wait);
+            if !due {
+                continue;
+            }
+            let wait = sent
+                .get(&p.node)
+                .map_or(WORLD_RESEND_MIN, |(_, w)| (*w * 2).min(WORLD_RESEND_MAX));
+            sent.insert(p.node.clone(), (Instant::now(), wait));
+            drop(sent);
+            let msg = SyncMessage::World {
+                state: self.world.snapshot_bytes(),
+                reply: false,
+            };
+            self.send(&p.node, p.gossip_addr, &msg);
         }
     }
 

@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::peer::PeerRuntime;
 
+/// Gossip key holding a short hash of this node's world state. Owned by sync.
+pub const WORLD_HASH_KEY: &str = "world_h";
+
 pub struct WorldRuntime {
     state: Mutex<WorldState>,
     store: Arc<EventStore>,
@@ -24,6 +27,9 @@ pub struct WorldRuntime {
     checkpoint: PathBuf,
     checkpoint_meta: PathBuf,
     views: Mutex<Option<Views>>,
+    retention_days: u32,
+    /// Set when a peer's snapshot was merged: the views and checkpoint are due.
+    merged: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -41,6 +47,7 @@ impl WorldRuntime {
         data_dir: &std::path::Path,
         store: Arc<EventStore>,
         peer: Arc<PeerRuntime>,
+        retention_days: u32,
     ) -> Arc<WorldRuntime> {
         let checkpoint = data_dir.join("state/world-checkpoint.json");
         let checkpoint_meta = data_dir.join("state/world-checkpoint.fingerprint");
@@ -81,6 +88,8 @@ impl WorldRuntime {
             checkpoint,
             checkpoint_meta,
             views: Mutex::new(None),
+            retention_days,
+            merged: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -115,6 +124,18 @@ impl WorldRuntime {
         *lock(&self.views) = Some(views);
     }
 
+    /// Retention: every event is already folded into the state, so save the checkpoint, then
+    /// drop the date folders past the window.
+    fn prune(&self) {
+        self.save_checkpoint();
+        if let Err(e) = self
+            .store
+            .prune(chrono::Utc::now().date_naive(), self.retention_days)
+        {
+            tracing::error!(error = %e, "cannot prune old events");
+        }
+    }
+
     fn save_checkpoint(&self) {
         let state = lock(&self.state).clone();
         let fp = self.store.fingerprint().to_gossip();
@@ -130,6 +151,31 @@ impl WorldRuntime {
         }
     }
 
+    /// Merges a peer's snapshot (history this node pruned or never saw as events). Returns
+    /// whether this node knew something the snapshot lacked (then it should answer with its own).
+    pub fn merge_snapshot(&self, bytes: &[u8]) -> Result<bool, String> {
+        let other: WorldState =
+            serde_json::from_slice(bytes).map_err(|e| format!("bad world snapshot: {e}"))?;
+        let mut state = lock(&self.state);
+        let mut theirs_merged = other.clone();
+        sync::world::CvRDT::merge(&mut theirs_merged, state.clone());
+        let we_had_more = theirs_merged != other;
+        sync::world::CvRDT::merge(&mut *state, other);
+        self.merged
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(we_had_more)
+    }
+
+    /// This node's state as JSON, for a peer.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&*lock(&self.state)).unwrap_or_default()
+    }
+
+    /// A short hash of the state, gossiped as `world_h`.
+    pub fn short_hash(&self) -> String {
+        hex::encode(&lock(&self.state).hash()[..8])
+    }
+
     /// The current views (as last written).
     pub fn views(&self) -> Option<Views> {
         lock(&self.views).clone()
@@ -141,8 +187,10 @@ impl WorldRuntime {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         self.write_views().await;
-        self.save_checkpoint();
+        self.prune();
         let mut dirty = false;
+        let mut published_hash = String::new();
+        let mut last_prune = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(300));
         let mut last_checkpoint = Instant::now();
         let mut last_write = Instant::now();
@@ -168,6 +216,19 @@ impl WorldRuntime {
                     changed_since_checkpoint = true;
                 }
                 _ = tick.tick() => {
+                    if self.merged.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        dirty = true;
+                        changed_since_checkpoint = true;
+                    }
+                    let h = self.short_hash();
+                    if h != published_hash {
+                        self.peer.mesh.set_key(WORLD_HASH_KEY, &h).await;
+                        published_hash = h;
+                    }
+                    if last_prune.elapsed() >= Duration::from_secs(3600) {
+                        last_prune = Instant::now();
+                        self.prune();
+                    }
                     // Liveness overlays change without events: refresh nodes.json now and then.
                     if dirty || last_write.elapsed() >= Duration::from_secs(5) {
                         self.write_views().await;

@@ -51,6 +51,16 @@ impl HybridClock {
         }
     }
 
+    /// A clock for a short-lived writer on a node: starts past the hint the agent leaves in
+    /// `<data>/state/hlc` (the latest stamp it has seen), if any.
+    pub fn for_writer(data_dir: &std::path::Path) -> Self {
+        let clock = Self::new();
+        if let Ok(hint) = std::fs::read_to_string(data_dir.join("state/hlc")) {
+            clock.observe(hint.trim());
+        }
+        clock
+    }
+
     /// A fresh stamp, later than every stamp this clock produced or observed.
     pub fn stamp(&self) -> String {
         format_hlc(&self.hlc.new_timestamp())

@@ -126,6 +126,20 @@ impl SetFingerprint {
         self.count += 1;
     }
 
+    pub fn remove(&mut self, hash: &ContentHash) {
+        let mut borrow = 0i16;
+        for (sum, byte) in self.sum.iter_mut().zip(hash) {
+            let mut v = i16::from(*sum) - i16::from(*byte) - borrow;
+            borrow = 0;
+            if v < 0 {
+                v += 256;
+                borrow = 1;
+            }
+            *sum = v as u8;
+        }
+        self.count = self.count.saturating_sub(1);
+    }
+
     /// Short text for gossip: `<count>:<first 16 bytes of the sum, hex>`.
     pub fn to_gossip(&self) -> String {
         format!("{}:{}", self.count, hex::encode(&self.sum[..16]))
@@ -264,6 +278,24 @@ impl Index {
         }
     }
 
+    /// Removes every entry older than `before_ms` (retention); returns how many.
+    pub fn remove_before(&mut self, before_ms: i64) -> usize {
+        let keep = self.by_time.split_off(&(before_ms, Uuid::nil()));
+        let gone = std::mem::replace(&mut self.by_time, keep);
+        for (key, e) in &gone {
+            self.by_hash.remove(&e.hash);
+            self.fingerprint.remove(&e.hash);
+            self.bytes = self.bytes.saturating_sub(u64::from(e.size));
+            if let Some(times) = self.by_id.get_mut(&key.1) {
+                times.retain(|t| *t != key.0);
+                if times.is_empty() {
+                    self.by_id.remove(&key.1);
+                }
+            }
+        }
+        gone.len()
+    }
+
     /// Entries matching `query`, in its order, up to its limit.
     pub fn query(&self, query: &Query) -> Vec<IndexEntry> {
         let lower = match query.since {
@@ -342,6 +374,24 @@ mod tests {
             got[0].relative_path(),
             crate::layout::relative_path(&events[1])
         );
+    }
+
+    #[test]
+    fn fingerprint_add_and_remove_are_inverse() {
+        let mut f = SetFingerprint::default();
+        let empty = f.clone();
+        let a = [0xff; 32];
+        let b = [0x01; 32];
+        f.add(&a);
+        f.add(&b);
+        let both = f.clone();
+        f.remove(&a);
+        let mut only_b = SetFingerprint::default();
+        only_b.add(&b);
+        assert_eq!(f, only_b);
+        f.remove(&b);
+        assert_eq!(f, empty);
+        assert_ne!(both, empty);
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub enum SyncMessage {
     },
     /// Event files, as stored (never re-serialised).
     Events { session: u64, events: Vec<Vec<u8>> },
+    /// A WorldState snapshot (JSON), for history one side no longer holds as events (pruned
+    /// by retention). `reply` is set on the answer, which is never answered again.
+    World { state: Vec<u8>, reply: bool },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -291,6 +294,8 @@ impl SyncCore {
                 session,
                 negentropy,
             } => self.on_reply(rt, src, from, session, &negentropy),
+            // Snapshots are the world's business, handled by the driver.
+            SyncMessage::World { .. } => Ok(()),
             SyncMessage::Fetch { session, hashes } => {
                 let events: Vec<Vec<u8>> = hashes
                     .iter()

@@ -374,6 +374,19 @@ impl EventStore {
         &self.quarantine_dir
     }
 
+    /// Leaves the clock's current value in `<data>/state/hlc` so that short-lived writers on
+    /// this node (`labmesh emit`) stamp their events after everything this node has seen, even
+    /// from a peer whose wall clock runs ahead. A hint: written without fsync.
+    fn save_hlc_hint(&self) {
+        let dir = self.cfg.data_dir.join("state");
+        let stamp = self.hlc.stamp();
+        let _ = fs::create_dir_all(&dir).and_then(|()| {
+            let tmp = dir.join(".hlc.tmp");
+            fs::write(&tmp, stamp.as_bytes())?;
+            fs::rename(&tmp, dir.join("hlc"))
+        });
+    }
+
     /// A fresh hybrid-logical-clock stamp for an event this node writes.
     pub fn stamp_hlc(&self) -> String {
         self.hlc.stamp()
@@ -482,6 +495,7 @@ impl EventStore {
             }
         }
         let mut stored = self.store_items(items)?.into_iter();
+        self.save_hlc_hint();
         Ok(results
             .into_iter()
             .map(|r| match r {
@@ -541,6 +555,42 @@ impl EventStore {
             });
         }
         Ok(appended)
+    }
+
+    /// Retention: deletes the date folders older than `keep_days` days before `today` (UTC)
+    /// and forgets their events. The caller must have folded them into the world state (and
+    /// saved its checkpoint) first. Returns the folders removed.
+    pub fn prune(
+        &self,
+        today: chrono::NaiveDate,
+        keep_days: u32,
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        let Some(cutoff) = today.checked_sub_days(chrono::Days::new(u64::from(keep_days))) else {
+            return Ok(Vec::new());
+        };
+        let mut removed = Vec::new();
+        for date in read_dir_sorted(self.events_dir())? {
+            let name = file_name_of(&date);
+            let Some(day) = layout::parse_date_folder(&name) else {
+                continue;
+            };
+            if day >= cutoff || !date.is_dir() {
+                continue;
+            }
+            fs::remove_dir_all(&date).map_err(|e| IoError::new("remove old events", &date, e))?;
+            removed.push(date);
+        }
+        if !removed.is_empty() {
+            durable::sync_dir(self.events_dir())?;
+            let cutoff_ms = cutoff
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc().timestamp_millis())
+                .unwrap_or(i64::MIN);
+            let forgotten = self.write_index().remove_before(cutoff_ms);
+            lock(&self.folder_mtimes).retain(|p, _| p.exists());
+            tracing::info!(folders = removed.len(), events = forgotten, %cutoff, "pruned events past the retention window");
+        }
+        Ok(removed)
     }
 
     /// Installs the listener told about every new index entry (one; a second replaces it).

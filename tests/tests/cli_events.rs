@@ -72,8 +72,16 @@ fn emit_then_list_json_round_trips_every_field() {
             "source",
             "service",
             "correlation_id",
-            "payload"
+            "payload",
+            "hlc"
         ]
+    );
+    // The origin's hybrid logical clock travels with the event (`<16 hex>/<id>`).
+    assert!(
+        ev["hlc"]
+            .as_str()
+            .is_some_and(|h| h.len() > 17 && h.as_bytes()[16] == b'/'),
+        "{ev}"
     );
 
     // --jsonl gives the file's own line.

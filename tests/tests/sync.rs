@@ -283,3 +283,171 @@ fn hostile_events_from_a_peer_are_refused_and_the_agent_lives() {
     assert_eq!(a.get_json("/healthz")["status"], "ok");
     drop(bravo);
 }
+
+/// An event from an external writer (no `hlc`) `days_ago` days and `minutes_ago` minutes back.
+fn old_event(days_ago: i64, minutes_ago: i64, node: &str, ty: &str, service: &str) -> Value {
+    let at = chrono::Utc::now()
+        - chrono::Duration::days(days_ago)
+        - chrono::Duration::minutes(minutes_ago);
+    let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        at.timestamp() as u64,
+        at.timestamp_subsec_nanos(),
+    ));
+    json!({
+        "id": id.to_string(), "timestamp": sync::event::format_timestamp(at), "node": node, "type": ty,
+        "severity": "error", "source": "healthcheck.sh", "service": service, "correlation_id": "old", "payload": {}
+    })
+}
+
+#[test]
+fn history_past_retention_reaches_a_newcomer_through_the_world_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alpha = start_ca(dir.path());
+    // Alpha stops; 40-day-old history is written into its store; it starts again and prunes.
+    alpha.agent.take().unwrap().stop_with(Signal::TERM);
+    emit_lines(
+        &alpha,
+        &[
+            old_event(40, 5, "alpha", "service_unhealthy", "oldsvc"),
+            old_event(40, 0, "alpha", "service_recovered", "oldsvc"),
+        ],
+    );
+    let old_folder = alpha.data.join("events").join(
+        (chrono::Utc::now() - chrono::Duration::days(40))
+            .format("%Y-%m-%d")
+            .to_string(),
+    );
+    assert!(old_folder.exists());
+    let gossip = alpha.gossip.clone();
+    alpha.agent = Some(Agent::start(&alpha.data, &args("alpha", &gossip, &[])));
+    wait_until("pruned", Duration::from_secs(10), || !old_folder.exists());
+    let incidents =
+        || serde_json::from_str::<Value>(&world_file(&alpha, "incidents.json")).unwrap_or_default();
+    wait_until("history kept in the world", Duration::from_secs(10), || {
+        incidents().as_object().is_some_and(|m| {
+            m.values()
+                .any(|i| i["service"] == "oldsvc" && i["status"] == "resolved")
+        })
+    });
+    // A newcomer gets the pruned history through the world snapshot, not as events.
+    let bravo = join(dir.path(), &alpha, "bravo", &[]);
+    wait_until(
+        "bravo learns the old incident",
+        Duration::from_secs(30),
+        || {
+            serde_json::from_str::<Value>(&world_file(&bravo, "incidents.json"))
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .is_some_and(|m| {
+                    m.values()
+                        .any(|i| i["service"] == "oldsvc" && i["status"] == "resolved")
+                })
+        },
+    );
+    assert!(
+        !bravo
+            .data
+            .join("events")
+            .join(old_folder.file_name().unwrap())
+            .exists(),
+        "pruned events are never pushed back"
+    );
+    wait_until("same incidents on both", Duration::from_secs(20), || {
+        world_file(&alpha, "incidents.json") == world_file(&bravo, "incidents.json")
+    });
+}
+
+#[test]
+fn a_clock_ten_minutes_ahead_does_not_confuse_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = start_ca(dir.path());
+    // bravo's clock runs 10 minutes ahead.
+    let bundle = dir.path().join("bravo.json");
+    let out = run(labmesh(&alpha.data)
+        .args(["--name", "alpha", "certs", "issue", "bravo", "--out"])
+        .arg(&bundle));
+    assert!(out.status.success());
+    let gossip = format!("127.0.0.1:{}", free_udp_port());
+    let b = bundle.display().to_string();
+    let bravo_agent = Agent::start_with(
+        &dir.path().join("bravo"),
+        &args("bravo", &gossip, &["--join", &b, "--seed", &alpha.gossip]),
+        |cmd| {
+            cmd.env("LABMESH_CLOCK_OFFSET_MS", "600000");
+        },
+    );
+    let bravo = Node {
+        name: "bravo".into(),
+        data: dir.path().join("bravo"),
+        gossip,
+        agent: Some(bravo_agent),
+    };
+    let emit = |node: &Node, ty: &str, service: &str, cid: &str| {
+        let mut child = labmesh(&node.data);
+        child.args([
+            "--name",
+            &node.name,
+            "emit",
+            "--type",
+            ty,
+            "--service",
+            service,
+            "--correlation-id",
+            cid,
+        ]);
+        if node.name == "bravo" {
+            child.env("LABMESH_CLOCK_OFFSET_MS", "600000");
+        }
+        let out = run(&mut child);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    // bravo, 10 minutes ahead, starts a deployment; alpha finishes it a moment later in real
+    // time, though alpha's wall clock reads 10 minutes earlier. The HLC that alpha's store
+    // learned from bravo's event orders the completion after the start.
+    emit(&bravo, "deployment_started", "nas", "deploy-skew");
+    let a = alpha.agent.as_ref().unwrap();
+    wait_until("alpha has the start", Duration::from_secs(20), || {
+        a.get_json("/v1/events?type=deployment_started")
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+    });
+    emit(&alpha, "deployment_completed", "nas", "deploy-skew");
+    // An incident on alpha while bravo's clock is ahead resolves as usual.
+    emit(&alpha, "service_unhealthy", "nas", "hc-skew");
+    emit(&alpha, "service_recovered", "nas", "hc-skew");
+    for n in [&alpha, &bravo] {
+        wait_until("deployment completed", Duration::from_secs(20), || {
+            serde_json::from_str::<Value>(&world_file(n, "deployments.json"))
+                .ok()
+                .is_some_and(|v| v["deploy-skew"]["status"] == "completed")
+        });
+        wait_until("incident resolved", Duration::from_secs(20), || {
+            serde_json::from_str::<Value>(&world_file(n, "incidents.json"))
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .is_some_and(|m| {
+                    m.values()
+                        .any(|i| i["service"] == "nas" && i["status"] == "resolved")
+                })
+        });
+    }
+    wait_until("same world", Duration::from_secs(20), || {
+        world_file(&alpha, "incidents.json") == world_file(&bravo, "incidents.json")
+            && world_file(&alpha, "deployments.json") == world_file(&bravo, "deployments.json")
+    });
+    // bravo's events carry its skewed wall time, and an HLC stamp.
+    let events: Vec<Value> = alpha
+        .agent
+        .as_ref()
+        .unwrap()
+        .get_json("/v1/events?node=bravo&type=deployment_started")
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(events.len(), 1);
+    let ts =
+        chrono::DateTime::parse_from_rfc3339(events[0]["timestamp"].as_str().unwrap()).unwrap();
+    assert!(ts.with_timezone(&chrono::Utc) - chrono::Utc::now() > chrono::Duration::minutes(9));
+    assert!(events[0]["hlc"].is_string());
+}
