@@ -53,6 +53,24 @@ pub fn run(settings: &Settings, cmd: &SyncCommand) -> anyhow::Result<u8> {
                     p["events_refused"].as_u64().unwrap_or(0)
                 )?;
             }
+            let refusals = status["latest_refusals"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !refusals.is_empty() {
+                writeln!(out, "\nLatest refused input (newest last):")?;
+                for r in refusals {
+                    writeln!(
+                        out,
+                        "  {} from {}: {} x{}: {}",
+                        r["at"].as_str().unwrap_or(""),
+                        r["peer"].as_str().unwrap_or(""),
+                        r["what"].as_str().unwrap_or(""),
+                        r["count"],
+                        r["reason"].as_str().unwrap_or("")
+                    )?;
+                }
+            }
             Ok(exit::OK)
         }
         SyncCommand::Now { peer } => {

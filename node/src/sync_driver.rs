@@ -75,6 +75,8 @@ pub struct SyncDriver {
     core: Mutex<SyncCore>,
     started: Instant,
     refused: Mutex<BTreeMap<String, u64>>,
+    /// The latest refusals with their reasons (newest last), for `sync status`.
+    refusals: Mutex<std::collections::VecDeque<serde_json::Value>>,
     last_session: Mutex<BTreeMap<String, Instant>>,
     differ_since: Mutex<HashMap<String, Instant>>,
     queues: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
@@ -134,6 +136,7 @@ impl SyncDriver {
             core: Mutex::new(SyncCore::new(rand::random())),
             started: Instant::now(),
             refused: Mutex::new(BTreeMap::new()),
+            refusals: Mutex::new(std::collections::VecDeque::new()),
             last_session: Mutex::new(BTreeMap::new()),
             differ_since: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
@@ -219,9 +222,8 @@ impl SyncDriver {
                         .iter()
                         .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
                         .collect();
-                    if !bad.is_empty() {
-                        *lock(&self.refused).entry(from.clone()).or_default() += bad.len() as u64;
-                        tracing::warn!(peer = %from, refused = bad.len(), first = %bad[0], "refused invalid events from a peer");
+                    if let Some(first) = bad.first() {
+                        self.refuse(&from, bad.len() as u64, "events", first);
                     }
                 }
                 Ok(Err(e)) => {
@@ -288,10 +290,7 @@ impl SyncDriver {
                                         self.send(&msg.from.node, msg.from_addr, &answer);
                                     }
                                 }
-                                Err(e) => {
-                                    *lock(&self.refused).entry(msg.from.node.clone()).or_default() += 1;
-                                    tracing::warn!(peer = %msg.from.node, error = %e, "refused a world snapshot");
-                                }
+                                Err(e) => self.refuse(&msg.from.node, 1, "world snapshot", &e),
                             }
                         }
                         Ok(decoded) => {
@@ -309,10 +308,7 @@ impl SyncDriver {
                             peers.entry(msg.from.node.clone()).or_insert((msg.from_addr, String::new()));
                             self.perform(out, &peers).await;
                         }
-                        Err(e) => {
-                            *lock(&self.refused).entry(msg.from.node.clone()).or_default() += 1;
-                            tracing::warn!(peer = %msg.from.node, error = %e, "refused a sync message");
-                        }
+                        Err(e) => self.refuse(&msg.from.node, 1, "sync message", &e.to_string()),
                     }
                 }
                 Some(entry) = new_entries.recv() => {
@@ -426,6 +422,23 @@ impl SyncDriver {
         }
     }
 
+    /// Counts `count` refused items from `peer` and keeps the reason (the last 20 are shown).
+    fn refuse(&self, peer: &str, count: u64, what: &str, reason: &str) {
+        *lock(&self.refused).entry(peer.to_owned()).or_default() += count;
+        tracing::warn!(peer = %peer, count, what, reason = %reason, "refused input from a peer");
+        let mut latest = lock(&self.refusals);
+        if latest.len() >= 20 {
+            latest.pop_front();
+        }
+        latest.push_back(serde_json::json!({
+            "peer": peer,
+            "what": what,
+            "count": count,
+            "reason": reason.chars().take(300).collect::<String>(),
+            "at": sync::event::format_timestamp(chrono::Utc::now()),
+        }));
+    }
+
     /// Per-peer figures for `labmesh sync status`.
     pub async fn status(&self) -> serde_json::Value {
         let fp = self.store.fingerprint().to_gossip();
@@ -463,6 +476,8 @@ impl SyncDriver {
             "fingerprint": fp,
             "events": self.store.len(),
             "peers": peers,
+            "refused": refused,
+            "latest_refusals": lock(&self.refusals).iter().cloned().collect::<Vec<_>>(),
         })
     }
 }

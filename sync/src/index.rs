@@ -168,6 +168,9 @@ pub enum Inserted {
     Duplicate,
     /// Same id, different content: both are kept; these are the other copies' hashes.
     Conflict(Vec<(i64, ContentHash)>),
+    /// Same (time, id) slot already held by other content: nothing was inserted; the caller
+    /// decides which copy keeps the slot.
+    Occupied(IndexEntry),
 }
 
 #[derive(Debug, Default)]
@@ -258,7 +261,7 @@ impl Index {
             return if existing.hash == entry.hash {
                 Inserted::Duplicate
             } else {
-                Inserted::Conflict(vec![(existing.millis, existing.hash)])
+                Inserted::Occupied(existing.clone())
             };
         }
         let others: Vec<(i64, ContentHash)> = self
@@ -283,17 +286,30 @@ impl Index {
         let keep = self.by_time.split_off(&(before_ms, Uuid::nil()));
         let gone = std::mem::replace(&mut self.by_time, keep);
         for (key, e) in &gone {
-            self.by_hash.remove(&e.hash);
-            self.fingerprint.remove(&e.hash);
-            self.bytes = self.bytes.saturating_sub(u64::from(e.size));
-            if let Some(times) = self.by_id.get_mut(&key.1) {
-                times.retain(|t| *t != key.0);
-                if times.is_empty() {
-                    self.by_id.remove(&key.1);
-                }
-            }
+            self.forget(*key, e);
         }
         gone.len()
+    }
+
+    /// Removes the entry with this content hash, if indexed (its copy lost a conflict).
+    pub fn remove_hash(&mut self, hash: &ContentHash) -> Option<IndexEntry> {
+        let key = *self.by_hash.get(hash)?;
+        let entry = self.by_time.remove(&key)?;
+        self.forget(key, &entry);
+        Some(entry)
+    }
+
+    /// Drops an entry already taken out of `by_time` from the other maps.
+    fn forget(&mut self, key: (i64, Uuid), e: &IndexEntry) {
+        self.by_hash.remove(&e.hash);
+        self.fingerprint.remove(&e.hash);
+        self.bytes = self.bytes.saturating_sub(u64::from(e.size));
+        if let Some(times) = self.by_id.get_mut(&key.1) {
+            times.retain(|t| *t != key.0);
+            if times.is_empty() {
+                self.by_id.remove(&key.1);
+            }
+        }
     }
 
     /// Entries matching `query`, in its order, up to its limit.
@@ -403,7 +419,7 @@ mod tests {
         assert_eq!(index.insert(entry.clone()), Inserted::Duplicate);
         let mut other = entry.clone();
         other.hash = [2; 32];
-        assert!(matches!(index.insert(other.clone()), Inserted::Conflict(_)));
+        assert!(matches!(index.insert(other.clone()), Inserted::Occupied(_)));
         other.millis += 5;
         assert!(matches!(index.insert(other), Inserted::Conflict(_)));
         assert_eq!(index.by_id(&e.id).len(), 2);

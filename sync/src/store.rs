@@ -305,6 +305,9 @@ pub struct EventStore {
     quarantine_dir: PathBuf,
     index: RwLock<Index>,
     reported_conflicts: Mutex<HashSet<(Uuid, ContentHash, ContentHash)>>,
+    /// Content hashes of the files in `quarantine/` (from their `.reason` files), so a copy
+    /// that lost a conflict and comes back from a peer is recognised, not quarantined again.
+    quarantined: Mutex<HashSet<ContentHash>>,
     folder_mtimes: Mutex<HashMap<PathBuf, SystemTime>>,
     unsettled: Mutex<HashMap<PathBuf, Instant>>,
     listener: RwLock<Option<Listener>>,
@@ -350,9 +353,10 @@ impl EventStore {
         let store = EventStore {
             cfg,
             writer,
-            quarantine_dir,
+            quarantine_dir: quarantine_dir.clone(),
             index: RwLock::new(Index::new()),
             reported_conflicts: Mutex::new(HashSet::new()),
+            quarantined: Mutex::new(quarantined_hashes(&quarantine_dir)),
             folder_mtimes: Mutex::new(HashMap::new()),
             unsettled: Mutex::new(HashMap::new()),
             listener: RwLock::new(None),
@@ -531,21 +535,7 @@ impl EventStore {
                     let existing = fs::read(&path)
                         .map(|b| content_hash(&b))
                         .unwrap_or_default();
-                    let reason = format!(
-                        "conflict: {} already holds event {} with different content (sha256 {}); this copy has sha256 {}",
-                        rel.display(),
-                        event.id,
-                        hex::encode(existing),
-                        hex::encode(hash)
-                    );
-                    let to = self.quarantine_bytes(&rel, &bytes, &reason)?;
-                    self.report_conflict(
-                        event.id,
-                        existing,
-                        hash,
-                        &[rel.clone(), self.relative_to_data(&to)],
-                    );
-                    AppendOutcome::Conflict { quarantined_to: to }
+                    self.resolve_conflict(event, &entry, &rel, &bytes, existing, &path)?
                 }
             };
             appended.push(Appended {
@@ -615,11 +605,20 @@ impl EventStore {
     }
 
     /// Indexes an entry and reports a conflict if its id was already held by other content.
+    /// When its (time, id) slot is held by another copy, the copy with the smaller content
+    /// hash keeps the slot and the other moves to quarantine (see [`Self::resolve_conflict`]).
     fn index_entry(&self, entry: IndexEntry, rel: &Path) {
         let id = entry.id;
         let hash = entry.hash;
         let fresh = entry.clone();
         let inserted = self.write_index().insert(entry);
+        if let Inserted::Occupied(existing) = inserted {
+            let path = self.events_dir().join(rel);
+            if let Err(e) = self.settle_occupied(fresh, rel, &path, existing) {
+                tracing::error!(file = %path.display(), error = %e, "cannot settle a conflict");
+            }
+            return;
+        }
         if !matches!(inserted, Inserted::Duplicate)
             && let Some(listener) = self
                 .listener
@@ -639,6 +638,99 @@ impl EventStore {
                 self.report_conflict(id, other_hash, hash, &[other_rel, rel.to_owned()]);
             }
         }
+    }
+
+    /// Two copies of one event (same time and id, different content) compete for one slot:
+    /// the smaller content hash wins on every node, whatever the order they arrive in, so the
+    /// mesh converges on one set instead of trading the copies forever. The loser is kept in
+    /// `quarantine/` (once: a copy already there is not written again) and the conflict is
+    /// recorded once as `event_conflict`.
+    fn resolve_conflict(
+        &self,
+        event: &Event,
+        entry: &IndexEntry,
+        rel: &Path,
+        bytes: &[u8],
+        existing: ContentHash,
+        existing_path: &Path,
+    ) -> Result<AppendOutcome, StoreError> {
+        let hash = entry.hash;
+        let reason = |loser: &ContentHash, winner: &ContentHash| {
+            format!(
+                "conflict: event {} exists with other content; the copy with the smaller sha256 ({}) keeps events/{} and this one (sha256 {}) is kept here",
+                event.id,
+                hex::encode(winner),
+                rel.display(),
+                hex::encode(loser)
+            )
+        };
+        if hash < existing {
+            // The newcomer wins: the held copy moves out, the newcomer takes its name.
+            let to = self.quarantine_file(existing_path, &reason(&existing, &hash))?;
+            self.write_index().remove_hash(&existing);
+            self.writer
+                .write_files(&[(rel.to_owned(), bytes.to_vec())])?;
+            self.index_entry(entry.clone(), rel);
+            self.report_conflict(
+                event.id,
+                existing,
+                hash,
+                &[rel.to_owned(), self.relative_to_data(&to)],
+            );
+            return Ok(AppendOutcome::Conflict { quarantined_to: to });
+        }
+        if lock(&self.quarantined).contains(&hash) {
+            return Ok(AppendOutcome::Duplicate);
+        }
+        let to = self.quarantine_bytes(rel, bytes, &reason(&hash, &existing))?;
+        self.report_conflict(
+            event.id,
+            existing,
+            hash,
+            &[rel.to_owned(), self.relative_to_data(&to)],
+        );
+        Ok(AppendOutcome::Conflict { quarantined_to: to })
+    }
+
+    /// A file already in `events/` (at `rel`) found its slot held by `existing`: the same rule
+    /// as [`Self::resolve_conflict`], with both copies on disk.
+    fn settle_occupied(
+        &self,
+        incoming: IndexEntry,
+        rel: &Path,
+        path: &Path,
+        existing: IndexEntry,
+    ) -> Result<(), StoreError> {
+        let existing_rel = existing.relative_path();
+        let (winner, loser, loser_path) = if incoming.hash < existing.hash {
+            (&incoming, &existing, self.events_dir().join(&existing_rel))
+        } else {
+            (&existing, &incoming, path.to_owned())
+        };
+        let reason = format!(
+            "conflict: event {} exists with other content; the copy with the smaller sha256 ({}) stays in events/ and this one (sha256 {}) is kept here",
+            incoming.id,
+            hex::encode(winner.hash),
+            hex::encode(loser.hash)
+        );
+        if lock(&self.quarantined).contains(&loser.hash) {
+            // Already kept once: this file is a byte-identical extra copy.
+            fs::remove_file(&loser_path)
+                .map_err(|e| IoError::new("remove a duplicate", &loser_path, e))?;
+        } else {
+            self.quarantine_file(&loser_path, &reason)?;
+        }
+        if loser.hash == existing.hash {
+            self.write_index().remove_hash(&existing.hash);
+            self.index_entry(incoming.clone(), rel);
+        }
+        self.report_conflict(
+            incoming.id,
+            existing.hash,
+            incoming.hash,
+            &[existing_rel, rel.to_owned()],
+        );
+        Ok(())
     }
 
     fn relative_to_data(&self, path: &Path) -> PathBuf {
@@ -762,6 +854,11 @@ impl EventStore {
             rel.display()
         );
         durable::write_file_atomic(&reason_path(dest), text.as_bytes())?;
+        if let Ok(raw) = hex::decode(sha256)
+            && let Ok(hash) = ContentHash::try_from(raw.as_slice())
+        {
+            lock(&self.quarantined).insert(hash);
+        }
         tracing::warn!(file = %rel.display(), to = %dest.display(), %reason, "quarantined an event file");
         let mut payload = Map::new();
         payload.insert("file".into(), json!(format!("events/{}", rel.display())));
@@ -1085,4 +1182,22 @@ fn check_in_parallel(store: &EventStore, files: Vec<PathBuf>) -> Vec<Checked> {
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     })
+}
+
+/// The content hashes named in the `.reason` files of a quarantine folder (missing or
+/// unreadable files are skipped: this only saves re-quarantining a copy).
+fn quarantined_hashes(dir: &Path) -> HashSet<ContentHash> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return HashSet::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".reason"))
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .filter_map(|text| {
+            let line = text.lines().find_map(|l| l.strip_prefix("sha256: "))?;
+            let raw = hex::decode(line.trim()).ok()?;
+            ContentHash::try_from(raw.as_slice()).ok()
+        })
+        .collect()
 }

@@ -251,18 +251,71 @@ fn same_id_different_content_keeps_both_and_reports_once() {
         store.ingest_path(&path_b).unwrap(),
         Ingest::Added(_)
     ));
-    // Same id and name, different bytes (from a peer): the newcomer goes to quarantine.
+    // Same id and name, different bytes (from a peer): the copy with the smaller content hash
+    // keeps the name, the other is kept in quarantine.
     let mut c = a.clone();
     c.payload.insert("tampered".into(), json!(true));
-    let res = store.store_bytes_batch(&[c.to_file_bytes()]).unwrap();
+    let sha = |b: &[u8]| sync::store::content_hash(b);
+    let (a_bytes, c_bytes) = (a.to_file_bytes(), c.to_file_bytes());
+    let winner = if sha(&a_bytes) < sha(&c_bytes) {
+        &a_bytes
+    } else {
+        &c_bytes
+    };
+    let res = store
+        .store_bytes_batch(std::slice::from_ref(&c_bytes))
+        .unwrap();
     let appended = res[0].as_ref().unwrap();
     assert!(
         matches!(appended.outcome, AppendOutcome::Conflict { .. }),
         "{appended:?}"
     );
+    let slot = store.events_dir().join(layout::relative_path(&a));
+    assert_eq!(&fs::read(&slot).unwrap(), winner);
+    let quarantined = || {
+        fs::read_dir(store.quarantine_dir())
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".reason")
+            })
+            .count()
+    };
+    assert_eq!(quarantined(), 1);
+    // Either copy coming back (peers trade them) changes nothing: no loop, no new files.
+    for bytes in [&a_bytes, &c_bytes] {
+        store
+            .store_bytes_batch(std::slice::from_ref(bytes))
+            .unwrap();
+    }
+    assert_eq!(&fs::read(&slot).unwrap(), winner);
+    assert_eq!(quarantined(), 1);
+    assert_eq!(store.fingerprint().count as usize, store.len());
+    // A second store that sees the copies in the other order ends with the same set.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path());
+    other
+        .store_bytes_batch(std::slice::from_ref(&c_bytes))
+        .unwrap();
+    other
+        .store_bytes_batch(std::slice::from_ref(&a_bytes))
+        .unwrap();
     assert_eq!(
-        fs::read(store.events_dir().join(layout::relative_path(&a))).unwrap(),
-        a.to_file_bytes()
+        &fs::read(other.events_dir().join(layout::relative_path(&a))).unwrap(),
+        winner
+    );
+    assert!(other.read_by_hash(&sha(winner)).is_some());
+    assert!(
+        other
+            .read_by_hash(&sha(if winner == &a_bytes {
+                &c_bytes
+            } else {
+                &a_bytes
+            }))
+            .is_none()
     );
     let conflicts = store.query(&Query {
         types: vec!["event_conflict".into()],

@@ -1,0 +1,182 @@
+//! A hostile member of the mesh: it holds a real certificate of the mesh CA (so TLS lets it
+//! in) and sends, over the real QUIC transport, sync messages that a well-behaved peer never
+//! would: garbage frames, malformed events, events over the size limit, an event that
+//! reuses another event's id with other content, a world snapshot that is not one, and a
+//! message over the transport's limit. The agent must refuse each with a reason it reports,
+//! store the good event and the conflicting copy (with an `event_conflict` record), and stay
+//! up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use labmesh_tests::{Agent, free_udp_port, labmesh, run, stderr, wait_until};
+use mesh::{MeshStats, QuicTransport, TransportConfig};
+use serde_json::{Value, json};
+use sync::reconcile::SyncMessage;
+
+fn event(id: &str, ty: &str, severity: &str, payload: Value) -> Vec<u8> {
+    let doc = json!({
+        "id": id,
+        "timestamp": "2026-05-12T12:05:00.123Z",
+        "node": "mallory",
+        "type": ty,
+        "severity": severity,
+        "source": "mallory",
+        "service": "svc",
+        "correlation_id": "",
+        "payload": payload,
+    });
+    let mut bytes = serde_json::to_vec(&doc).unwrap();
+    bytes.push(b'\n');
+    bytes
+}
+
+#[test]
+fn a_hostile_member_is_refused_with_reasons_and_the_agent_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alpha");
+    let gossip = format!("127.0.0.1:{}", free_udp_port());
+    let alpha = Agent::start(
+        &data,
+        &[
+            "--name",
+            "alpha",
+            "--gossip-addr",
+            &gossip,
+            "--gossip-interval",
+            "100ms",
+        ],
+    );
+    // Mallory gets a genuine bundle from the CA.
+    let bundle = dir.path().join("mallory.json");
+    let out = run(labmesh(&data)
+        .args(["--name", "alpha", "certs", "issue", "mallory", "--out"])
+        .arg(&bundle));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
+    let identity = bundle.identity().unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let alpha_addr: SocketAddr = gossip.parse().unwrap();
+    rt.block_on(async {
+        let revoked = certs::RevocationList::new();
+        let rejections = certs::Rejections::new();
+        let server = certs::server_config(&identity, revoked.clone(), rejections.clone()).unwrap();
+        let client = certs::client_config(&identity, revoked, rejections).unwrap();
+        let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let cfg = TransportConfig::new(bind, bind, server, client);
+        let mallory =
+            QuicTransport::bind(cfg, Arc::new(MeshStats::default()), Box::new(|_| false)).unwrap();
+        let send = |bytes: Vec<u8>| {
+            let m = &mallory;
+            async move { m.send_app(alpha_addr, &bytes).await }
+        };
+        let good_id = "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f";
+        // 1. Not a sync message at all.
+        send(b"\xff\xfe garbage".to_vec()).await.unwrap();
+        // 2. A batch of bad events around one good one.
+        let huge = json!({ "blob": "x".repeat(70 * 1024) });
+        let push = SyncMessage::Push {
+            events: vec![
+                b"{\"half\": ".to_vec(),
+                event(
+                    "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e60",
+                    "bad_severity",
+                    "catastrophic",
+                    json!({}),
+                ),
+                event(
+                    "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e61",
+                    "too_big",
+                    "info",
+                    huge,
+                ),
+                event(
+                    "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e62",
+                    "NotSnake",
+                    "info",
+                    json!({}),
+                ),
+                event(good_id, "good_one", "info", json!({"n": 1})),
+            ],
+        };
+        send(push.encode()).await.unwrap();
+        // 3. The same id with other content: kept, and reported as a conflict.
+        let conflict = SyncMessage::Push {
+            events: vec![event(good_id, "good_one", "info", json!({"n": 2}))],
+        };
+        send(conflict.encode()).await.unwrap();
+        // 4. A world snapshot that is not one.
+        let world = SyncMessage::World {
+            state: b"[1,2,3]".to_vec(),
+            reply: false,
+        };
+        send(world.encode()).await.unwrap();
+        // 5. Over the transport's 4 MiB limit: refused before it is read.
+        let big = vec![0u8; 5 * 1024 * 1024];
+        assert!(
+            send(big).await.is_err(),
+            "the sender itself refuses an oversized message"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        mallory.close().await;
+    });
+
+    wait_until("the good event stored", Duration::from_secs(10), || {
+        alpha
+            .get_json("/v1/events?type=good_one")
+            .as_array()
+            .is_some_and(|v| v.len() == 1)
+    });
+    wait_until("the conflict recorded", Duration::from_secs(10), || {
+        alpha
+            .get_json("/v1/events?type=event_conflict")
+            .as_array()
+            .is_some_and(|v| v.len() == 1)
+    });
+    let status = alpha.get_json("/v1/sync");
+    assert_eq!(status["refused"]["mallory"], 6, "{status:#}");
+    let reasons: Vec<String> = status["latest_refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}: {}", r["what"], r["reason"]))
+        .collect();
+    let all = reasons.join("\n");
+    assert!(all.contains("sync message"), "{all}");
+    assert!(all.contains("world snapshot"), "{all}");
+    assert!(all.contains("events"), "{all}");
+    for bad in ["bad_severity", "too_big", "NotSnake"] {
+        assert!(
+            alpha
+                .get_json(&format!("/v1/events?type={bad}"))
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{bad} was stored"
+        );
+    }
+    // Of the two copies, one is in quarantine with its reason; refused input left no file.
+    let quarantine: Vec<String> = std::fs::read_dir(data.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(quarantine.len(), 2, "{quarantine:?}");
+    assert!(
+        quarantine
+            .iter()
+            .any(|n| n.ends_with("good_one_0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f.json.reason"))
+    );
+    assert_eq!(alpha.get_json("/healthz")["status"], "ok");
+    let api = alpha.api.to_string();
+    let text = run(labmesh(&data).args(["--name", "alpha", "--api-addr", &api, "sync", "status"]));
+    assert!(text.status.success(), "{}", stderr(&text));
+    let text = labmesh_tests::stdout(&text);
+    assert!(
+        text.contains("from mallory: world snapshot x1: bad world snapshot"),
+        "{text}"
+    );
+}
