@@ -79,7 +79,7 @@ pub struct SyncDriver {
     refusals: Mutex<std::collections::VecDeque<serde_json::Value>>,
     last_session: Mutex<BTreeMap<String, Instant>>,
     differ_since: Mutex<HashMap<String, Instant>>,
-    queues: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+    queues: Mutex<HashMap<String, (SocketAddr, mpsc::Sender<Vec<u8>>)>>,
     /// Per peer: when a world snapshot was last offered, and the wait before the next.
     last_world_sent: Mutex<HashMap<String, (Instant, Duration)>>,
     /// `sync now` requests: a peer name, or empty for every live peer.
@@ -149,9 +149,17 @@ impl SyncDriver {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Start of the reconciled range: midnight UTC `window` days ago, the same cutoff the
+    /// retention prune uses, so the range covers exactly the days the store keeps (the
+    /// fingerprint covers the whole store, and the two must agree or peers that differ only
+    /// outside the range would never look equal).
     fn since_ms(&self) -> i64 {
-        (chrono::Utc::now() - chrono::Duration::from_std(self.cfg.window).unwrap_or_default())
-            .timestamp_millis()
+        let days = self.cfg.window.as_secs() / 86_400;
+        chrono::Utc::now()
+            .date_naive()
+            .checked_sub_days(chrono::Days::new(days))
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(0, |t| t.and_utc().timestamp_millis())
     }
 
     /// Live peers by name, with the address to reach them.
@@ -180,7 +188,11 @@ impl SyncDriver {
     fn send(self: &Arc<Self>, to: &str, addr: SocketAddr, msg: &SyncMessage) {
         let bytes = msg.encode();
         let mut queues = lock(&self.queues);
-        let tx = queues.entry(to.to_owned()).or_insert_with(|| {
+        // A peer back on another address gets a new queue; the old one's task ends with it.
+        if queues.get(to).is_some_and(|(at, _)| *at != addr) {
+            queues.remove(to);
+        }
+        let (_, tx) = queues.entry(to.to_owned()).or_insert_with(|| {
             let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
             let transport = self.peer.mesh.transport().clone();
             let name = to.to_owned();
@@ -191,7 +203,7 @@ impl SyncDriver {
                     }
                 }
             });
-            tx
+            (addr, tx)
         });
         if tx.try_send(bytes).is_err() {
             tracing::debug!(

@@ -191,6 +191,7 @@ impl WorldRuntime {
         let mut dirty = false;
         let mut published_hash = String::new();
         let mut last_prune = Instant::now();
+        let mut prune_date = chrono::Utc::now().date_naive();
         let mut tick = tokio::time::interval(Duration::from_millis(300));
         let mut last_checkpoint = Instant::now();
         let mut last_write = Instant::now();
@@ -225,8 +226,13 @@ impl WorldRuntime {
                         self.peer.mesh.set_key(WORLD_HASH_KEY, &h).await;
                         published_hash = h;
                     }
-                    if last_prune.elapsed() >= Duration::from_secs(3600) {
+                    // At midnight UTC the cutoff moves (peers prune at the same moment, so
+                    // their fingerprints stay comparable), and hourly in case files older
+                    // than the window arrived meanwhile.
+                    let today = chrono::Utc::now().date_naive();
+                    if today != prune_date || last_prune.elapsed() >= Duration::from_secs(3600) {
                         last_prune = Instant::now();
+                        prune_date = today;
                         self.prune();
                     }
                     // Liveness overlays change without events: refresh nodes.json now and then.

@@ -79,13 +79,11 @@ pub fn format_hlc(ts: &Timestamp) -> String {
     format!("{:016x}/{}", ts.get_time().as_u64(), ts.get_id())
 }
 
-/// Parses `<16 hex>/<id>`.
+/// Parses `<16 hex>/<id>`, exactly the stamps the world's order accepts
+/// ([`crate::world::order::parse_hlc`]): a stamp that may move the clock also orders events.
 pub fn parse_hlc(text: &str) -> Option<Timestamp> {
-    let (time, id) = text.split_once('/')?;
-    if time.len() != 16 {
-        return None;
-    }
-    let time = u64::from_str_radix(time, 16).ok()?;
+    let time = crate::world::order::parse_hlc(text)?;
+    let (_, id) = text.split_once('/')?;
     let id: uhlc::ID = id.parse().ok()?;
     Some(Timestamp::new(NTP64(time), id))
 }

@@ -943,6 +943,15 @@ impl EventStore {
             return Err(Refusal::Bad(e.to_string()));
         }
         layout::check_placement(rel, &event).map_err(Refusal::Bad)?;
+        if !self.cfg.read_only && !has_id_field(&bytes) {
+            // Tools written before labmesh (the seed's scripts) leave the id to the file name.
+            // Peers receive bytes, not names, so the id goes into the file: inserted as the
+            // first field, every other byte unchanged.
+            bytes = with_id_field(&bytes, event.id);
+            durable::write_file_atomic(path, &bytes)
+                .map_err(|e| Refusal::Bad(format!("cannot add the id field: {e}")))?;
+            tracing::info!(file = %rel.display(), "added the id from the file name to an event file");
+        }
         let hash = content_hash(&bytes);
         Ok((event, hash, bytes.len()))
     }
@@ -1200,4 +1209,24 @@ fn quarantined_hashes(dir: &Path) -> HashSet<ContentHash> {
             ContentHash::try_from(raw.as_slice()).ok()
         })
         .collect()
+}
+
+/// Whether a JSON object has a top-level `id` key (values are skipped, not built).
+fn has_id_field(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<HashMap<std::borrow::Cow<'_, str>, serde::de::IgnoredAny>>(bytes)
+        .map(|m| m.contains_key("id"))
+        .unwrap_or(true)
+}
+
+/// `bytes` (a JSON object) with `"id":"<id>",` inserted right after its opening brace.
+fn with_id_field(bytes: &[u8], id: Uuid) -> Vec<u8> {
+    let Some(brace) = bytes.iter().position(|b| *b == b'{') else {
+        return bytes.to_vec();
+    };
+    // A valid event is never an empty object, so a comma always follows.
+    let mut out = Vec::with_capacity(bytes.len() + 48);
+    out.extend_from_slice(&bytes[..=brace]);
+    out.extend_from_slice(format!("\"id\":\"{}\",", id.hyphenated()).as_bytes());
+    out.extend_from_slice(&bytes[brace + 1..]);
+    out
 }

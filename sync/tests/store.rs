@@ -317,11 +317,13 @@ fn same_id_different_content_keeps_both_and_reports_once() {
             }))
             .is_none()
     );
+    // a~b, a~c, and b~c when c won a's slot (which copy wins depends on the random id).
     let conflicts = store.query(&Query {
         types: vec!["event_conflict".into()],
         ..Query::default()
     });
-    assert_eq!(conflicts.len(), 2);
+    let reported = conflicts.len();
+    assert!(reported == 2 || reported == 3, "{conflicts:?}");
     drop(store);
     // Reopening finds the conflict again but does not report it twice.
     let store = open(dir.path());
@@ -329,7 +331,7 @@ fn same_id_different_content_keeps_both_and_reports_once() {
         types: vec!["event_conflict".into()],
         ..Query::default()
     });
-    assert_eq!(conflicts.len(), 2);
+    assert_eq!(conflicts.len(), reported);
     assert_eq!(
         store
             .query(&Query {
@@ -440,4 +442,37 @@ fn rescan_finds_files_without_notifications() {
     assert_eq!(report.added.len(), 1);
     assert_eq!(store.len(), 1);
     assert!(store.rescan().unwrap().added.is_empty());
+}
+
+#[test]
+fn a_file_without_an_id_gets_it_from_its_name_and_keeps_every_other_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // As the seed's shell scripts write it: no `id`, odd spacing, a number written as 1.50.
+    let id = "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f";
+    let body = r#"{ "timestamp": "2026-05-12T12:05:00.123Z", "node": "saturn", "type": "backup_completed", "severity": "info", "source": "backup.sh", "service": "nas", "correlation_id": "", "payload": {"gb": 1.50}, "x_extra": [1, 2] }"#;
+    let folder = store.events_dir().join("2026-05-12/saturn");
+    fs::create_dir_all(&folder).unwrap();
+    let path = folder.join(format!("20260512T120500.123Z_backup_completed_{id}.json"));
+    fs::write(&path, format!("{body}\n")).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert!(matches!(
+        store.ingest_path(&path).unwrap(),
+        Ingest::Added(_)
+    ));
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(text, format!("{{\"id\":\"{id}\",{}\n", &body[1..]));
+    // What a peer is sent carries the id, and its hash is the file's.
+    let hash = sync::store::content_hash(text.as_bytes());
+    let sent = store.read_by_hash(&hash).unwrap();
+    let doc: Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(doc["id"], id);
+    assert_eq!(doc["payload"]["gb"].to_string(), "1.5");
+    assert!(String::from_utf8(sent).unwrap().contains(r#""gb": 1.50"#));
 }
