@@ -20,6 +20,9 @@ use crate::world_driver::{WORLD_HASH_KEY, WorldRuntime};
 /// Gossip key holding this node's event-set fingerprint (`<count>:<hex>`). Owned by sync.
 pub const FINGERPRINT_KEY: &str = "sync_fp";
 
+/// A peer's send queue and the address its sending task delivers to.
+type PeerQueue = (SocketAddr, mpsc::Sender<Vec<u8>>);
+
 const WORLD_RESEND_MIN: Duration = Duration::from_secs(5);
 const WORLD_RESEND_MAX: Duration = Duration::from_secs(300);
 
@@ -79,7 +82,7 @@ pub struct SyncDriver {
     refusals: Mutex<std::collections::VecDeque<serde_json::Value>>,
     last_session: Mutex<BTreeMap<String, Instant>>,
     differ_since: Mutex<HashMap<String, Instant>>,
-    queues: Mutex<HashMap<String, (SocketAddr, mpsc::Sender<Vec<u8>>)>>,
+    queues: Mutex<HashMap<String, PeerQueue>>,
     /// Per peer: when a world snapshot was last offered, and the wait before the next.
     last_world_sent: Mutex<HashMap<String, (Instant, Duration)>>,
     /// `sync now` requests: a peer name, or empty for every live peer.
