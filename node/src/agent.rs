@@ -170,8 +170,8 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let peer_task = tokio::spawn(peer.clone().run(stop_peer_rx.clone(), revoked_rx));
     let world = {
         let (dir, store, peer) = (settings.data_dir.clone(), store.clone(), peer.clone());
-        let days = settings.retention_days;
-        tokio::task::spawn_blocking(move || WorldRuntime::open(&dir, store, peer, days))
+        let (days, archive) = (settings.retention_days, settings.archive_pruned);
+        tokio::task::spawn_blocking(move || WorldRuntime::open(&dir, store, peer, days, archive))
             .await
             .context("world task failed")?
     };

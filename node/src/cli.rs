@@ -276,6 +276,10 @@ pub struct AgentArgs {
     #[arg(long, env = "LABMESH_RETENTION_DAYS", value_name = "DAYS")]
     pub retention_days: Option<u32>,
 
+    /// Before pruning a day, keep it as events-archive/YYYY-MM-DD.tar.zst (true/false).
+    #[arg(long, env = "LABMESH_ARCHIVE_PRUNED", value_name = "BOOL")]
+    pub archive_pruned: Option<bool>,
+
     /// Log format: auto (JSON when stdout is not a terminal), json or text.
     #[arg(long, env = "LABMESH_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -51,6 +51,7 @@ pub struct StoreSection {
     pub rescan_interval: Option<String>,
     pub settle: Option<String>,
     pub retention_days: Option<u32>,
+    pub archive: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +79,8 @@ pub struct Settings {
     pub mesh: MeshSettings,
     /// Events older than this many days are pruned (after being folded into the world state).
     pub retention_days: u32,
+    /// Keep pruned days as `events-archive/YYYY-MM-DD.tar.zst` instead of only deleting them.
+    pub archive_pruned: bool,
 }
 
 /// The mesh part of the settings.
@@ -363,8 +366,13 @@ impl Settings {
                 from_file("store.retention_days")
             )));
         }
+        let archive_pruned = agent
+            .and_then(|a| a.archive_pruned)
+            .or(file.store.archive)
+            .unwrap_or(false);
         Ok(Settings {
             retention_days,
+            archive_pruned,
             mesh,
             name_is_explicit,
             config_path,

@@ -28,6 +28,7 @@ pub struct WorldRuntime {
     checkpoint_meta: PathBuf,
     views: Mutex<Option<Views>>,
     retention_days: u32,
+    archive_pruned: bool,
     /// Set when a peer's snapshot was merged: the views and checkpoint are due.
     merged: std::sync::atomic::AtomicBool,
 }
@@ -48,6 +49,7 @@ impl WorldRuntime {
         store: Arc<EventStore>,
         peer: Arc<PeerRuntime>,
         retention_days: u32,
+        archive_pruned: bool,
     ) -> Arc<WorldRuntime> {
         let checkpoint = data_dir.join("state/world-checkpoint.json");
         let checkpoint_meta = data_dir.join("state/world-checkpoint.fingerprint");
@@ -89,6 +91,7 @@ impl WorldRuntime {
             checkpoint_meta,
             views: Mutex::new(None),
             retention_days,
+            archive_pruned,
             merged: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -128,10 +131,11 @@ impl WorldRuntime {
     /// drop the date folders past the window.
     fn prune(&self) {
         self.save_checkpoint();
-        if let Err(e) = self
-            .store
-            .prune(chrono::Utc::now().date_naive(), self.retention_days)
-        {
+        if let Err(e) = self.store.prune(
+            chrono::Utc::now().date_naive(),
+            self.retention_days,
+            self.archive_pruned,
+        ) {
             tracing::error!(error = %e, "cannot prune old events");
         }
     }

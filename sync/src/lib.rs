@@ -8,6 +8,7 @@
 //! Files are the source of truth. An event file is one line of compact JSON; the store never
 //! rewrites a file, so what a script wrote is what every peer keeps, byte for byte.
 
+pub mod archive;
 pub mod clock;
 pub mod durable;
 pub mod event;

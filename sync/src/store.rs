@@ -550,10 +550,13 @@ impl EventStore {
     /// Retention: deletes the date folders older than `keep_days` days before `today` (UTC)
     /// and forgets their events. The caller must have folded them into the world state (and
     /// saved its checkpoint) first. Returns the folders removed.
+    /// With `archive`, each folder is first written to `events-archive/YYYY-MM-DD.tar.zst`; a
+    /// folder whose archive cannot be written stays (and the error is returned).
     pub fn prune(
         &self,
         today: chrono::NaiveDate,
         keep_days: u32,
+        archive: bool,
     ) -> Result<Vec<PathBuf>, StoreError> {
         let Some(cutoff) = today.checked_sub_days(chrono::Days::new(u64::from(keep_days))) else {
             return Ok(Vec::new());
@@ -566,6 +569,13 @@ impl EventStore {
             };
             if day >= cutoff || !date.is_dir() {
                 continue;
+            }
+            if archive {
+                let to = crate::archive::archive_day(
+                    &date,
+                    &self.cfg.data_dir.join(crate::archive::ARCHIVE_DIR),
+                )?;
+                tracing::info!(folder = %date.display(), archive = %to.display(), "archived a pruned day");
             }
             fs::remove_dir_all(&date).map_err(|e| IoError::new("remove old events", &date, e))?;
             removed.push(date);

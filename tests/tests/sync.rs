@@ -354,8 +354,36 @@ fn history_past_retention_reaches_a_newcomer_through_the_world_snapshot() {
     );
     assert!(old_folder.exists());
     let gossip = alpha.gossip.clone();
-    alpha.agent = Some(Agent::start(&alpha.data, &args("alpha", &gossip, &[])));
+    alpha.agent = Some(Agent::start(
+        &alpha.data,
+        &args("alpha", &gossip, &["--archive-pruned", "true"]),
+    ));
     wait_until("pruned", Duration::from_secs(10), || !old_folder.exists());
+    // The pruned day is kept as an archive that plain `tar --zstd` reads.
+    let day = old_folder
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let archive = alpha.data.join(format!("events-archive/{day}.tar.zst"));
+    let listing = std::process::Command::new("tar")
+        .arg("--zstd")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(
+        listing.lines().filter(|l| l.ends_with(".json")).count(),
+        2,
+        "{listing}"
+    );
+    assert!(listing.contains(&format!("{day}/alpha/")), "{listing}");
     let incidents =
         || serde_json::from_str::<Value>(&world_file(&alpha, "incidents.json")).unwrap_or_default();
     wait_until("history kept in the world", Duration::from_secs(10), || {
