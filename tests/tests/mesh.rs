@@ -198,12 +198,23 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
 
     // A node of another mesh (its own CA) that seeds to alpha never becomes a member.
     let x = start_node(dir.path(), "xray", &["--seed", &a.gossip]);
-    wait_until("the stranger refused", Duration::from_secs(20), || {
-        x.agent.get_json("/v1/status")["rejections"]["unknown_ca"]
-            .as_u64()
-            .unwrap_or(0)
-            > 0
-    });
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the stranger refused", Duration::from_secs(30), || {
+            x.agent.get_json("/v1/status")["rejections"]["unknown_ca"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        })
+    }));
+    if refused.is_err() {
+        panic!(
+            "the stranger was not refused.\nxray status: {}\nalpha status: {}\nxray log:\n{}\nalpha log:\n{}",
+            x.agent.get_json("/v1/status"),
+            a.agent.get_json("/v1/status"),
+            x.agent.log_text(),
+            a.agent.log_text()
+        );
+    }
     assert_eq!(liveness(&a.agent, "xray"), None);
     assert_eq!(liveness(&x.agent, "alpha"), None);
 
