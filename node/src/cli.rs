@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::cli_host::ProbeArgs;
+
 const ABOUT: &str = "A peer-to-peer observability mesh for homelabs.";
 
 const LONG_ABOUT: &str = "\
@@ -85,6 +87,9 @@ pub enum Command {
     Sync(SyncCommand),
     /// The world as the events tell it: nodes, services, incidents, deployments.
     World(WorldArgs),
+    /// Measure this host now: CPU and steal, load, memory and swap, disks, network, NVIDIA GPUs,
+    /// Docker containers, and the health score.
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
