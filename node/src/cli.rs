@@ -288,6 +288,10 @@ pub struct AgentArgs {
     /// Log filter, e.g. info, debug, or sync=debug,info.
     #[arg(long, env = "LABMESH_LOG", value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// How often the host probes run (CPU, memory, disks, GPUs, Docker), e.g. 10s.
+    #[arg(long, env = "LABMESH_PROBE_INTERVAL", value_name = "DURATION")]
+    pub probe_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

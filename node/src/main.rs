@@ -4,6 +4,7 @@
 
 mod agent;
 mod api;
+mod api_host;
 mod cli;
 mod cli_host;
 mod cmd_certs;
@@ -19,6 +20,7 @@ mod http_client;
 mod identity;
 mod output;
 mod peer;
+mod probe_driver;
 mod probes;
 mod settings;
 mod sync_driver;

@@ -28,6 +28,14 @@ pub struct ConfigFile {
     pub log: LogSection,
     #[serde(default)]
     pub mesh: MeshSection,
+    #[serde(default)]
+    pub probes: ProbesSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbesSection {
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +86,8 @@ pub struct Settings {
     pub mesh: MeshSettings,
     /// Events older than this many days are pruned (after being folded into the world state).
     pub retention_days: u32,
+    /// How often the agent samples the host (and republishes its gossip summary).
+    pub probe_interval: Duration,
 }
 
 /// The mesh part of the settings.
@@ -363,7 +373,20 @@ impl Settings {
                 from_file("store.retention_days")
             )));
         }
+        let probe_interval = duration(
+            agent.and_then(|a| a.probe_interval.as_ref()),
+            &file.probes.interval,
+            "probes.interval",
+            Duration::from_secs(10),
+        )?;
+        if probe_interval < Duration::from_secs(1) || probe_interval > Duration::from_secs(3600) {
+            return Err(UsageError(format!(
+                "{}: must be between 1s and 1h (default 10s)",
+                from_file("probes.interval")
+            )));
+        }
         Ok(Settings {
+            probe_interval,
             retention_days,
             mesh,
             name_is_explicit,

@@ -45,6 +45,7 @@ fn example_config_keys_are_all_valid() {
     );
     assert!(m.transient.is_some() && m.role.is_some() && m.alerter_priority.is_some());
     assert!(m.gossip_interval.is_some() && m.offline_after.is_some());
+    assert!(cfg.probes.interval.is_some());
 }
 
 fn rest_is_assignment(rest: &str) -> bool {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::HostSample;
 
-/// Summary format version (`v`).
+/// Summary format version (`v`); a reader skips summaries of a version it does not know.
 pub const VERSION: u32 = 1;
 
 /// What one node tells the others about itself. Bytes and percentages; see [`score`].
@@ -90,6 +90,11 @@ impl Summary {
         out.disk = out.disk.map(round1);
         out.score = score(&out);
         out
+    }
+
+    /// The gossiped text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -216,5 +221,23 @@ mod tests {
             ..Summary::default()
         };
         assert_eq!(score(&s), 100);
+    }
+
+    #[test]
+    fn the_gossiped_text_stays_small_and_round_trips() {
+        let mut s = healthy();
+        // Worst case: every field present with large values.
+        s.gpus = 8;
+        s.vram_used = Some((8 * 141) << 30);
+        s.vram_total = Some((8 * 141) << 30);
+        s.vram_free = Some(141 << 30);
+        s.mem_total = Some(2 << 40);
+        s.disk_free = Some(100 << 40);
+        s.cpu = Some(100.0);
+        s.load = Some(1234.5);
+        s.score = score(&s);
+        let text = s.to_json();
+        assert!(text.len() < 400, "{} bytes: {text}", text.len());
+        assert_eq!(serde_json::from_str::<Summary>(&text).unwrap(), s);
     }
 }
