@@ -210,6 +210,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         world: Some(world.clone()),
         token: read_token(&settings),
         host: Some(host),
+        floors: settings.floors,
     });
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))

@@ -25,6 +25,8 @@ pub struct ApiState {
     pub token: Option<String>,
     /// The latest host sample (None when the probes do not run).
     pub host: Option<crate::probe_driver::LatestSample>,
+    /// Admission floors from the settings.
+    pub floors: crate::admit::Floors,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -40,6 +42,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/deployments", get(|s| world_view(s, "deployments")))
         .route("/v1/sync/now", axum::routing::post(sync_now))
         .route("/v1/host", get(crate::api_host::host))
+        .route("/v1/admit", get(crate::api_host::admit))
         .with_state(state)
 }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{AgentArgs, GlobalArgs, LogFormat};
+use crate::admit::Floors;
+use crate::cli::{AgentArgs, FloorArgs, GlobalArgs, LogFormat};
 use crate::exit::UsageError;
 
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7371";
@@ -30,12 +31,22 @@ pub struct ConfigFile {
     pub mesh: MeshSection,
     #[serde(default)]
     pub probes: ProbesSection,
+    #[serde(default)]
+    pub admit: AdmitSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbesSection {
     pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmitSection {
+    pub min_free_mem: Option<String>,
+    pub min_free_vram: Option<String>,
+    pub min_free_disk: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +99,8 @@ pub struct Settings {
     pub retention_days: u32,
     /// How often the agent samples the host (and republishes its gossip summary).
     pub probe_interval: Duration,
+    /// What must stay free after an admitted job.
+    pub floors: Floors,
 }
 
 /// The mesh part of the settings.
@@ -174,6 +187,44 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} must be a positive duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Admission floors: flag or environment, else the config file, else `base`.
+pub fn resolve_floors(
+    flags: Option<&FloorArgs>,
+    file: &AdmitSection,
+    base: Floors,
+    from_file: &dyn Fn(&str) -> String,
+) -> Result<Floors, UsageError> {
+    let size = |flag: Option<&String>, file_value: &Option<String>, key: &str, default: u64| match (
+        flag, file_value,
+    ) {
+        (Some(text), _) => crate::admit::parse_size(text)
+            .map_err(|e| UsageError(format!("--{}: {e}", key.replace('_', "-")))),
+        (None, Some(text)) => crate::admit::parse_size(text)
+            .map_err(|e| UsageError(format!("{}: {e}", from_file(&format!("admit.{key}"))))),
+        (None, None) => Ok(default),
+    };
+    Ok(Floors {
+        mem: size(
+            flags.and_then(|f| f.min_free_mem.as_ref()),
+            &file.min_free_mem,
+            "min_free_mem",
+            base.mem,
+        )?,
+        vram: size(
+            flags.and_then(|f| f.min_free_vram.as_ref()),
+            &file.min_free_vram,
+            "min_free_vram",
+            base.vram,
+        )?,
+        disk: size(
+            flags.and_then(|f| f.min_free_disk.as_ref()),
+            &file.min_free_disk,
+            "min_free_disk",
+            base.disk,
+        )?,
+    })
 }
 
 fn load_config(explicit: Option<&Path>) -> Result<(Option<PathBuf>, ConfigFile), UsageError> {
@@ -385,8 +436,15 @@ impl Settings {
                 from_file("probes.interval")
             )));
         }
+        let floors = resolve_floors(
+            agent.map(|a| &a.floors),
+            &file.admit,
+            Floors::default(),
+            &from_file,
+        )?;
         Ok(Settings {
             probe_interval,
+            floors,
             retention_days,
             mesh,
             name_is_explicit,

@@ -46,11 +46,49 @@ fn example_config_keys_are_all_valid() {
     assert!(m.transient.is_some() && m.role.is_some() && m.alerter_priority.is_some());
     assert!(m.gossip_interval.is_some() && m.offline_after.is_some());
     assert!(cfg.probes.interval.is_some());
+    let a = &cfg.admit;
+    assert!(a.min_free_mem.is_some() && a.min_free_vram.is_some() && a.min_free_disk.is_some());
+    let floors = resolve_floors(None, a, Floors::default(), &|k| k.to_owned()).unwrap();
+    assert_eq!(
+        floors,
+        Floors::default(),
+        "the example documents the defaults"
+    );
 }
 
 fn rest_is_assignment(rest: &str) -> bool {
     rest.split_once(" = ")
         .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+}
+
+#[test]
+fn floors_come_from_flags_then_file() {
+    let file = AdmitSection {
+        min_free_mem: Some("4G".into()),
+        min_free_vram: Some("1G".into()),
+        min_free_disk: None,
+    };
+    let flags = FloorArgs {
+        min_free_mem: Some("1G".into()),
+        ..FloorArgs::default()
+    };
+    let f = resolve_floors(Some(&flags), &file, Floors::default(), &|k| k.to_owned()).unwrap();
+    assert_eq!(
+        (f.mem, f.vram, f.disk),
+        (1 << 30, 1 << 30, Floors::default().disk)
+    );
+    let bad = AdmitSection {
+        min_free_disk: Some("5 parsecs".into()),
+        ..AdmitSection::default()
+    };
+    let e = resolve_floors(None, &bad, Floors::default(), &|k| format!("`{k}`")).unwrap_err();
+    assert!(e.0.starts_with("`admit.min_free_disk`: "), "{}", e.0);
+    let flags = FloorArgs {
+        min_free_vram: Some("lots".into()),
+        ..FloorArgs::default()
+    };
+    let e = resolve_floors(Some(&flags), &file, Floors::default(), &|k| k.to_owned()).unwrap_err();
+    assert!(e.0.starts_with("--min-free-vram: "), "{}", e.0);
 }
 
 #[test]

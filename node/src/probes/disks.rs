@@ -2,10 +2,10 @@
 //! `df` computes them). Pseudo filesystems (proc, tmpfs, cgroup, overlay layers, snaps, ...) are
 //! left out, and a device mounted at several places (bind mounts) is shown once. Network
 //! filesystems (NFS, CIFS) are not listed, as sysinfo decides: statvfs on a hard-mounted share
-//! whose server went away hangs.
+//! whose server went away hangs. `--path` in admission still measures any path given.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sysinfo::DiskRefreshKind;
 
@@ -91,6 +91,28 @@ pub fn statvfs(path: &Path) -> Result<Space, String> {
     })
 }
 
+/// Space on the filesystem that would hold `path`: the path itself, or its nearest existing
+/// ancestor when it does not exist yet (a download folder to be created). Returns the path
+/// actually measured.
+pub fn space_for(path: &Path) -> Result<(PathBuf, Space), String> {
+    if !path.is_absolute() {
+        return Err(format!(
+            "{}: give an absolute path (the agent does not share the client's working directory)",
+            path.display()
+        ));
+    }
+    let mut at = path;
+    loop {
+        match statvfs(at) {
+            Ok(space) => return Ok((at.to_owned(), space)),
+            Err(e) => match at.parent() {
+                Some(parent) if !at.exists() => at = parent,
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
 pub struct DiskProbe {
     disks: Result<sysinfo::Disks, String>,
 }
@@ -174,10 +196,17 @@ mod tests {
     }
 
     #[test]
-    fn root_has_space() {
-        let space = statvfs(Path::new("/")).unwrap();
+    fn root_has_space_and_missing_folders_use_their_parent() {
+        let (at, space) = space_for(Path::new("/")).unwrap();
+        assert_eq!(at, Path::new("/"));
         assert!(space.total > 0 && space.available <= space.total);
         assert!((0.0..=100.0).contains(&space.used_pct()));
+        let tmp = tempfile::tempdir().unwrap();
+        let future = tmp.path().join("models/llama/weights");
+        let (at, _) = space_for(&future).unwrap();
+        assert_eq!(at, tmp.path());
+        let err = space_for(Path::new("relative/dir")).unwrap_err();
+        assert!(err.contains("absolute path"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,18 @@ impl HostState {
     }
 }
 
+/// Memory as of now.
+pub(super) fn memory_now() -> Probe<Memory> {
+    #[cfg(target_os = "linux")]
+    {
+        read_memory()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        super::fallback::memory_now()
+    }
+}
+
 fn read(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }

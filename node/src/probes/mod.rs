@@ -298,6 +298,11 @@ impl Prober {
     }
 }
 
+/// Memory as of now (one read of `/proc/meminfo` on Linux): admission wants it fresh.
+pub fn memory_now() -> Probe<Memory> {
+    host::memory_now()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,6 +96,13 @@ impl Summary {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// Reads a peer's summary; `None` for garbage or an unknown version.
+    pub fn parse(text: &str) -> Option<Summary> {
+        serde_json::from_str::<Summary>(text)
+            .ok()
+            .filter(|s| s.v == VERSION)
+    }
 }
 
 fn round1(v: f64) -> f64 {
@@ -238,6 +245,11 @@ mod tests {
         s.score = score(&s);
         let text = s.to_json();
         assert!(text.len() < 400, "{} bytes: {text}", text.len());
-        assert_eq!(serde_json::from_str::<Summary>(&text).unwrap(), s);
+        assert_eq!(Summary::parse(&text), Some(s));
+        assert_eq!(
+            Summary::parse(r#"{"v":99,"t":0,"gpus":0,"unhealthy":0,"score":1}"#),
+            None
+        );
+        assert_eq!(Summary::parse("not json"), None);
     }
 }
