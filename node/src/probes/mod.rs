@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 /// readings this far apart).
 pub const FIRST_SAMPLE_AFTER: Duration = Duration::from_millis(200);
 
+/// How long the blocking host probes may take before a sample reports them as stuck.
+const HOST_LIMIT: Duration = Duration::from_secs(30);
+
 /// One probe's answer. Serialized with a `status` field beside the figures:
 /// `{"status":"ok",...}`, `{"status":"absent","reason":"..."}` (nothing to measure here: no
 /// GPU, no Docker) or `{"status":"error","reason":"..."}` (something to measure, but it failed).
@@ -237,12 +240,17 @@ impl Prober {
     }
 
     /// The host part of a sample (everything but Docker). Blocking: `/proc`, statvfs, NVML.
+    /// When an earlier sample is still stuck (a hung mount), every probe says so at once
+    /// instead of queueing behind it.
     pub fn sample_host(&self) -> HostSample {
         let now = chrono::Utc::now();
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = match self.state.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return self.failed("an earlier host sample is still running (a hung mount?)");
+            }
+        };
         let h = state.sample();
         HostSample {
             node: self.node.clone(),
@@ -266,12 +274,19 @@ impl Prober {
     /// caller forever.
     pub async fn sample(&self) -> HostSample {
         let prober = self.clone();
-        let host = tokio::task::spawn_blocking(move || prober.sample_host());
+        let host = tokio::time::timeout(
+            HOST_LIMIT,
+            tokio::task::spawn_blocking(move || prober.sample_host()),
+        );
         let docker = docker::sample(Duration::from_secs(10));
         let (host, docker) = tokio::join!(host, docker);
         let mut sample = match host {
-            Ok(s) => s,
-            Err(e) => self.failed(&format!("the probe thread failed: {e}")),
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => self.failed(&format!("the probe thread failed: {e}")),
+            Err(_) => self.failed(&format!(
+                "the host probes did not finish within {} s (a hung mount?)",
+                HOST_LIMIT.as_secs()
+            )),
         };
         sample.docker = docker;
         sample
@@ -322,6 +337,19 @@ mod tests {
         );
         let back: Probe<Gpus> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, absent);
+    }
+
+    #[test]
+    fn a_stuck_sample_is_reported_not_waited_for() {
+        let prober = Prober::new("testnode");
+        let _held = prober.state.lock().unwrap();
+        let s = prober.sample_host();
+        assert_eq!(s.memory.status(), "error");
+        assert!(
+            s.cpu.reason().unwrap().contains("still running"),
+            "{:?}",
+            s.cpu
+        );
     }
 
     #[test]
