@@ -1,5 +1,6 @@
 //! The key-values each node publishes in chitchat. Every value is small (a few bytes to a few
-//! dozen): they ride in every gossip delta, so the whole set stays well under 1 KB per node.
+//! dozen; the host summary a few hundred): they ride in gossip deltas, so the whole set stays
+//! under 1 KB per node.
 //! Each node writes only its own keys; everyone reads everyone's.
 
 use std::collections::BTreeMap;
@@ -28,6 +29,10 @@ pub const STATUS_LEFT: &str = "left";
 /// Prefix of revocation records (`rev.<first 16 hex of the fingerprint>` = signed record JSON),
 /// re-published by every node that learns one so revocations spread without the CA holder.
 pub const REVOCATION_PREFIX: &str = "rev.";
+/// The node's live host summary: compact JSON with short keys (CPU, steal, memory, swap, disk,
+/// VRAM, a 0–100 score), replaced every probe interval. Written and read by the node crate;
+/// a few hundred bytes at most.
+pub const SUMMARY: &str = "summary";
 
 /// What a node says about itself (published once at start; `status` changes at shutdown).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -187,7 +187,20 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         sync_settings,
     );
     let world_task = tokio::spawn(world.clone().run(world_rx, stop_peer_rx.clone()));
-    let sync_task = tokio::spawn(sync.clone().run(entries_rx, stop_peer_rx));
+    let sync_task = tokio::spawn(sync.clone().run(entries_rx, stop_peer_rx.clone()));
+    // NVML can take a moment to load on a GPU host: not on an async worker.
+    let prober = {
+        let name = settings.name.clone();
+        tokio::task::spawn_blocking(move || crate::probes::Prober::new(&name))
+            .await
+            .context("probe set-up failed")?
+    };
+    let (host, probe_task) = crate::probe_driver::start(
+        prober,
+        settings.probe_interval,
+        Some(peer.clone()),
+        stop_peer_rx,
+    );
     let state = Arc::new(ApiState {
         store: store.clone(),
         node: settings.name.clone(),
@@ -196,6 +209,8 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         sync: Some(sync.clone()),
         world: Some(world.clone()),
         token: read_token(&settings),
+        host: Some(host),
+        floors: settings.floors,
     });
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))
@@ -206,6 +221,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let _ = peer_task.await;
     let _ = sync_task.await;
     let _ = world_task.await;
+    let _ = probe_task.await;
     // Tell the others we are leaving on purpose, so they show `left`, not `dead`.
     peer.mesh.leave().await;
     stop.store(true, Ordering::Relaxed);

@@ -23,6 +23,10 @@ pub struct ApiState {
     pub world: Option<Arc<crate::world_driver::WorldRuntime>>,
     /// Bearer token required by write requests.
     pub token: Option<String>,
+    /// The latest host sample (None when the probes do not run).
+    pub host: Option<crate::probe_driver::LatestSample>,
+    /// Admission floors from the settings.
+    pub floors: crate::admit::Floors,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -37,11 +41,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents", get(|s| world_view(s, "incidents")))
         .route("/v1/deployments", get(|s| world_view(s, "deployments")))
         .route("/v1/sync/now", axum::routing::post(sync_now))
+        .route("/v1/host", get(crate::api_host::host))
+        .route("/v1/admit", get(crate::api_host::admit))
         .with_state(state)
 }
 
 /// A JSON error body with a status: every API error looks like `{"error": "..."}`.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

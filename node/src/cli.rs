@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::cli_host::{AdmitArgs, FloorArgs, ProbeArgs};
+
 const ABOUT: &str = "A peer-to-peer observability mesh for homelabs.";
 
 const LONG_ABOUT: &str = "\
@@ -85,6 +87,12 @@ pub enum Command {
     Sync(SyncCommand),
     /// The world as the events tell it: nodes, services, incidents, deployments.
     World(WorldArgs),
+    /// Measure this host now: CPU and steal, load, memory and swap, disks, network, NVIDIA GPUs,
+    /// Docker containers, and the health score.
+    Probe(ProbeArgs),
+    /// Can this host take a job needing this much memory, VRAM and disk, and keep its floors
+    /// free? With --anywhere: which node of the mesh can, best first. Exit 0 yes, 1 no.
+    Admit(AdmitArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -287,6 +295,13 @@ pub struct AgentArgs {
     /// Log filter, e.g. info, debug, or sync=debug,info.
     #[arg(long, env = "LABMESH_LOG", value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// How often the host probes run (CPU, memory, disks, GPUs, Docker), e.g. 10s.
+    #[arg(long, env = "LABMESH_PROBE_INTERVAL", value_name = "DURATION")]
+    pub probe_interval: Option<String>,
+
+    #[command(flatten)]
+    pub floors: FloorArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

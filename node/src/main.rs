@@ -2,13 +2,18 @@
 //! other subcommand is a short client. This file only parses the command line and maps errors to
 //! exit codes; the work lives in the modules.
 
+mod admit;
 mod agent;
 mod api;
+mod api_host;
 mod cli;
+mod cli_host;
+mod cmd_admit;
 mod cmd_certs;
 mod cmd_emit;
 mod cmd_events;
 mod cmd_fsck;
+mod cmd_probe;
 mod cmd_status;
 mod cmd_sync;
 mod cmd_world;
@@ -17,6 +22,8 @@ mod http_client;
 mod identity;
 mod output;
 mod peer;
+mod probe_driver;
+mod probes;
 mod settings;
 mod sync_driver;
 mod timespec;
@@ -59,6 +66,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Fsck(args) => cmd_fsck::run(&Settings::resolve(&cli.global)?, args),
         Command::Status(args) => cmd_status::run(&Settings::resolve(&cli.global)?, args),
         Command::World(args) => cmd_world::run(&Settings::resolve(&cli.global)?, args),
+        Command::Probe(args) => cmd_probe::run(&Settings::resolve(&cli.global)?, args),
+        Command::Admit(args) => cmd_admit::run(&Settings::resolve(&cli.global)?, args),
         Command::Sync(cmd) => cmd_sync::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Certs(cmd) => cmd_certs::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Join(args) => {

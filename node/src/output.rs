@@ -80,3 +80,69 @@ pub fn write_row(
 pub fn header_row() -> [String; 7] {
     EVENT_HEADER.map(str::to_owned)
 }
+
+/// Columns padded to their widest cell, two spaces apart, each line prefixed with `indent`.
+pub fn table(indent: &str, rows: &[Vec<String>]) -> Vec<String> {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let w = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(x) => *x = (*x).max(w),
+                None => widths.push(w),
+            }
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = indent.to_owned();
+            for (i, cell) in row.iter().enumerate() {
+                line.push_str(cell);
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.push_str(&" ".repeat(pad + 2));
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// Bytes for people: `0 B`, `512 B`, `1.5 KiB`, `8 GiB`, `7.8 GiB` (powers of 1024).
+pub fn format_size(bytes: u64) -> String {
+    const KI: u64 = 1024;
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < KI {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    let rounded = (value * 10.0).round() / 10.0;
+    if rounded.fract() == 0.0 {
+        format!("{rounded:.0} {unit}")
+    } else {
+        format!("{rounded:.1} {unit}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(1023), "1023 B");
+        assert_eq!(format_size(1024), "1 KiB");
+        assert_eq!(format_size(1536), "1.5 KiB");
+        assert_eq!(format_size(8 << 30), "8 GiB");
+        assert_eq!(format_size(8_375_186_227), "7.8 GiB");
+        assert_eq!(format_size(100 << 40), "100 TiB");
+        assert_eq!(format_size(u64::MAX), "16 EiB");
+    }
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{AgentArgs, GlobalArgs, LogFormat};
+use crate::admit::Floors;
+use crate::cli::{AgentArgs, FloorArgs, GlobalArgs, LogFormat};
 use crate::exit::UsageError;
 
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7371";
@@ -28,6 +29,24 @@ pub struct ConfigFile {
     pub log: LogSection,
     #[serde(default)]
     pub mesh: MeshSection,
+    #[serde(default)]
+    pub probes: ProbesSection,
+    #[serde(default)]
+    pub admit: AdmitSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbesSection {
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmitSection {
+    pub min_free_mem: Option<String>,
+    pub min_free_vram: Option<String>,
+    pub min_free_disk: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +100,10 @@ pub struct Settings {
     pub retention_days: u32,
     /// Keep pruned days as `events-archive/YYYY-MM-DD.tar.zst` instead of only deleting them.
     pub archive_pruned: bool,
+    /// How often the agent samples the host (and republishes its gossip summary).
+    pub probe_interval: Duration,
+    /// What must stay free after an admitted job.
+    pub floors: Floors,
 }
 
 /// The mesh part of the settings.
@@ -167,6 +190,44 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} must be a positive duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Admission floors: flag or environment, else the config file, else `base`.
+pub fn resolve_floors(
+    flags: Option<&FloorArgs>,
+    file: &AdmitSection,
+    base: Floors,
+    from_file: &dyn Fn(&str) -> String,
+) -> Result<Floors, UsageError> {
+    let size = |flag: Option<&String>, file_value: &Option<String>, key: &str, default: u64| match (
+        flag, file_value,
+    ) {
+        (Some(text), _) => crate::admit::parse_size(text)
+            .map_err(|e| UsageError(format!("--{}: {e}", key.replace('_', "-")))),
+        (None, Some(text)) => crate::admit::parse_size(text)
+            .map_err(|e| UsageError(format!("{}: {e}", from_file(&format!("admit.{key}"))))),
+        (None, None) => Ok(default),
+    };
+    Ok(Floors {
+        mem: size(
+            flags.and_then(|f| f.min_free_mem.as_ref()),
+            &file.min_free_mem,
+            "min_free_mem",
+            base.mem,
+        )?,
+        vram: size(
+            flags.and_then(|f| f.min_free_vram.as_ref()),
+            &file.min_free_vram,
+            "min_free_vram",
+            base.vram,
+        )?,
+        disk: size(
+            flags.and_then(|f| f.min_free_disk.as_ref()),
+            &file.min_free_disk,
+            "min_free_disk",
+            base.disk,
+        )?,
+    })
 }
 
 fn load_config(explicit: Option<&Path>) -> Result<(Option<PathBuf>, ConfigFile), UsageError> {
@@ -370,7 +431,27 @@ impl Settings {
             .and_then(|a| a.archive_pruned)
             .or(file.store.archive)
             .unwrap_or(false);
+        let probe_interval = duration(
+            agent.and_then(|a| a.probe_interval.as_ref()),
+            &file.probes.interval,
+            "probes.interval",
+            Duration::from_secs(10),
+        )?;
+        if probe_interval < Duration::from_secs(1) || probe_interval > Duration::from_secs(3600) {
+            return Err(UsageError(format!(
+                "{}: must be between 1s and 1h (default 10s)",
+                from_file("probes.interval")
+            )));
+        }
+        let floors = resolve_floors(
+            agent.map(|a| &a.floors),
+            &file.admit,
+            Floors::default(),
+            &from_file,
+        )?;
         Ok(Settings {
+            probe_interval,
+            floors,
             retention_days,
             archive_pruned,
             mesh,
@@ -415,68 +496,5 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    /// Every key documented in the example file is one the config parser knows.
-    #[test]
-    fn example_config_keys_are_all_valid() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/labmesh.example.toml"
-        );
-        let text = std::fs::read_to_string(path).unwrap();
-        let uncommented: String = text
-            .lines()
-            .map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest_is_assignment(rest) => rest,
-                _ => l,
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let cfg: ConfigFile =
-            toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
-        assert!(cfg.name.is_some() && cfg.data_dir.is_some() && cfg.api_addr.is_some());
-        assert!(
-            cfg.store.max_event_bytes.is_some()
-                && cfg.store.rescan_interval.is_some()
-                && cfg.store.settle.is_some()
-        );
-        assert!(cfg.log.format.is_some() && cfg.log.level.is_some());
-        let m = &cfg.mesh;
-        assert!(
-            m.name.is_some()
-                && m.gossip_addr.is_some()
-                && m.advertise_addr.is_some()
-                && m.seeds.is_some()
-        );
-        assert!(m.transient.is_some() && m.role.is_some() && m.alerter_priority.is_some());
-        assert!(m.gossip_interval.is_some() && m.offline_after.is_some());
-    }
-
-    fn rest_is_assignment(rest: &str) -> bool {
-        rest.split_once(" = ")
-            .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-    }
-
-    #[test]
-    fn config_errors_name_line_and_key() {
-        let text = "name = \"vm1\"\n[store]\nmax_event_byte = 5\n";
-        let err = toml::from_str::<ConfigFile>(text).unwrap_err();
-        let msg = toml_error(text, &err);
-        assert!(
-            msg.starts_with("line 3, column 1 (`max_event_byte`)"),
-            "{msg}"
-        );
-        assert!(msg.contains("unknown field"), "{msg}");
-    }
-}
+#[path = "settings_tests.rs"]
+mod tests;

@@ -100,9 +100,17 @@ fn agent_picks_up_files_quarantines_bad_ones_and_keeps_running() {
     let folder = path.parent().unwrap();
     std::fs::write(folder.join("garbage.json"), [0u8, 159, 146, 150]).unwrap();
     std::fs::write(folder.join("wrong.json"), std::fs::read(&path).unwrap()).unwrap();
+    // The store writes each `.reason` file first, then appends its event: wait for both.
+    let quarantine_events = || {
+        agent
+            .get_json("/v1/events?type=event_quarantined")
+            .as_array()
+            .map_or(0, Vec::len)
+    };
     wait_until("quarantine", Duration::from_secs(20), || {
         data.join("quarantine/garbage.json.reason").exists()
             && data.join("quarantine/wrong.json.reason").exists()
+            && quarantine_events() == 2
     });
     let reason = std::fs::read_to_string(data.join("quarantine/wrong.json.reason")).unwrap();
     assert!(reason.contains("file name \"wrong.json\""), "{reason}");
