@@ -16,6 +16,7 @@ use sync::pickup::{self, PickupConfig, PickupNotice};
 use tracing_subscriber::EnvFilter;
 
 use crate::api::{self, ApiState};
+use crate::checks::Checks;
 use crate::cli::LogFormat;
 use crate::exit::{self, UsageError};
 use crate::peer::PeerRuntime;
@@ -92,6 +93,9 @@ pub fn read_token(settings: &Settings) -> Option<String> {
 
 pub fn run(settings: Settings) -> anyhow::Result<u8> {
     init_logging(&settings)?;
+    // reqwest (HTTP checks) is built with `rustls-no-provider`: it uses the process default,
+    // which must be ring (aws-lc-rs stays out of the tree). Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -187,6 +191,17 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         sync_settings,
     );
     let world_task = tokio::spawn(world.clone().run(world_rx, stop_peer_rx.clone()));
+    let checks = {
+        let (defs, store, node) = (
+            settings.checks.clone(),
+            store.clone(),
+            settings.name.clone(),
+        );
+        tokio::task::spawn_blocking(move || Checks::new(defs, store, &node))
+            .await
+            .context("checks task failed")?
+    };
+    let checks_task = tokio::spawn(checks.clone().run(stop_peer_rx.clone()));
     let sync_task = tokio::spawn(sync.clone().run(entries_rx, stop_peer_rx));
     let state = Arc::new(ApiState {
         store: store.clone(),
@@ -196,6 +211,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         sync: Some(sync.clone()),
         world: Some(world.clone()),
         token: read_token(&settings),
+        checks: Some(checks),
     });
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))
@@ -206,6 +222,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let _ = peer_task.await;
     let _ = sync_task.await;
     let _ = world_task.await;
+    let _ = checks_task.await;
     // Tell the others we are leaving on purpose, so they show `left`, not `dead`.
     peer.mesh.leave().await;
     stop.store(true, Ordering::Relaxed);

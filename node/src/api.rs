@@ -23,6 +23,8 @@ pub struct ApiState {
     pub world: Option<Arc<crate::world_driver::WorldRuntime>>,
     /// Bearer token required by write requests.
     pub token: Option<String>,
+    /// Health checks from `[[check]]` tables.
+    pub checks: Option<Arc<crate::checks::Checks>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -37,6 +39,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/incidents", get(|s| world_view(s, "incidents")))
         .route("/v1/deployments", get(|s| world_view(s, "deployments")))
         .route("/v1/sync/now", axum::routing::post(sync_now))
+        .route("/v1/checks", get(checks_list))
+        .route(
+            "/v1/checks/{name}/{verb}",
+            axum::routing::post(check_report),
+        )
         .with_state(state)
 }
 
@@ -282,4 +289,82 @@ async fn world_view(
         "incidents" => v.incidents,
         _ => v.deployments,
     }))
+}
+
+async fn checks_list(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .checks
+            .as_ref()
+            .map(|c| c.snapshot())
+            .unwrap_or_default(),
+    ))
+}
+
+/// `POST /v1/checks/{name}/pass|warn|fail` with an optional body `{"note": "..."}`: a report
+/// for a ttl check. Answers with the check's state after it.
+async fn check_report(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path((name, verb)): axum::extract::Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    use crate::checks::machine::Status;
+    authorize(&state, &headers)?;
+    let status = match verb.as_str() {
+        "pass" => Status::Ok,
+        "warn" => Status::Warning,
+        "fail" => Status::Critical,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("{other:?} is not a report; use /v1/checks/{name}/pass, /warn or /fail"),
+            ));
+        }
+    };
+    let note = if body.iter().all(u8::is_ascii_whitespace) {
+        String::new()
+    } else {
+        let doc: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not valid JSON ({e}); send {{\"note\": \"...\"}} or nothing"),
+            )
+        })?;
+        match &doc["note"] {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("`note` must be a string, not {other}"),
+                ));
+            }
+        }
+    };
+    let Some(checks) = &state.checks else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no check named {name:?}: this agent has no checks"),
+        ));
+    };
+    use crate::checks::ReportError;
+    checks
+        .report(&name, status, note)
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            ReportError::NoSuchCheck => ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no check named {name:?}; `labmesh check list` shows the checks"),
+            ),
+            ReportError::NotTtl(kind) => ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{name:?} is a {kind} check: only ttl checks take reports"),
+            ),
+            ReportError::Stopped => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the checks are stopping".into(),
+            ),
+        })
 }

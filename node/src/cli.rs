@@ -85,6 +85,38 @@ pub enum Command {
     Sync(SyncCommand),
     /// The world as the events tell it: nodes, services, incidents, deployments.
     World(WorldArgs),
+    /// Health checks of the local agent: list them, or report to a ttl check.
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Every check of the local agent with its state; exit 1 if any is unhealthy.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report a ttl check as passing.
+    Pass(CheckReportArgs),
+    /// Report a ttl check as warning (counts as a failure, severity warning).
+    Warn(CheckReportArgs),
+    /// Report a ttl check as failing.
+    Fail(CheckReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckReportArgs {
+    /// The check's name (a `[[check]]` with kind = "ttl").
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// A note kept as the check's output (and in its events).
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub note: String,
+    /// Print the check's state after the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

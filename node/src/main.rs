@@ -4,8 +4,10 @@
 
 mod agent;
 mod api;
+mod checks;
 mod cli;
 mod cmd_certs;
+mod cmd_check;
 mod cmd_emit;
 mod cmd_events;
 mod cmd_fsck;
@@ -61,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::World(args) => cmd_world::run(&Settings::resolve(&cli.global)?, args),
         Command::Sync(cmd) => cmd_sync::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Certs(cmd) => cmd_certs::run(&Settings::resolve(&cli.global)?, cmd),
+        Command::Check(cmd) => cmd_check::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Join(args) => {
             let mut agent_args = args.agent.clone();
             agent_args.join = Some(args.bundle.clone());

@@ -28,6 +28,9 @@ pub struct ConfigFile {
     pub log: LogSection,
     #[serde(default)]
     pub mesh: MeshSection,
+    /// `[[check]]` tables (validated by `checks::config`, which needs their spans).
+    #[serde(default, rename = "check")]
+    pub checks: Vec<toml::Spanned<crate::checks::config::RawCheck>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +81,8 @@ pub struct Settings {
     pub mesh: MeshSettings,
     /// Events older than this many days are pruned (after being folded into the world state).
     pub retention_days: u32,
+    /// Health checks from `[[check]]` tables.
+    pub checks: Vec<crate::checks::CheckDef>,
 }
 
 /// The mesh part of the settings.
@@ -166,31 +171,59 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn load_config(explicit: Option<&Path>) -> Result<(Option<PathBuf>, ConfigFile), UsageError> {
-    let (path, must_exist) = match explicit {
-        Some(p) => (Some(p.to_owned()), true),
-        None => (default_config_path(), false),
-    };
+/// The config file, parsed, with its `[[check]]` tables validated.
+struct Loaded {
+    path: Option<PathBuf>,
+    file: ConfigFile,
+    checks: Vec<crate::checks::CheckDef>,
+}
+
+fn load_config(explicit: Option<&Path>) -> Result<Loaded, UsageError> {
+    let (path, text) = read_config(explicit)?;
     let Some(path) = path else {
-        return Ok((None, ConfigFile::default()));
+        return Ok(Loaded {
+            path: None,
+            file: ConfigFile::default(),
+            checks: Vec::new(),
+        });
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
-            return Ok((None, ConfigFile::default()));
-        }
-        Err(e) => {
-            return Err(UsageError(format!("config file {}: {e}", path.display())));
-        }
-    };
-    let cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
         UsageError(format!(
             "config file {}: {}",
             path.display(),
             toml_error(&text, &e)
         ))
     })?;
-    Ok((Some(path), cfg))
+    let checks = crate::checks::config::validate_all(&text, &file.checks).map_err(|e| {
+        UsageError(format!(
+            "config file {}: {}",
+            path.display(),
+            crate::checks::config::describe(&text, &e)
+        ))
+    })?;
+    Ok(Loaded {
+        path: Some(path),
+        file,
+        checks,
+    })
+}
+
+/// The config file's path and text; no path when there is no file to read.
+fn read_config(explicit: Option<&Path>) -> Result<(Option<PathBuf>, String), UsageError> {
+    let (path, must_exist) = match explicit {
+        Some(p) => (Some(p.to_owned()), true),
+        None => (default_config_path(), false),
+    };
+    let Some(path) = path else {
+        return Ok((None, String::new()));
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok((Some(path), t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            Ok((None, String::new()))
+        }
+        Err(e) => Err(UsageError(format!("config file {}: {e}", path.display()))),
+    }
 }
 
 /// toml's message with a `line N, column M` prefix computed from its span.
@@ -198,13 +231,8 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim().to_owned();
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before
-                .rfind('\n')
-                .map_or(before.len(), |nl| before.len() - nl - 1)
-                + 1;
-            let key = text[span.clone()].trim();
+            let (line, column) = crate::checks::config::line_col(text, span.start);
+            let key = text.get(span.clone()).unwrap_or("").trim();
             format!("line {line}, column {column} (`{key}`): {message}")
         }
         None => message,
@@ -221,7 +249,11 @@ impl Settings {
         global: &GlobalArgs,
         agent: Option<&AgentArgs>,
     ) -> Result<Settings, UsageError> {
-        let (config_path, file) = load_config(global.config.as_deref())?;
+        let Loaded {
+            path: config_path,
+            file,
+            checks,
+        } = load_config(global.config.as_deref())?;
         let from_file = |key: &str| match &config_path {
             Some(p) => format!("config file {}: `{key}`", p.display()),
             None => format!("`{key}`"),
@@ -364,6 +396,7 @@ impl Settings {
             )));
         }
         Ok(Settings {
+            checks,
             retention_days,
             mesh,
             name_is_explicit,
@@ -407,68 +440,5 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    /// Every key documented in the example file is one the config parser knows.
-    #[test]
-    fn example_config_keys_are_all_valid() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/labmesh.example.toml"
-        );
-        let text = std::fs::read_to_string(path).unwrap();
-        let uncommented: String = text
-            .lines()
-            .map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest_is_assignment(rest) => rest,
-                _ => l,
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let cfg: ConfigFile =
-            toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
-        assert!(cfg.name.is_some() && cfg.data_dir.is_some() && cfg.api_addr.is_some());
-        assert!(
-            cfg.store.max_event_bytes.is_some()
-                && cfg.store.rescan_interval.is_some()
-                && cfg.store.settle.is_some()
-        );
-        assert!(cfg.log.format.is_some() && cfg.log.level.is_some());
-        let m = &cfg.mesh;
-        assert!(
-            m.name.is_some()
-                && m.gossip_addr.is_some()
-                && m.advertise_addr.is_some()
-                && m.seeds.is_some()
-        );
-        assert!(m.transient.is_some() && m.role.is_some() && m.alerter_priority.is_some());
-        assert!(m.gossip_interval.is_some() && m.offline_after.is_some());
-    }
-
-    fn rest_is_assignment(rest: &str) -> bool {
-        rest.split_once(" = ")
-            .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-    }
-
-    #[test]
-    fn config_errors_name_line_and_key() {
-        let text = "name = \"vm1\"\n[store]\nmax_event_byte = 5\n";
-        let err = toml::from_str::<ConfigFile>(text).unwrap_err();
-        let msg = toml_error(text, &err);
-        assert!(
-            msg.starts_with("line 3, column 1 (`max_event_byte`)"),
-            "{msg}"
-        );
-        assert!(msg.contains("unknown field"), "{msg}");
-    }
-}
+#[path = "settings_tests.rs"]
+mod tests;
