@@ -22,6 +22,7 @@ use crate::exit::{self, UsageError};
 use crate::peer::PeerRuntime;
 use crate::settings::Settings;
 use crate::sync_driver::{SyncDriver, SyncSettings};
+use crate::workers::Workers;
 use crate::world_driver::WorldRuntime;
 
 fn init_logging(settings: &Settings) -> Result<(), UsageError> {
@@ -202,6 +203,8 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
             .context("checks task failed")?
     };
     let checks_task = tokio::spawn(checks.clone().run(stop_peer_rx.clone()));
+    let workers = Workers::new(settings.workers, store.clone());
+    let workers_task = tokio::spawn(workers.clone().run(stop_peer_rx.clone()));
     let sync_task = tokio::spawn(sync.clone().run(entries_rx, stop_peer_rx));
     let state = Arc::new(ApiState {
         store: store.clone(),
@@ -212,6 +215,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         world: Some(world.clone()),
         token: read_token(&settings),
         checks: Some(checks),
+        workers: Some(workers),
     });
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))
@@ -223,6 +227,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let _ = sync_task.await;
     let _ = world_task.await;
     let _ = checks_task.await;
+    let _ = workers_task.await;
     // Tell the others we are leaving on purpose, so they show `left`, not `dead`.
     peer.mesh.leave().await;
     stop.store(true, Ordering::Relaxed);

@@ -25,6 +25,8 @@ pub struct ApiState {
     pub token: Option<String>,
     /// Health checks from `[[check]]` tables.
     pub checks: Option<Arc<crate::checks::Checks>>,
+    /// External workers' heartbeats.
+    pub workers: Option<Arc<crate::workers::Workers>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -44,6 +46,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/checks/{name}/{verb}",
             axum::routing::post(check_report),
         )
+        .route("/v1/heartbeat", axum::routing::post(heartbeat))
+        .route("/v1/workers", get(workers_list))
         .with_state(state)
 }
 
@@ -367,4 +371,34 @@ async fn check_report(
                 "the checks are stopping".into(),
             ),
         })
+}
+
+/// `POST /v1/heartbeat`: `{worker_id, health_status, metrics?, interval_s?}`.
+async fn heartbeat(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, Response> {
+    authorize(&state, &headers).map_err(IntoResponse::into_response)?;
+    let Some(workers) = &state.workers else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "heartbeats are not accepted here".into(),
+        )
+        .into_response());
+    };
+    let hb = crate::workers::parse_heartbeat(&body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e.message, "field": e.field })),
+        )
+            .into_response()
+    })?;
+    Ok(Json(workers.heartbeat(hb).await))
+}
+
+async fn workers_list(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    Json(Value::Array(
+        state.workers.as_ref().map(|w| w.list()).unwrap_or_default(),
+    ))
 }

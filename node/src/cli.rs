@@ -315,6 +315,15 @@ pub struct AgentArgs {
     /// Log filter, e.g. info, debug, or sync=debug,info.
     #[arg(long, env = "LABMESH_LOG", value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// Heartbeat interval assumed for a worker whose heartbeat does not give `interval_s`
+    /// (e.g. 30s).
+    #[arg(long, env = "LABMESH_WORKER_INTERVAL", value_name = "DURATION")]
+    pub worker_interval: Option<String>,
+
+    /// A worker is stale after this many intervals without a heartbeat (default 2).
+    #[arg(long, env = "LABMESH_WORKER_MISSED_INTERVALS", value_name = "N")]
+    pub worker_missed_intervals: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

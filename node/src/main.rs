@@ -22,6 +22,7 @@ mod peer;
 mod settings;
 mod sync_driver;
 mod timespec;
+mod workers;
 mod world_driver;
 
 use std::io::Write;

@@ -28,9 +28,18 @@ pub struct ConfigFile {
     pub log: LogSection,
     #[serde(default)]
     pub mesh: MeshSection,
+    #[serde(default)]
+    pub workers: WorkersSection,
     /// `[[check]]` tables (validated by `checks::config`, which needs their spans).
     #[serde(default, rename = "check")]
     pub checks: Vec<toml::Spanned<crate::checks::config::RawCheck>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersSection {
+    pub default_interval: Option<String>,
+    pub missed_intervals: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +92,16 @@ pub struct Settings {
     pub retention_days: u32,
     /// Health checks from `[[check]]` tables.
     pub checks: Vec<crate::checks::CheckDef>,
+    pub workers: WorkerSettings,
+}
+
+/// External workers' heartbeats (`POST /v1/heartbeat`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorkerSettings {
+    /// The interval a worker is assumed to use when its heartbeat does not say.
+    pub default_interval: Duration,
+    /// A worker is stale after this many intervals without a heartbeat.
+    pub missed_intervals: u32,
 }
 
 /// The mesh part of the settings.
@@ -395,8 +414,33 @@ impl Settings {
                 from_file("store.retention_days")
             )));
         }
+        let workers = WorkerSettings {
+            default_interval: duration(
+                agent.and_then(|a| a.worker_interval.as_ref()),
+                &file.workers.default_interval,
+                "workers.default_interval",
+                Duration::from_secs(30),
+            )?,
+            missed_intervals: agent
+                .and_then(|a| a.worker_missed_intervals)
+                .or(file.workers.missed_intervals)
+                .unwrap_or(2),
+        };
+        if workers.default_interval < Duration::from_millis(100) {
+            return Err(UsageError(format!(
+                "{}: must be at least 100ms (default 30s)",
+                from_file("workers.default_interval")
+            )));
+        }
+        if workers.missed_intervals == 0 {
+            return Err(UsageError(format!(
+                "{}: must be at least 1 (default 2)",
+                from_file("workers.missed_intervals")
+            )));
+        }
         Ok(Settings {
             checks,
+            workers,
             retention_days,
             mesh,
             name_is_explicit,

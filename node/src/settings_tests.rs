@@ -45,6 +45,8 @@ fn example_config_keys_are_all_valid() {
     );
     assert!(m.transient.is_some() && m.role.is_some() && m.alerter_priority.is_some());
     assert!(m.gossip_interval.is_some() && m.offline_after.is_some());
+    let w = &cfg.workers;
+    assert!(w.default_interval.is_some() && w.missed_intervals.is_some());
     // Every example check is valid, and every check key appears in one of them.
     let defs = crate::checks::config::validate_all(&uncommented, &cfg.checks)
         .unwrap_or_else(|e| panic!("{}", crate::checks::config::describe(&uncommented, &e)));
