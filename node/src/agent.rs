@@ -16,11 +16,13 @@ use sync::pickup::{self, PickupConfig, PickupNotice};
 use tracing_subscriber::EnvFilter;
 
 use crate::api::{self, ApiState};
+use crate::checks::Checks;
 use crate::cli::LogFormat;
 use crate::exit::{self, UsageError};
 use crate::peer::PeerRuntime;
 use crate::settings::Settings;
 use crate::sync_driver::{SyncDriver, SyncSettings};
+use crate::workers::Workers;
 use crate::world_driver::WorldRuntime;
 
 fn init_logging(settings: &Settings) -> Result<(), UsageError> {
@@ -92,6 +94,9 @@ pub fn read_token(settings: &Settings) -> Option<String> {
 
 pub fn run(settings: Settings) -> anyhow::Result<u8> {
     init_logging(&settings)?;
+    // reqwest (HTTP checks) is built with `rustls-no-provider`: it uses the process default,
+    // which must be ring (aws-lc-rs stays out of the tree). Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -187,7 +192,6 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         sync_settings,
     );
     let world_task = tokio::spawn(world.clone().run(world_rx, stop_peer_rx.clone()));
-    let sync_task = tokio::spawn(sync.clone().run(entries_rx, stop_peer_rx.clone()));
     // NVML can take a moment to load on a GPU host: not on an async worker.
     let prober = {
         let name = settings.name.clone();
@@ -199,8 +203,22 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         prober,
         settings.probe_interval,
         Some(peer.clone()),
-        stop_peer_rx,
+        stop_peer_rx.clone(),
     );
+    let checks = {
+        let (defs, store, node) = (
+            settings.checks.clone(),
+            store.clone(),
+            settings.name.clone(),
+        );
+        tokio::task::spawn_blocking(move || Checks::new(defs, store, &node))
+            .await
+            .context("checks task failed")?
+    };
+    let checks_task = tokio::spawn(checks.clone().run(stop_peer_rx.clone()));
+    let workers = Workers::new(settings.workers, store.clone());
+    let workers_task = tokio::spawn(workers.clone().run(stop_peer_rx.clone()));
+    let sync_task = tokio::spawn(sync.clone().run(entries_rx, stop_peer_rx));
     let state = Arc::new(ApiState {
         store: store.clone(),
         node: settings.name.clone(),
@@ -211,6 +229,8 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         token: read_token(&settings),
         host: Some(host),
         floors: settings.floors,
+        checks: Some(checks),
+        workers: Some(workers),
     });
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))
@@ -222,6 +242,8 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let _ = sync_task.await;
     let _ = world_task.await;
     let _ = probe_task.await;
+    let _ = checks_task.await;
+    let _ = workers_task.await;
     // Tell the others we are leaving on purpose, so they show `left`, not `dead`.
     peer.mesh.leave().await;
     stop.store(true, Ordering::Relaxed);

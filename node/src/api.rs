@@ -27,6 +27,10 @@ pub struct ApiState {
     pub host: Option<crate::probe_driver::LatestSample>,
     /// Admission floors from the settings.
     pub floors: crate::admit::Floors,
+    /// Health checks from `[[check]]` tables.
+    pub checks: Option<Arc<crate::checks::Checks>>,
+    /// External workers' heartbeats.
+    pub workers: Option<Arc<crate::workers::Workers>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -43,6 +47,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/sync/now", axum::routing::post(sync_now))
         .route("/v1/host", get(crate::api_host::host))
         .route("/v1/admit", get(crate::api_host::admit))
+        .route("/v1/checks", get(checks_list))
+        .route(
+            "/v1/checks/{name}/{verb}",
+            axum::routing::post(check_report),
+        )
+        .route("/v1/heartbeat", axum::routing::post(heartbeat))
+        .route("/v1/workers", get(workers_list))
         .with_state(state)
 }
 
@@ -288,4 +299,112 @@ async fn world_view(
         "incidents" => v.incidents,
         _ => v.deployments,
     }))
+}
+
+async fn checks_list(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .checks
+            .as_ref()
+            .map(|c| c.snapshot())
+            .unwrap_or_default(),
+    ))
+}
+
+/// `POST /v1/checks/{name}/pass|warn|fail` with an optional body `{"note": "..."}`: a report
+/// for a ttl check. Answers with the check's state after it.
+async fn check_report(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path((name, verb)): axum::extract::Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    use crate::checks::machine::Status;
+    authorize(&state, &headers)?;
+    let status = match verb.as_str() {
+        "pass" => Status::Ok,
+        "warn" => Status::Warning,
+        "fail" => Status::Critical,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("{other:?} is not a report; use /v1/checks/{name}/pass, /warn or /fail"),
+            ));
+        }
+    };
+    let note = if body.iter().all(u8::is_ascii_whitespace) {
+        String::new()
+    } else {
+        let doc: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not valid JSON ({e}); send {{\"note\": \"...\"}} or nothing"),
+            )
+        })?;
+        match &doc["note"] {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("`note` must be a string, not {other}"),
+                ));
+            }
+        }
+    };
+    let Some(checks) = &state.checks else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no check named {name:?}: this agent has no checks"),
+        ));
+    };
+    use crate::checks::ReportError;
+    checks
+        .report(&name, status, note)
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            ReportError::NoSuchCheck => ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no check named {name:?}; `labmesh check list` shows the checks"),
+            ),
+            ReportError::NotTtl(kind) => ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{name:?} is a {kind} check: only ttl checks take reports"),
+            ),
+            ReportError::Stopped => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the checks are stopping".into(),
+            ),
+        })
+}
+
+/// `POST /v1/heartbeat`: `{worker_id, health_status, metrics?, interval_s?}`.
+async fn heartbeat(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, Response> {
+    authorize(&state, &headers).map_err(IntoResponse::into_response)?;
+    let Some(workers) = &state.workers else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "heartbeats are not accepted here".into(),
+        )
+        .into_response());
+    };
+    let hb = crate::workers::parse_heartbeat(&body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e.message, "field": e.field })),
+        )
+            .into_response()
+    })?;
+    Ok(Json(workers.heartbeat(hb).await))
+}
+
+async fn workers_list(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    Json(Value::Array(
+        state.workers.as_ref().map(|w| w.list()).unwrap_or_default(),
+    ))
 }

@@ -93,6 +93,38 @@ pub enum Command {
     /// Can this host take a job needing this much memory, VRAM and disk, and keep its floors
     /// free? With --anywhere: which node of the mesh can, best first. Exit 0 yes, 1 no.
     Admit(AdmitArgs),
+    /// Health checks of the local agent: list them, or report to a ttl check.
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Every check of the local agent with its state; exit 1 if any is unhealthy.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report a ttl check as passing.
+    Pass(CheckReportArgs),
+    /// Report a ttl check as warning (counts as a failure, severity warning).
+    Warn(CheckReportArgs),
+    /// Report a ttl check as failing.
+    Fail(CheckReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckReportArgs {
+    /// The check's name (a `[[check]]` with kind = "ttl").
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// A note kept as the check's output (and in its events).
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub note: String,
+    /// Print the check's state after the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -302,6 +334,15 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub floors: FloorArgs,
+
+    /// Heartbeat interval assumed for a worker whose heartbeat does not give `interval_s`
+    /// (e.g. 30s).
+    #[arg(long, env = "LABMESH_WORKER_INTERVAL", value_name = "DURATION")]
+    pub worker_interval: Option<String>,
+
+    /// A worker is stale after this many intervals without a heartbeat (default 2).
+    #[arg(long, env = "LABMESH_WORKER_MISSED_INTERVALS", value_name = "N")]
+    pub worker_missed_intervals: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

@@ -6,10 +6,12 @@ mod admit;
 mod agent;
 mod api;
 mod api_host;
+mod checks;
 mod cli;
 mod cli_host;
 mod cmd_admit;
 mod cmd_certs;
+mod cmd_check;
 mod cmd_emit;
 mod cmd_events;
 mod cmd_fsck;
@@ -27,6 +29,7 @@ mod probes;
 mod settings;
 mod sync_driver;
 mod timespec;
+mod workers;
 mod world_driver;
 
 use std::io::Write;
@@ -70,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Admit(args) => cmd_admit::run(&Settings::resolve(&cli.global)?, args),
         Command::Sync(cmd) => cmd_sync::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Certs(cmd) => cmd_certs::run(&Settings::resolve(&cli.global)?, cmd),
+        Command::Check(cmd) => cmd_check::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Join(args) => {
             let mut agent_args = args.agent.clone();
             agent_args.join = Some(args.bundle.clone());

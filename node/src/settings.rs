@@ -33,6 +33,11 @@ pub struct ConfigFile {
     pub probes: ProbesSection,
     #[serde(default)]
     pub admit: AdmitSection,
+    #[serde(default)]
+    pub workers: WorkersSection,
+    /// `[[check]]` tables (validated by `checks::config`, which needs their spans).
+    #[serde(default, rename = "check")]
+    pub checks: Vec<toml::Spanned<crate::checks::config::RawCheck>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +52,13 @@ pub struct AdmitSection {
     pub min_free_mem: Option<String>,
     pub min_free_vram: Option<String>,
     pub min_free_disk: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersSection {
+    pub default_interval: Option<String>,
+    pub missed_intervals: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +116,18 @@ pub struct Settings {
     pub probe_interval: Duration,
     /// What must stay free after an admitted job.
     pub floors: Floors,
+    /// Health checks from `[[check]]` tables.
+    pub checks: Vec<crate::checks::CheckDef>,
+    pub workers: WorkerSettings,
+}
+
+/// External workers' heartbeats (`POST /v1/heartbeat`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorkerSettings {
+    /// The interval a worker is assumed to use when its heartbeat does not say.
+    pub default_interval: Duration,
+    /// A worker is stale after this many intervals without a heartbeat.
+    pub missed_intervals: u32,
 }
 
 /// The mesh part of the settings.
@@ -230,31 +254,59 @@ pub fn resolve_floors(
     })
 }
 
-fn load_config(explicit: Option<&Path>) -> Result<(Option<PathBuf>, ConfigFile), UsageError> {
-    let (path, must_exist) = match explicit {
-        Some(p) => (Some(p.to_owned()), true),
-        None => (default_config_path(), false),
-    };
+/// The config file, parsed, with its `[[check]]` tables validated.
+struct Loaded {
+    path: Option<PathBuf>,
+    file: ConfigFile,
+    checks: Vec<crate::checks::CheckDef>,
+}
+
+fn load_config(explicit: Option<&Path>) -> Result<Loaded, UsageError> {
+    let (path, text) = read_config(explicit)?;
     let Some(path) = path else {
-        return Ok((None, ConfigFile::default()));
+        return Ok(Loaded {
+            path: None,
+            file: ConfigFile::default(),
+            checks: Vec::new(),
+        });
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
-            return Ok((None, ConfigFile::default()));
-        }
-        Err(e) => {
-            return Err(UsageError(format!("config file {}: {e}", path.display())));
-        }
-    };
-    let cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
         UsageError(format!(
             "config file {}: {}",
             path.display(),
             toml_error(&text, &e)
         ))
     })?;
-    Ok((Some(path), cfg))
+    let checks = crate::checks::config::validate_all(&text, &file.checks).map_err(|e| {
+        UsageError(format!(
+            "config file {}: {}",
+            path.display(),
+            crate::checks::config::describe(&text, &e)
+        ))
+    })?;
+    Ok(Loaded {
+        path: Some(path),
+        file,
+        checks,
+    })
+}
+
+/// The config file's path and text; no path when there is no file to read.
+fn read_config(explicit: Option<&Path>) -> Result<(Option<PathBuf>, String), UsageError> {
+    let (path, must_exist) = match explicit {
+        Some(p) => (Some(p.to_owned()), true),
+        None => (default_config_path(), false),
+    };
+    let Some(path) = path else {
+        return Ok((None, String::new()));
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok((Some(path), t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            Ok((None, String::new()))
+        }
+        Err(e) => Err(UsageError(format!("config file {}: {e}", path.display()))),
+    }
 }
 
 /// toml's message with a `line N, column M` prefix computed from its span.
@@ -262,13 +314,8 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim().to_owned();
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before
-                .rfind('\n')
-                .map_or(before.len(), |nl| before.len() - nl - 1)
-                + 1;
-            let key = text[span.clone()].trim();
+            let (line, column) = crate::checks::config::line_col(text, span.start);
+            let key = text.get(span.clone()).unwrap_or("").trim();
             format!("line {line}, column {column} (`{key}`): {message}")
         }
         None => message,
@@ -285,7 +332,11 @@ impl Settings {
         global: &GlobalArgs,
         agent: Option<&AgentArgs>,
     ) -> Result<Settings, UsageError> {
-        let (config_path, file) = load_config(global.config.as_deref())?;
+        let Loaded {
+            path: config_path,
+            file,
+            checks,
+        } = load_config(global.config.as_deref())?;
         let from_file = |key: &str| match &config_path {
             Some(p) => format!("config file {}: `{key}`", p.display()),
             None => format!("`{key}`"),
@@ -449,9 +500,35 @@ impl Settings {
             Floors::default(),
             &from_file,
         )?;
+        let workers = WorkerSettings {
+            default_interval: duration(
+                agent.and_then(|a| a.worker_interval.as_ref()),
+                &file.workers.default_interval,
+                "workers.default_interval",
+                Duration::from_secs(30),
+            )?,
+            missed_intervals: agent
+                .and_then(|a| a.worker_missed_intervals)
+                .or(file.workers.missed_intervals)
+                .unwrap_or(2),
+        };
+        if workers.default_interval < Duration::from_millis(100) {
+            return Err(UsageError(format!(
+                "{}: must be at least 100ms (default 30s)",
+                from_file("workers.default_interval")
+            )));
+        }
+        if workers.missed_intervals == 0 {
+            return Err(UsageError(format!(
+                "{}: must be at least 1 (default 2)",
+                from_file("workers.missed_intervals")
+            )));
+        }
         Ok(Settings {
             probe_interval,
             floors,
+            checks,
+            workers,
             retention_days,
             archive_pruned,
             mesh,

@@ -1,4 +1,5 @@
-//! Tests of settings resolution (beside `settings.rs` to keep both short).
+//! Tests of settings resolution (beside `settings.rs` to keep both short): durations, the
+//! example config file, error messages.
 
 use super::*;
 
@@ -22,7 +23,7 @@ fn example_config_keys_are_all_valid() {
     let uncommented: String = text
         .lines()
         .map(|l| match l.strip_prefix("# ") {
-            Some(rest) if rest_is_assignment(rest) => rest,
+            Some(rest) if rest_is_assignment(rest) || rest == "[[check]]" => rest,
             _ => l,
         })
         .collect::<Vec<_>>()
@@ -54,6 +55,17 @@ fn example_config_keys_are_all_valid() {
         Floors::default(),
         "the example documents the defaults"
     );
+    let w = &cfg.workers;
+    assert!(w.default_interval.is_some() && w.missed_intervals.is_some());
+    // Every example check is valid, and every check key appears in one of them.
+    let defs = crate::checks::config::validate_all(&uncommented, &cfg.checks)
+        .unwrap_or_else(|e| panic!("{}", crate::checks::config::describe(&uncommented, &e)));
+    let kinds: Vec<&str> = defs.iter().map(|d| d.probe.kind()).collect();
+    assert_eq!(kinds, ["http", "tcp", "command", "docker", "ttl"]);
+    let web = cfg.checks[0].get_ref();
+    assert!(web.service.is_some() && web.interval.is_some() && web.timeout.is_some());
+    assert!(web.fall.is_some() && web.rise.is_some() && web.expect_status.is_some());
+    assert!(web.body_contains.is_some());
 }
 
 fn rest_is_assignment(rest: &str) -> bool {
