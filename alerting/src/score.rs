@@ -1,0 +1,1 @@
+//! Score card (TODO)
