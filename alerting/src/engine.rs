@@ -17,7 +17,7 @@ use crate::EVENT_SOURCE;
 use crate::config::Config;
 use crate::election::{Election, Member, Role};
 use crate::message::NotificationMessage;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Mode, Pipeline};
 use crate::receiver::Receiver;
 use crate::rules::{Condition, RuleKind, RuleSet};
 use crate::silence::{Silence, Suppressions};
@@ -233,13 +233,14 @@ impl Engine {
             rt.write_event(ev);
         }
         let election = &self.election;
-        let notify_at = self.pipeline.advance(
-            self.book.alerts(),
-            role.is_alerter(),
-            &|n| election.is_live(n),
-            now,
-            rt,
-        );
+        let mode = match role {
+            Role::Alerter => Mode::Send,
+            Role::Settling { .. } => Mode::Hold,
+            Role::Follower { .. } | Role::Isolated => Mode::HandOver,
+        };
+        let notify_at =
+            self.pipeline
+                .advance(self.book.alerts(), mode, &|n| election.is_live(n), now, rt);
         self.book.prune(now);
         self.pipeline.ledger.prune(now);
         self.pipeline.suppressions.prune(now);
@@ -249,7 +250,7 @@ impl Engine {
         };
         let alerts_at = [
             self.book.next_deadline(),
-            self.watch.next_deadline(self.rules.rules.iter()),
+            self.watch.next_deadline(self.rules.rules.iter(), now),
         ]
         .into_iter()
         .flatten()
@@ -267,8 +268,11 @@ impl Engine {
         now: DateTime<Utc>,
         rt: &mut impl Runtime,
     ) {
-        let Some(at) = at else { return };
-        let at = at.max(now);
+        // Anything due at or before `now` was handled by this step; never ask for a zero wait
+        // (a deadline that stays in the past would spin the driver).
+        let Some(at) = at.filter(|at| *at > now) else {
+            return;
+        };
         if self.armed.get(&timer).is_some_and(|a| *a <= at && *a > now) {
             return;
         }

@@ -130,7 +130,19 @@ pub struct Pipeline {
     groups: BTreeMap<String, (DateTime<Utc>, Option<DateTime<Utc>>)>,
     out: BTreeMap<String, Outgoing>,
     seq: u64,
-    may_notify: bool,
+    mode: Mode,
+}
+
+/// What the pipeline may do in this pass, from the node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The alerter: send.
+    Send,
+    /// Settling: send nothing new, keep own retries for when the view is stable again.
+    Hold,
+    /// Someone else alerts: hand own pending retries over (a `notification_failed` marked
+    /// `handed_over`), so the alerter need not wait for them to go stale.
+    HandOver,
 }
 
 fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -150,7 +162,7 @@ impl Pipeline {
             groups: BTreeMap::new(),
             out: BTreeMap::new(),
             seq: 0,
-            may_notify: false,
+            mode: Mode::Hold,
         }
     }
 
@@ -222,7 +234,7 @@ impl Pipeline {
             Ok(()) => self.record(ledger::NOTIFICATION_SENT, Severity::Info, id, p, now, rt),
             Err(error) => {
                 let give_up = after(o.first_at, self.cfg.retry.give_up_after) <= now;
-                if give_up || !self.may_notify {
+                if give_up || self.mode == Mode::HandOver {
                     let p = ledger::with_failure(p, &error, None, give_up, !give_up);
                     self.record(ledger::NOTIFICATION_FAILED, Severity::Error, id, p, now, rt);
                 } else {
@@ -248,12 +260,12 @@ impl Pipeline {
     pub fn advance<'a>(
         &mut self,
         alerts: impl Iterator<Item = &'a Alert>,
-        may_notify: bool,
+        mode: Mode,
         is_live: &dyn Fn(&str) -> bool,
         now: DateTime<Utc>,
         rt: &mut impl Runtime,
     ) -> Option<DateTime<Utc>> {
-        self.may_notify = may_notify;
+        self.mode = mode;
         let mut wake = self.own_work(now, rt);
         let alerts: Vec<&Alert> = alerts.collect();
         let mut work: BTreeMap<String, GroupWork> = BTreeMap::new();
@@ -299,14 +311,18 @@ impl Pipeline {
         let waiting: Vec<String> = self
             .out
             .iter()
-            .filter(|(_, o)| matches!(o.state, OutState::Waiting { retry_at } if retry_at <= now || !self.may_notify))
+            .filter(|(_, o)| match (o.state.clone(), self.mode) {
+                (OutState::Waiting { .. }, Mode::HandOver) => true,
+                (OutState::Waiting { retry_at }, Mode::Send) => retry_at <= now,
+                _ => false,
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in waiting {
             let Some(mut o) = self.out.remove(&id) else {
                 continue;
             };
-            if !self.may_notify {
+            if self.mode == Mode::HandOver {
                 let p = ledger::payload(&id, &o.receiver, &o.group, o.attempt, &o.items);
                 let p = ledger::with_failure(p, "no longer the alerter", None, false, true);
                 self.record(
@@ -327,11 +343,13 @@ impl Pipeline {
             o.attempt += 1;
             self.start(id, o, now, rt);
         }
+        // While holding, retries wait for the role (the engine's settle timer re-runs us).
+        let sending = self.mode == Mode::Send;
         self.out
             .values()
-            .map(|o| match o.state {
-                OutState::InFlight { deadline } => deadline,
-                OutState::Waiting { retry_at } => retry_at,
+            .filter_map(|o| match o.state {
+                OutState::InFlight { deadline } => Some(deadline),
+                OutState::Waiting { retry_at } => sending.then_some(retry_at),
             })
             .min()
     }
@@ -426,7 +444,7 @@ impl Pipeline {
         } else {
             return wake;
         };
-        if !self.may_notify {
+        if self.mode != Mode::Send {
             return wake; // a change of role re-runs the pass
         }
         if due > now {
@@ -488,14 +506,5 @@ fn group_key(receiver: &str, route: usize, labels: &Labels) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let r = RetryPolicy::default();
-        let secs: Vec<u64> = (1..=7).map(|a| r.backoff(a).as_secs()).collect();
-        assert_eq!(secs, [10, 20, 40, 80, 160, 300, 300]);
-        assert_eq!(r.backoff(1000), Duration::from_secs(300));
-    }
-}
+#[path = "unit_tests/pipeline.rs"]
+mod tests;

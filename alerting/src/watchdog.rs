@@ -149,12 +149,16 @@ impl Watchdogs {
         Some(after(after(since, x.every), x.grace))
     }
 
-    /// The next expect deadline among `rules`.
+    /// The next expect deadline among `rules` after `now` (one already past has raised).
     pub fn next_deadline<'a>(
         &self,
         rules: impl Iterator<Item = &'a Rule>,
+        now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
-        rules.filter_map(|r| self.expect_deadline(r)).min()
+        rules
+            .filter_map(|r| self.expect_deadline(r))
+            .filter(|d| *d > now)
+            .min()
     }
 
     /// Watchdog observations at `now` for the given membership view.
@@ -396,7 +400,7 @@ mod tests {
         .unwrap();
         let rule = set.get("backup").unwrap();
         let mut w = Watchdogs::new(t(0));
-        assert_eq!(w.next_deadline(set.rules.iter()), Some(t(25 * 3600)));
+        assert_eq!(w.next_deadline(set.rules.iter(), t(0)), Some(t(25 * 3600)));
         let ev = NewEvent::new("backup_completed", Severity::Info, "backup.sh")
             .into_event("nas", t(3600))
             .unwrap();

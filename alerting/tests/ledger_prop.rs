@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use alerting::pipeline::Pipeline;
+use alerting::pipeline::{Mode, Pipeline};
 use alerting::silence::Suppressions;
 use alerting::state::AlertBook;
 use alerting::{Config, Notification, Runtime, Timer};
@@ -141,7 +141,7 @@ impl Sim {
             s.rt.events.push(ne);
         }
         s.pipeline
-            .advance(s.book.alerts(), true, &|_| true, now, &mut s.rt);
+            .advance(s.book.alerts(), Mode::Send, &|_| true, now, &mut s.rt);
     }
 
     fn step(&mut self, op: &Op) {

@@ -131,6 +131,11 @@ impl World {
                 let notes: Vec<Notification> = n.rt.notes.drain(..).collect();
                 n.performed.extend(notes.iter().cloned());
                 n.pending.extend(notes);
+                assert!(
+                    n.rt.timers.iter().all(|(_, d)| !d.is_zero()),
+                    "a zero wait would spin the driver: {:?}",
+                    n.rt.timers
+                );
                 n.rt.timers.clear();
             }
             if new.is_empty() {
