@@ -17,81 +17,20 @@
 //! per node when it returns.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sync::Severity;
 use sync::event::format_timestamp;
 
+pub use crate::config::{PipelineConfig, RetryPolicy};
 use crate::engine::{Notification, Runtime};
 use crate::ledger::{self, Item, Ledger, Stage};
 use crate::message::{MessageAlert, NotificationMessage};
-use crate::route::{Route, routes_for};
+use crate::route::routes_for;
 use crate::silence::Suppressions;
 use crate::state::{Alert, Status};
 use crate::util::{Labels, after, stable_hash};
-
-/// Retries of a failed send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// First retry after this; each next one waits twice as long. Default 10 s: a receiver
-    /// that blipped is back, and a restarting one is not hammered.
-    pub initial: Duration,
-    /// Cap on the wait between retries. Default 5 min: a receiver that comes back is used
-    /// within minutes.
-    pub max: Duration,
-    /// Give up (a final `notification_failed`) this long after the first attempt. Default 4 h,
-    /// the repeat interval: a reminder would be due by then anyway.
-    pub give_up_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            initial: Duration::from_secs(10),
-            max: Duration::from_secs(300),
-            give_up_after: Duration::from_secs(4 * 3600),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after failed attempt number `attempt` (1-based).
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1).min(20))
-            .unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-}
-
-/// Pipeline knobs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PipelineConfig {
-    pub routes: Vec<Route>,
-    pub retry: RetryPolicy,
-    /// The driver abandons a send after this and reports it failed. Default 30 s.
-    pub send_timeout: Duration,
-    /// How long other nodes wait for an attempt without an outcome (or for a scheduled retry)
-    /// before they presume its node dead and send themselves. Longer than `send_timeout`.
-    /// Longer: fewer duplicates after a crash mid-send; shorter: less delay. Default 2 min.
-    pub attempt_stale_after: Duration,
-    /// Link to the labmesh web page, put in messages.
-    pub external_url: Option<String>,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            routes: Vec::new(),
-            retry: RetryPolicy::default(),
-            send_timeout: Duration::from_secs(30),
-            attempt_stale_after: Duration::from_secs(120),
-            external_url: None,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 enum OutState {

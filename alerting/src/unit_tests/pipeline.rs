@@ -1,5 +1,6 @@
 //! Unit tests of `pipeline.rs`.
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn backoff_doubles_and_caps() {
