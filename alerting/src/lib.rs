@@ -10,8 +10,8 @@
 //!
 //! The driver's entry point is [`Engine`] with its [`Runtime`]; `ALGORITHM.md` beside this crate
 //! explains the protocol. Modules, by idea:
-//! - [`election`]: who may notify; [`rules`] and [`watchdog`]: what is worth an alert;
-//!   [`state`]: the per-alert state machine and its events;
+//! - [`election`]: who may notify; [`rules`] (+ [`rule_toml`]) and [`watchdog`]: what is worth
+//!   an alert; [`state`]: the per-alert state machine and its events;
 //! - [`pipeline`] with [`route`], [`silence`] (+ [`cron`]) and [`ledger`]: from alerts to
 //!   notifications; [`message`], [`receiver`], [`notify`] and [`secret`]: what goes on the wire;
 //! - [`score`] and [`digest`]: the node score card and the weekly digest text.
