@@ -81,6 +81,38 @@ fn failover_after_a_recorded_send_does_not_resend() {
 }
 
 #[test]
+fn a_restarted_alerter_replays_the_log_and_sends_nothing_again() {
+    let mut w = pair(PHONE);
+    w.emit("b1", "build_failed", "build.sh", json!({}));
+    w.emit("b1", "deployment_failed", "deploy.sh", json!({}));
+    w.run_for(secs(60), secs(5), true, &[]);
+    let before = w.performed().len();
+    assert!(before >= 1);
+    let (firing, changed) = (
+        w.of_type("alert_firing").len(),
+        w.of_type("alerter_changed").len(),
+    );
+    w.restart("a1", PHONE);
+    w.run_for(secs(1800), secs(10), true, &[]);
+    assert_eq!(
+        w.performed().len(),
+        before,
+        "the ledger in the log says it was sent"
+    );
+    assert_eq!(
+        w.of_type("alert_firing").len(),
+        firing,
+        "the episodes are the recorded ones"
+    );
+    assert_eq!(
+        w.of_type("alerter_changed").len(),
+        changed,
+        "a restart is no change of alerter"
+    );
+    assert_eq!(w.nodes[0].engine.alerts().count(), 2);
+}
+
+#[test]
 fn an_alerter_that_dies_mid_send_is_replaced_by_one_send() {
     let mut w = pair(PHONE);
     w.emit("b1", "build_failed", "build.sh", json!({}));

@@ -185,6 +185,19 @@ impl World {
         self.flush();
     }
 
+    /// Restarts a node: a fresh engine that replays the whole log, as the agent does at start.
+    pub fn restart(&mut self, name: &str, config: &str) {
+        let i = self.idx(name);
+        let now = self.now;
+        let cfg = Config::from_toml_str(config).unwrap();
+        let n = &mut self.nodes[i];
+        n.engine = Engine::new(&n.name, n.transient, n.prio, cfg, now);
+        n.pending.clear();
+        n.engine.on_events(self.log.iter(), now, &mut n.rt);
+        self.flush();
+        self.gossip();
+    }
+
     /// Sends every event of the log to every live node (a healed partition catching up).
     pub fn resync(&mut self) {
         let now = self.now;
