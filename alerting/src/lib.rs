@@ -7,3 +7,46 @@
 //! A ledger of `notification_sent` events, synced like every event, keeps a new alerter or a
 //! healed partition from sending again what was already sent. The logic is sans-IO: it is driven
 //! by time and inputs, so the agent, the turmoil simulation and tests all run the same code.
+//!
+//! The driver's entry point is [`Engine`] with its [`Runtime`]; `ALGORITHM.md` beside this crate
+//! explains the protocol. Modules, by idea:
+//! - [`election`]: who may notify; [`rules`] (+ [`rule_toml`]) and [`watchdog`]: what is worth
+//!   an alert; [`state`]: the per-alert state machine and its events;
+//! - [`pipeline`] with [`route`], [`silence`] (+ [`cron`]) and [`ledger`]: from alerts to
+//!   notifications; [`message`], [`receiver`], [`notify`] and [`secret`]: what goes on the wire;
+//! - [`score`] and [`digest`]: the node score card and the weekly digest text.
+
+pub mod config;
+pub mod cron;
+pub mod digest;
+pub mod election;
+pub mod engine;
+pub mod ledger;
+pub mod message;
+pub mod notify;
+pub mod pipeline;
+pub mod receiver;
+pub mod route;
+pub mod rule_toml;
+pub mod rules;
+pub mod score;
+pub mod secret;
+pub mod silence;
+pub mod state;
+pub mod summary;
+pub mod util;
+pub mod watchdog;
+
+pub use config::{AlertingToml, Config, ConfigError};
+pub use election::{Member, Role};
+pub use engine::{Engine, Notification, Runtime, Timer};
+pub use message::NotificationMessage;
+pub use notify::{Delivery, EmailMessage, HttpRequest, build as build_delivery};
+pub use secret::{Secret, SecretSource};
+pub use state::{Alert, Status};
+pub use summary::{DiskUsage, GpuUsage, NodeSummary};
+
+/// The `source` of every event this crate writes.
+pub const EVENT_SOURCE: &str = "labmesh-alerting";
+/// The `service` of events that are about labmesh itself (election, ledger, silences).
+pub const EVENT_SERVICE: &str = "labmesh";

@@ -1,0 +1,315 @@
+//! The alerting core of one node, composed: election, rules, watchdogs, alert states and the
+//! notification pipeline, behind one sans-IO API.
+//!
+//! The driver feeds inputs — membership snapshots, gossiped summaries, every stored event (its
+//! own and its peers', including the replay of the retained log at start), delivery results,
+//! timers — each with `now`, and performs what the core asks through [`Runtime`]: write an
+//! event, send a notification, call back after a delay. Nothing here reads a clock, a file or a
+//! socket, so the agent, the turmoil simulation and the tests run the same code.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sync::{Event, NewEvent};
+
+use crate::EVENT_SOURCE;
+use crate::config::Config;
+use crate::election::{Election, Member, Role};
+use crate::message::NotificationMessage;
+use crate::pipeline::{Mode, Pipeline};
+use crate::receiver::Receiver;
+use crate::rules::{Condition, RuleKind, RuleSet};
+use crate::silence::{Silence, Suppressions};
+use crate::state::{Alert, AlertBook};
+use crate::summary::NodeSummary;
+use crate::util::until;
+use crate::watchdog::Watchdogs;
+
+/// Everything the core asks of its driver. Calls are made in order and the driver must keep
+/// that order: in particular a `notification_attempted` event passed to
+/// [`Runtime::write_event`] must be durably stored before the [`Runtime::notify`] that follows
+/// it is performed. That record is what stops another node from sending the same thing.
+pub trait Runtime {
+    /// Store this event (through the event store, which stamps id, time and node) and sync it.
+    fn write_event(&mut self, event: NewEvent);
+    /// Perform this notification (build it with [`crate::notify::build`]), give up at its
+    /// `deadline`, and report with [`Engine::on_delivery`].
+    fn notify(&mut self, notification: Notification);
+    /// Call [`Engine::on_timer`] with `timer` after `after`. Extra or early calls are harmless.
+    fn submit_after(&mut self, timer: Timer, after: Duration);
+}
+
+/// Why the engine wants to be woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// The membership view will have settled.
+    Settle,
+    /// An alert leaves pending, an event alert goes quiet, or a periodic job's window ends.
+    Alerts,
+    /// A group is due, a retry, a mute ending, another node's attempt going stale.
+    Notify,
+}
+
+/// One notification to perform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// The ledger id; pass it back to [`Engine::on_delivery`].
+    pub id: String,
+    pub attempt: u32,
+    pub receiver: String,
+    pub message: NotificationMessage,
+    /// Abandon the send at this time and report it failed: after it, other nodes may take over.
+    pub deadline: DateTime<Utc>,
+}
+
+/// The alerting core of one node.
+#[derive(Debug)]
+pub struct Engine {
+    me: String,
+    rules: RuleSet,
+    receivers: Vec<Receiver>,
+    election: Election,
+    watch: Watchdogs,
+    book: AlertBook,
+    pipeline: Pipeline,
+    armed: BTreeMap<Timer, DateTime<Utc>>,
+    /// How long disk samples are kept (the longest disk_full window).
+    disk_keep: Duration,
+}
+
+impl Engine {
+    /// A node named `me` starting at `now`. `transient` and `alerter_priority` are its own
+    /// settings (what it gossips).
+    pub fn new(
+        me: &str,
+        transient: bool,
+        alerter_priority: i64,
+        config: Config,
+        now: DateTime<Utc>,
+    ) -> Engine {
+        let disk_keep = config
+            .rules
+            .rules
+            .iter()
+            .filter_map(|r| match &r.kind {
+                RuleKind::DiskFull(d) => Some(d.window),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(Duration::ZERO);
+        Engine {
+            me: me.to_owned(),
+            election: Election::new(me, transient, alerter_priority, config.election, now),
+            watch: Watchdogs::new(now),
+            book: AlertBook::new(me),
+            pipeline: Pipeline::new(me, config.pipeline, Suppressions::new(config.maintenance)),
+            rules: config.rules,
+            receivers: config.receivers,
+            armed: BTreeMap::new(),
+            disk_keep,
+        }
+    }
+
+    /// A new membership snapshot (this node may be in it or not).
+    pub fn on_membership(
+        &mut self,
+        members: Vec<Member>,
+        now: DateTime<Utc>,
+        rt: &mut impl Runtime,
+    ) {
+        self.election.on_membership(members, now);
+        self.step(now, rt);
+    }
+
+    /// A node's gossiped summary.
+    pub fn on_summary(&mut self, summary: &NodeSummary, now: DateTime<Utc>, rt: &mut impl Runtime) {
+        self.watch.record_summary(summary, self.disk_keep);
+        for rule in &self.rules.rules {
+            for obs in rule.observe_summary(summary) {
+                self.book.observe(obs, None, now);
+            }
+        }
+        self.step(now, rt);
+    }
+
+    /// A stored event, from any node, in any order, any number of times. Events this crate
+    /// wrote itself update the alert book and the ledger but are never matched by rules (a rule
+    /// on `notification_failed` would feed on itself).
+    pub fn on_event(&mut self, e: &Event, now: DateTime<Utc>, rt: &mut impl Runtime) {
+        self.ingest(e, now);
+        self.step(now, rt);
+    }
+
+    /// Many events at once (the replay at start), with one evaluation at the end.
+    pub fn on_events<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a Event>,
+        now: DateTime<Utc>,
+        rt: &mut impl Runtime,
+    ) {
+        for e in events {
+            self.ingest(e, now);
+        }
+        self.step(now, rt);
+    }
+
+    fn ingest(&mut self, e: &Event, now: DateTime<Utc>) {
+        self.election.on_event(e);
+        self.pipeline.on_event(e);
+        let rules = &self.rules;
+        self.book.on_event(e, |r| rules.get(r).is_some());
+        if e.source == EVENT_SOURCE {
+            return;
+        }
+        for rule in &self.rules.rules {
+            if let Some(obs) = rule.observe_event(e) {
+                self.book.observe(obs, rule.resolve_after(), now);
+            }
+            if let Some(mut obs) = self.watch.on_event(rule, e) {
+                // A job's report clears its alert even when it arrives after the deadline
+                // observation (a late sync of a backup that did run in time).
+                obs.at = obs.at.max(now);
+                self.book.observe(obs, None, now);
+            }
+        }
+    }
+
+    /// The driver's report on a notification. Unknown ids (a previous process) are ignored.
+    pub fn on_delivery(
+        &mut self,
+        id: &str,
+        result: Result<(), String>,
+        now: DateTime<Utc>,
+        rt: &mut impl Runtime,
+    ) {
+        self.pipeline.on_result(id, result, now, rt);
+        self.step(now, rt);
+    }
+
+    /// A timer submitted through [`Runtime::submit_after`] is due.
+    pub fn on_timer(&mut self, timer: Timer, now: DateTime<Utc>, rt: &mut impl Runtime) {
+        if self.armed.get(&timer).is_some_and(|at| *at <= now) {
+            self.armed.remove(&timer);
+        }
+        self.step(now, rt);
+    }
+
+    /// Re-evaluates at `now` without new input (the driver may call it on any tick).
+    pub fn tick(&mut self, now: DateTime<Utc>, rt: &mut impl Runtime) {
+        self.step(now, rt);
+    }
+
+    fn step(&mut self, now: DateTime<Utc>, rt: &mut impl Runtime) {
+        let role = self.election.role(now);
+        let isolated = role == Role::Isolated;
+        let watch_obs = self.watch.evaluate(
+            self.rules.rules.iter(),
+            self.election.members(),
+            &self.me,
+            isolated,
+            now,
+        );
+        for obs in watch_obs {
+            if isolated
+                && obs.condition != Condition::Clear
+                && obs.labels.get("node").is_some_and(|n| *n != self.me)
+            {
+                continue;
+            }
+            self.book.observe(obs, None, now);
+        }
+        self.book.tick(now);
+        if let Some(ev) = self.election.poll(now) {
+            rt.write_event(ev);
+        }
+        let me = self.me.clone();
+        let may_record = |a: &Alert| match &role {
+            Role::Alerter => true,
+            Role::Isolated => a.labels.get("node") == Some(&me),
+            _ => false,
+        };
+        for ev in self.book.take_records(may_record) {
+            rt.write_event(ev);
+        }
+        let election = &self.election;
+        let mode = match role {
+            Role::Alerter => Mode::Send,
+            Role::Settling { .. } => Mode::Hold,
+            Role::Follower { .. } | Role::Isolated => Mode::HandOver,
+        };
+        let notify_at =
+            self.pipeline
+                .advance(self.book.alerts(), mode, &|n| election.is_live(n), now, rt);
+        self.book.prune(now);
+        self.pipeline.ledger.prune(now);
+        self.pipeline.suppressions.prune(now);
+        let settle = match role {
+            Role::Settling { until } => Some(until),
+            _ => None,
+        };
+        let alerts_at = [
+            self.book.next_deadline(),
+            self.watch.next_deadline(self.rules.rules.iter(), now),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        self.arm(Timer::Settle, settle, now, rt);
+        self.arm(Timer::Alerts, alerts_at, now, rt);
+        self.arm(Timer::Notify, notify_at, now, rt);
+    }
+
+    /// Submits `timer` for `at` unless an earlier or equal one is still outstanding.
+    fn arm(
+        &mut self,
+        timer: Timer,
+        at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        rt: &mut impl Runtime,
+    ) {
+        // Anything due at or before `now` was handled by this step; never ask for a zero wait
+        // (a deadline that stays in the past would spin the driver).
+        let Some(at) = at.filter(|at| *at > now) else {
+            return;
+        };
+        if self.armed.get(&timer).is_some_and(|a| *a <= at && *a > now) {
+            return;
+        }
+        self.armed.insert(timer, at);
+        rt.submit_after(timer, until(now, at));
+    }
+
+    /// This node's role at `now`.
+    pub fn role(&self, now: DateTime<Utc>) -> Role {
+        self.election.role(now)
+    }
+
+    /// Firing and recently resolved alerts.
+    pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.book.alerts()
+    }
+
+    /// Open alerts, pending included.
+    pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.book.open()
+    }
+
+    /// The receiver a [`Notification`] names (to build its request).
+    pub fn receiver(&self, name: &str) -> Option<&Receiver> {
+        self.receivers.iter().find(|r| r.name == name)
+    }
+
+    /// Silences in force or scheduled.
+    pub fn silences(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Silence> {
+        self.pipeline.suppressions.silences(now)
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn name(&self) -> &str {
+        &self.me
+    }
+}
