@@ -31,10 +31,15 @@ pub struct ApiState {
     pub checks: Option<Arc<crate::checks::Checks>>,
     /// External workers' heartbeats.
     pub workers: Option<Arc<crate::workers::Workers>>,
+    /// Newly stored events, fanned out to the SSE streams of the web page.
+    pub events: Option<tokio::sync::broadcast::Sender<sync::IndexEntry>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
+        .route("/", get(crate::web::index))
+        .route("/fragment/status", get(crate::web::fragment))
+        .route("/v1/events/stream", get(crate::web::stream))
         .route("/healthz", get(healthz))
         .route("/v1/events", get(events))
         .route("/v1/nodes", get(nodes))

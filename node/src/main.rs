@@ -31,6 +31,7 @@ mod settings;
 mod status_view;
 mod sync_driver;
 mod timespec;
+mod web;
 mod workers;
 mod world_driver;
 
