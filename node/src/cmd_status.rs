@@ -52,15 +52,19 @@ pub fn run(settings: &Settings, args: &StatusArgs) -> anyhow::Result<u8> {
             Ok(status) => print(&mut screen, &status, args.json)?,
             Err(e) => writeln!(screen, "{e:#}")?,
         }
+        // Clear the screen and go home, then the new screen, in one write (no flicker); a
+        // separator instead when the output is not a terminal.
+        let lead: &[u8] = if color { b"\x1b[2J\x1b[H" } else { b"---\n" };
         let mut out = std::io::stdout().lock();
-        if color {
-            // Clear the screen and go home; then the new screen in one write (no flicker).
-            out.write_all(b"\x1b[2J\x1b[H")?;
-        } else {
-            writeln!(out, "---")?;
+        let written = out
+            .write_all(lead)
+            .and_then(|()| out.write_all(&screen))
+            .and_then(|()| out.flush());
+        match written {
+            // The reader went away (`| head`, a closed pager): watching is over.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(exit::OK),
+            other => other?,
         }
-        out.write_all(&screen)?;
-        out.flush()?;
         drop(out);
         std::thread::sleep(Duration::from_secs_f64(secs));
     }

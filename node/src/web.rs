@@ -276,8 +276,10 @@ th{background:#f0f0f0;font-weight:600}
 #live{font:12px/1.4 ui-monospace,monospace;padding-left:1.2em;color:#444}
 @media (max-width:700px){
  thead{display:none}table,tbody,tr,td{display:block;width:auto}
- tr{margin:0 0 .7em;border:1px solid #ddd;border-radius:6px;padding:.3em .5em;background:#fff}
- td{border:none;padding:.1em 0;white-space:normal}
+ tr{margin:0 0 .7em;border:1px solid #ddd;border-radius:6px;padding:.3em .5em;background:#fff;
+  display:grid;grid-template-columns:1fr 1fr;column-gap:.8em}
+ td{border:none;padding:.1em 0;white-space:normal;overflow-wrap:anywhere}
+ td:first-child{grid-column:1/-1;font-weight:600}td:empty{display:none}
  td::before{content:attr(data-label)": ";color:#777}
 }
 "#;
