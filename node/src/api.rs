@@ -33,6 +33,9 @@ pub struct ApiState {
     pub workers: Option<Arc<crate::workers::Workers>>,
     /// Newly stored events, fanned out to the SSE streams of the web page.
     pub events: Option<tokio::sync::broadcast::Sender<sync::IndexEntry>>,
+    /// Turns true when the agent begins to stop: endless responses (the event stream) end then,
+    /// or the graceful shutdown would wait for them forever.
+    pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {

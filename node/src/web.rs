@@ -59,42 +59,69 @@ pub async fn fragment(State(state): State<Arc<ApiState>>) -> Html<String> {
     Html(render(&status))
 }
 
+/// What one event stream holds between two SSE events.
+struct StreamState {
+    state: Arc<ApiState>,
+    rx: Option<broadcast::Receiver<IndexEntry>>,
+    tick: tokio::time::Interval,
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
 /// `GET /v1/events/stream`.
 pub async fn stream(
     State(state): State<Arc<ApiState>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = state.events.as_ref().map(broadcast::Sender::subscribe);
     let mut tick = tokio::time::interval(STATUS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stream =
-        futures_util::stream::unfold((state, rx, tick), |(state, mut rx, mut tick)| async move {
-            loop {
-                let received = async {
-                    match rx.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let event = tokio::select! {
-                    r = received => match r {
-                        Ok(entry) => match event_json(&state, entry).await {
-                            Some(doc) => SseEvent::default().data(doc),
-                            None => continue,
-                        },
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            SseEvent::default().event("lagged").data(n.to_string())
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    _ = tick.tick() => {
-                        let doc = crate::api_status::build(&state).await;
-                        SseEvent::default().event("status").data(doc.to_string())
-                    }
-                };
-                return Some((Ok(event), (state, rx, tick)));
+    let init = StreamState {
+        rx: state.events.as_ref().map(broadcast::Sender::subscribe),
+        stopping: state.stopping.clone(),
+        state,
+        tick,
+    };
+    let stream = futures_util::stream::unfold(init, |mut st| async move {
+        let event = next_event(&mut st).await?;
+        Some((Ok(event), st))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The next SSE event: a newly stored event or a periodic status; `None` ends the stream
+/// (the agent is stopping).
+async fn next_event(st: &mut StreamState) -> Option<SseEvent> {
+    loop {
+        let stop = async {
+            match st.stopping.as_mut() {
+                Some(s) => {
+                    let _ = s.wait_for(|stop| *stop).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let received = async {
+            match st.rx.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        return Some(tokio::select! {
+            _ = stop => return None,
+            r = received => match r {
+                Ok(entry) => match event_json(&st.state, entry).await {
+                    Some(doc) => SseEvent::default().data(doc),
+                    None => continue,
+                },
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    SseEvent::default().event("lagged").data(n.to_string())
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+            _ = st.tick.tick() => {
+                let doc = crate::api_status::build(&st.state).await;
+                SseEvent::default().event("status").data(doc.to_string())
             }
         });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    }
 }
 
 /// The stored event as one line of JSON (`None` if it cannot be read any more).

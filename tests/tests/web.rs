@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use labmesh_tests::{Agent, free_udp_port, labmesh, repo_path, run, stderr, wait_until};
 
 /// The browser binary: `$CHROMIUM`, else the first of the usual names on PATH.
@@ -147,7 +149,7 @@ fn the_status_page_shows_the_mesh_live_in_a_real_browser() {
     let alpha_gossip = format!("127.0.0.1:{}", free_udp_port());
     let mut args = vec!["--name", "alpha", "--gossip-addr", &alpha_gossip];
     args.extend_from_slice(&fast);
-    let alpha = Agent::start(&alpha_data, &args);
+    let mut alpha = Agent::start(&alpha_data, &args);
     let bundle = dir.path().join("bravo.bundle.json");
     let out = run(labmesh(&alpha_data)
         .args(["--name", "alpha", "certs", "issue", "bravo", "--out"])
@@ -245,5 +247,19 @@ fn the_status_page_shows_the_mesh_live_in_a_real_browser() {
         png.display(),
         bytes.len()
     );
+
+    // An open event stream must not hold the agent up when it is asked to stop, and the stream
+    // ends with it.
+    assert_eq!(alpha.stop_with(Signal::TERM).code(), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => assert!(Instant::now() < deadline, "the stream stayed open: {e}"),
+        }
+    }
     drop(bravo);
 }
