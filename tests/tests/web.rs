@@ -3,8 +3,12 @@
 //! stream must carry a freshly emitted event; a screenshot is kept under
 //! `target/test-artifacts/web-status.png`.
 //!
-//! Needs `chromium` (Debian package; scripts/test installs it). Without it the test is skipped
-//! with a message, except under CI (env `CI` set), where it fails.
+//! A second test drives the page over WebDriver (chromedriver, spoken as plain JSON over HTTP)
+//! and checks that it updates itself from the event stream, without a reload.
+//!
+//! Needs `chromium` and `chromium-driver` (Debian packages; scripts/test installs them).
+//! Without them the tests are skipped with a message, except under CI (env `CI` set), where
+//! they fail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use labmesh_tests::{Agent, free_udp_port, labmesh, repo_path, run, stderr, wait_until};
+use labmesh_tests::{Agent, free_port, free_udp_port, labmesh, repo_path, run, stderr, wait_until};
+use serde_json::{Value, json};
 
 /// The browser binary: `$CHROMIUM`, else the first of the usual names on PATH.
 fn chromium() -> Option<PathBuf> {
@@ -262,4 +267,163 @@ fn the_status_page_shows_the_mesh_live_in_a_real_browser() {
         }
     }
     drop(bravo);
+}
+
+/// `chromedriver` on PATH (Debian package `chromium-driver`), or `$CHROMEDRIVER`.
+fn chromedriver() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CHROMEDRIVER") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("chromedriver"))
+        .find(|p| p.is_file())
+}
+
+/// A chromedriver process, killed on drop.
+struct Driver(std::process::Child, SocketAddr);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP exchange with chromedriver, which keeps connections open whatever the request
+/// says: the body is read by its `Content-Length`.
+fn wd_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf)?;
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if rest.len() >= len || n == 0 {
+                let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+                return Ok((code.unwrap_or(0), rest.to_owned()));
+            }
+        }
+        if n == 0 {
+            return Ok((0, text.into_owned()));
+        }
+    }
+}
+
+impl Driver {
+    /// A WebDriver command (plain JSON over HTTP); returns the answer's `value`.
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = body.to_string();
+        let (code, text) = wd_http(self.1, method, path, &body).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert_eq!(code, 200, "{method} {path}: {text}");
+        doc["value"].clone()
+    }
+}
+
+/// The page updates itself from the event stream, in a real browser driven over WebDriver:
+/// a new event shows in the live list, and the incident it opens shows (escaped) without a
+/// reload.
+#[test]
+fn the_status_page_updates_itself_from_the_event_stream() {
+    let (Some(browser), Some(driver)) = (chromium(), chromedriver()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium or chromedriver is missing and CI is set: apt-get install chromium chromium-driver"
+        );
+        eprintln!("SKIPPED: chromium or chromedriver is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alpha");
+    let agent = Agent::start(&data, &["--name", "alpha"]);
+    let port = free_port();
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver(child, format!("127.0.0.1:{port}").parse().unwrap());
+    wait_until("chromedriver to answer", Duration::from_secs(20), || {
+        wd_http(driver.1, "GET", "/status", "").is_ok_and(|(code, _)| code == 200)
+    });
+    let profile = dir.path().join("chromium-profile");
+    let session = driver.call(
+        "POST",
+        "/session",
+        json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+            "binary": browser,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display())],
+        }}}}),
+    );
+    let id = session["sessionId"].as_str().unwrap().to_owned();
+    let url = format!("http://{}/", agent.api);
+    driver.call("POST", &format!("/session/{id}/url"), json!({ "url": url }));
+    let js = |script: &str| {
+        driver.call(
+            "POST",
+            &format!("/session/{id}/execute/sync"),
+            json!({"script": script, "args": []}),
+        )
+    };
+    wait_until(
+        "the page to connect its stream",
+        Duration::from_secs(20),
+        || {
+            js("return document.getElementById('conn').textContent")
+                .as_str()
+                .is_some_and(|t| t.starts_with("live"))
+        },
+    );
+    let out = run(labmesh(&data).args([
+        "--name",
+        "alpha",
+        "emit",
+        "--type",
+        "service_unhealthy",
+        "--severity",
+        "critical",
+        "--service",
+        "live-<svc>",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut seen = Value::Null;
+    let shown = (0..200).any(|_| {
+        seen = js("return [document.getElementById('live').textContent, \
+                   document.getElementById('status').innerHTML]");
+        let live = seen[0].as_str().unwrap_or_default();
+        let body = seen[1].as_str().unwrap_or_default();
+        let done = live.contains("live-<svc>") && body.contains("live-&lt;svc&gt;");
+        if !done {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done
+    });
+    assert!(shown, "the page did not update itself: {seen}");
+    assert!(!seen[1].as_str().unwrap().contains("live-<svc>"), "{seen}");
+    driver.call("DELETE", &format!("/session/{id}"), json!({}));
 }
