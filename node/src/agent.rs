@@ -166,9 +166,16 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     };
     let (entries_tx, entries_rx) = tokio::sync::mpsc::unbounded_channel();
     let (world_tx, world_rx) = tokio::sync::mpsc::unbounded_channel();
+    // The store has one listener slot: the sync and world drivers and the web page's event
+    // stream all hang off this one closure (the stream through a broadcast fan-out).
+    let events_tx = crate::web::fanout();
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let fanout_tx = events_tx.clone();
     store.set_listener(Box::new(move |entry| {
         let _ = entries_tx.send(entry.clone());
         let _ = world_tx.send(entry.clone());
+        // No page open means no receiver: that send fails, harmlessly.
+        let _ = fanout_tx.send(entry.clone());
     }));
     let peer = PeerRuntime::start(&settings, &identity, store.clone()).await?;
     let (stop_peer_tx, stop_peer_rx) = tokio::sync::watch::channel(false);
@@ -231,10 +238,15 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         floors: settings.floors,
         checks: Some(checks),
         workers: Some(workers),
+        events: Some(events_tx),
+        stopping: Some(stopping_rx),
     });
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(true);
+        })
         .await
         .context("HTTP API failed")?;
     let _ = stop_peer_tx.send(true);

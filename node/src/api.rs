@@ -31,14 +31,22 @@ pub struct ApiState {
     pub checks: Option<Arc<crate::checks::Checks>>,
     /// External workers' heartbeats.
     pub workers: Option<Arc<crate::workers::Workers>>,
+    /// Newly stored events, fanned out to the SSE streams of the web page.
+    pub events: Option<tokio::sync::broadcast::Sender<sync::IndexEntry>>,
+    /// Turns true when the agent begins to stop: endless responses (the event stream) end then,
+    /// or the graceful shutdown would wait for them forever.
+    pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
+        .route("/", get(crate::web::index))
+        .route("/fragment/status", get(crate::web::fragment))
+        .route("/v1/events/stream", get(crate::web::stream))
         .route("/healthz", get(healthz))
         .route("/v1/events", get(events))
         .route("/v1/nodes", get(nodes))
-        .route("/v1/status", get(status))
+        .route("/v1/status", get(crate::api_status::status))
         .route("/v1/sync", get(sync_status))
         .route("/v1/world", get(world_all))
         .route("/v1/services", get(|s| world_view(s, "services")))
@@ -143,7 +151,7 @@ async fn events(
 }
 
 /// Every node of the mesh as this node sees it, itself first.
-async fn node_list(state: &ApiState) -> (Vec<Value>, Value) {
+pub(crate) async fn node_list(state: &ApiState) -> (Vec<Value>, Value) {
     let Some(peer) = &state.peer else {
         return (
             vec![json!({"node": state.node, "self": true, "liveness": "alive"})],
@@ -209,21 +217,6 @@ async fn node_list(state: &ApiState) -> (Vec<Value>, Value) {
 
 async fn nodes(State(state): State<Arc<ApiState>>) -> Json<Vec<Value>> {
     Json(node_list(&state).await.0)
-}
-
-async fn status(State(state): State<Arc<ApiState>>) -> Json<Value> {
-    let (nodes, transport) = node_list(&state).await;
-    Json(json!({
-        "node": state.node,
-        "mesh": transport["mesh"],
-        "mesh_id": transport["mesh_id"],
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "events": state.store.len(),
-        "nodes": nodes,
-        "rejections": transport["rejections"],
-        "transport": transport,
-    }))
 }
 
 /// Checks `Authorization: Bearer <token>` against the agent's token.

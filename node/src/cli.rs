@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::cmd_status::StatusArgs;
+
 pub use crate::cli_host::{AdmitArgs, FloorArgs, ProbeArgs};
 
 const ABOUT: &str = "A peer-to-peer observability mesh for homelabs.";
@@ -158,17 +160,6 @@ pub enum SyncCommand {
         /// The peer's node name (default: every live peer).
         peer: Option<String>,
     },
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct StatusArgs {
-    /// Ask the agent at this API address instead of the local one (any node answers for the
-    /// whole mesh).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub node: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,19 +1,76 @@
-//! `labmesh status`: the mesh as any one agent sees it.
+//! `labmesh status`: the one screen. Every node of the mesh as any one agent sees it (liveness,
+//! alerter mark, gossiped host figures), unhealthy services, open incidents and the latest
+//! deployments; `--watch` refreshes it.
 
 use std::io::Write;
+use std::time::Duration;
 
+use clap::Args;
 use serde_json::Value;
 
-use crate::cli::StatusArgs;
 use crate::exit;
 use crate::http_client;
+use crate::output::{color_enabled, table};
 use crate::settings::Settings;
+use crate::status_view::{SUMMARY_HEADER, age, score_class, summary_cells, text};
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Ask the agent at this API address instead of the local one (any node answers for the
+    /// whole mesh).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node: Option<String>,
+    /// Print JSON (one document: nodes with their summaries, unhealthy services, open
+    /// incidents, recent deployments).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every SECS seconds (default 2) until interrupted.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<f64>,
+}
 
 pub fn run(settings: &Settings, args: &StatusArgs) -> anyhow::Result<u8> {
     let addr = match &args.node {
         Some(target) => http_client::resolve(target)?,
         None => settings.api_addr,
     };
+    let Some(secs) = args.watch else {
+        let status = fetch(addr)?;
+        let mut out = std::io::stdout().lock();
+        print(&mut out, &status, args.json)?;
+        return Ok(exit::OK);
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(
+            exit::UsageError(format!("--watch {secs}: give a positive number of seconds")).into(),
+        );
+    }
+    let color = color_enabled();
+    loop {
+        let mut screen = Vec::new();
+        match fetch(addr) {
+            Ok(status) => print(&mut screen, &status, args.json)?,
+            Err(e) => writeln!(screen, "{e:#}")?,
+        }
+        // Clear the screen and go home, then the new screen, in one write (no flicker); a
+        // separator instead when the output is not a terminal.
+        let lead: &[u8] = if color { b"\x1b[2J\x1b[H" } else { b"---\n" };
+        let mut out = std::io::stdout().lock();
+        let written = out
+            .write_all(lead)
+            .and_then(|()| out.write_all(&screen))
+            .and_then(|()| out.flush());
+        match written {
+            // The reader went away (`| head`, a closed pager): watching is over.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(exit::OK),
+            other => other?,
+        }
+        drop(out);
+        std::thread::sleep(Duration::from_secs_f64(secs));
+    }
+}
+
+fn fetch(addr: std::net::SocketAddr) -> anyhow::Result<Value> {
     let resp = http_client::request(addr, "GET", "/v1/status", None, None)?;
     if resp.status != 200 {
         anyhow::bail!(
@@ -22,36 +79,76 @@ pub fn run(settings: &Settings, args: &StatusArgs) -> anyhow::Result<u8> {
             resp.body
         );
     }
-    let status = resp.json()?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &status)?;
+    resp.json()
+}
+
+fn print(out: &mut impl Write, status: &Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, status)?;
         writeln!(out)?;
-        return Ok(exit::OK);
+    } else {
+        print_screen(out, status, color_enabled())?;
     }
-    print_table(&mut out, &status)?;
-    Ok(exit::OK)
+    Ok(())
 }
 
-fn text(v: &Value, key: &str) -> String {
-    match &v[key] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn age(ms: u64) -> String {
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..=3_599_999 => format!("{}m", ms / 60_000),
-        _ => format!("{}h", ms / 3_600_000),
+fn paint(text: &str, code: Option<&str>, color: bool) -> String {
+    match code {
+        Some(code) if color && !text.is_empty() => format!("\x1b[{code}m{text}\x1b[0m"),
+        _ => text.to_owned(),
     }
 }
 
-fn print_table(out: &mut impl Write, status: &Value) -> std::io::Result<()> {
-    let color = crate::output::color_enabled();
+fn liveness_color(liveness: &str) -> Option<&'static str> {
+    match liveness {
+        "alive" => Some("32"),
+        "suspect" => Some("33"),
+        "dead" | "offline" => Some("31"),
+        _ => None,
+    }
+}
+
+fn severity_color(severity: &str) -> Option<&'static str> {
+    match severity {
+        "warning" => Some("33"),
+        "error" => Some("31"),
+        "critical" => Some("1;31"),
+        _ => None,
+    }
+}
+
+/// Pads cells to their column (measured without colour codes), then paints the chosen cells.
+fn painted_table(rows: &[Vec<String>], paints: &[Vec<Option<&str>>], color: bool) -> Vec<String> {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let w = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(x) => *x = (*x).max(w),
+                None => widths.push(w),
+            }
+        }
+    }
+    rows.iter()
+        .enumerate()
+        .map(|(r, row)| {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                let code = paints.get(r).and_then(|p| p.get(i)).copied().flatten();
+                line.push_str(&paint(cell, code, color));
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.push_str(&" ".repeat(pad + 2));
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+fn list(status: &Value, key: &str) -> Vec<Value> {
+    status[key].as_array().cloned().unwrap_or_default()
+}
+
+fn print_screen(out: &mut impl Write, status: &Value, color: bool) -> std::io::Result<()> {
     writeln!(
         out,
         "mesh {}  (answered by {}, labmesh {})",
@@ -59,72 +156,56 @@ fn print_table(out: &mut impl Write, status: &Value) -> std::io::Result<()> {
         text(status, "node"),
         text(status, "version")
     )?;
-    let header = [
-        "NODE",
-        "LIVENESS",
-        "HEARTBEAT",
-        "ROLE",
-        "VERSION",
-        "OS",
-        "BACKEND",
-        "GOSSIP",
-        "API",
-    ];
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
-    for n in &nodes {
-        let mut name = text(n, "node");
+    let mut header: Vec<String> = ["NODE", "A", "LIVENESS", "HEARTBEAT", "ROLE", "VERSION"]
+        .map(String::from)
+        .to_vec();
+    header.extend(SUMMARY_HEADER.map(String::from));
+    header.extend(["GOSSIP", "API"].map(String::from));
+    let mut rows = vec![header];
+    let mut paints: Vec<Vec<Option<&str>>> = vec![Vec::new()];
+    for n in list(status, "nodes") {
+        let mut name = text(&n, "node");
         if n["self"] == Value::Bool(true) {
-            name.push_str(" *");
+            name.push_str(" (here)");
         }
         if n["transient"] == Value::Bool(true) {
             name.push_str(" (transient)");
         }
-        rows.push(vec![
+        let liveness = text(&n, "liveness");
+        let mut row = vec![
             name,
-            text(n, "liveness"),
+            if n["alerter"] == Value::Bool(true) {
+                "*"
+            } else {
+                ""
+            }
+            .to_owned(),
+            liveness.clone(),
             n["last_heartbeat_age_ms"]
                 .as_u64()
                 .map(age)
                 .unwrap_or_default(),
-            text(n, "role"),
-            text(n, "version"),
-            text(n, "os"),
-            text(n, "backend"),
-            text(n, "gossip_addr"),
-            text(n, "api_addr"),
-        ]);
+            text(&n, "role"),
+            text(&n, "version"),
+        ];
+        row.extend(summary_cells(&n["summary"]));
+        row.extend([text(&n, "gossip_addr"), text(&n, "api_addr")]);
+        let score = match score_class(&n["summary"]) {
+            Some("good") => Some("32"),
+            Some("fair") => Some("33"),
+            Some(_) => Some("31"),
+            None => None,
+        };
+        let mut paint_row = vec![None; row.len()];
+        paint_row[2] = liveness_color(&liveness);
+        paint_row[12] = score;
+        paints.push(paint_row);
+        rows.push(row);
     }
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
+    for line in painted_table(&rows, &paints, color) {
+        writeln!(out, "{line}")?;
     }
-    let line = |cells: Vec<String>, liveness: Option<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = widths[i].saturating_sub(c.chars().count());
-            let painted = match (i, liveness, color) {
-                (1, Some("alive"), true) => format!("\x1b[32m{c}\x1b[0m"),
-                (1, Some("suspect"), true) => format!("\x1b[33m{c}\x1b[0m"),
-                (1, Some("dead" | "offline"), true) => format!("\x1b[31m{c}\x1b[0m"),
-                _ => c.clone(),
-            };
-            s.push_str(&painted);
-            s.push_str(&" ".repeat(pad + 2));
-        }
-        s.trim_end().to_owned()
-    };
-    writeln!(
-        out,
-        "{}",
-        line(header.iter().map(|h| (*h).to_owned()).collect(), None)
-    )?;
-    for r in rows {
-        let liveness = r[1].clone();
-        writeln!(out, "{}", line(r, Some(&liveness)))?;
-    }
+    section(out, status, color)?;
     let rejections = status["rejections"]
         .as_object()
         .cloned()
@@ -136,4 +217,125 @@ fn print_table(out: &mut impl Write, status: &Value) -> std::io::Result<()> {
         writeln!(out, "refused peers and messages: {}", parts.join(", "))?;
     }
     Ok(())
+}
+
+/// Unhealthy services, open incidents, recent deployments.
+fn section(out: &mut impl Write, status: &Value, color: bool) -> std::io::Result<()> {
+    let services = list(status, "services_unhealthy");
+    writeln!(out)?;
+    if services.is_empty() {
+        writeln!(out, "unhealthy services: none")?;
+    } else {
+        writeln!(out, "{}", paint("unhealthy services:", Some("31"), color))?;
+        let rows: Vec<Vec<String>> = services
+            .iter()
+            .map(|s| {
+                let since = text(s, "since");
+                vec![
+                    text(s, "service"),
+                    format!("on {}", text(s, "node")),
+                    format!("since {since}"),
+                    text(s, "last_event_type"),
+                ]
+            })
+            .collect();
+        for line in table("  ", &rows) {
+            writeln!(out, "{line}")?;
+        }
+    }
+    let incidents = list(status, "incidents_open");
+    if incidents.is_empty() {
+        writeln!(out, "open incidents: none")?;
+    } else {
+        writeln!(out, "open incidents:")?;
+        let rows: Vec<Vec<String>> = incidents
+            .iter()
+            .map(|i| {
+                vec![
+                    text(i, "severity"),
+                    text(i, "service"),
+                    format!("on {}", text(i, "node")),
+                    format!("x{}", text(i, "occurrence_count")),
+                    format!("last {}", text(i, "last_occurrence")),
+                    text(i, "id"),
+                ]
+            })
+            .collect();
+        let paints: Vec<Vec<Option<&str>>> = incidents
+            .iter()
+            .map(|i| vec![severity_color(i["severity"].as_str().unwrap_or_default())])
+            .collect();
+        for line in painted_table(&rows, &paints, color) {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    let deployments = list(status, "deployments_recent");
+    if deployments.is_empty() {
+        writeln!(out, "recent deployments: none")?;
+    } else {
+        writeln!(out, "recent deployments:")?;
+        let rows: Vec<Vec<String>> = deployments
+            .iter()
+            .map(|d| {
+                vec![
+                    text(d, "status"),
+                    text(d, "service"),
+                    format!("on {}", text(d, "node")),
+                    text(d, "started_at"),
+                    text(d, "correlation_id"),
+                ]
+            })
+            .collect();
+        let paints: Vec<Vec<Option<&str>>> = deployments
+            .iter()
+            .map(|d| {
+                vec![match d["status"].as_str() {
+                    Some("completed") => Some("32"),
+                    Some("failed") => Some("31"),
+                    _ => Some("33"),
+                }]
+            })
+            .collect();
+        for line in painted_table(&rows, &paints, color) {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_screen_shows_nodes_marks_and_sections_without_colour() {
+        let status = json!({
+            "mesh": "home", "node": "alpha", "version": "0.1.0", "rejections": {},
+            "nodes": [
+                {"node": "alpha", "self": true, "liveness": "alive", "alerter": true,
+                 "last_heartbeat_age_ms": 0, "summary": {"cpu": 5.0, "gpus": 0, "score": 97}},
+                {"node": "bravo", "liveness": "suspect", "summary": null},
+            ],
+            "services_unhealthy": [{"service": "nas", "node": "bravo", "since": "t"}],
+            "incidents_open": [{"service": "nas", "node": "bravo", "severity": "error",
+                                "occurrence_count": 2, "id": "inc-1-bravo-nas"}],
+            "deployments_recent": [],
+        });
+        let mut out = Vec::new();
+        print_screen(&mut out, &status, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(
+            text.contains("HEARTBEAT") && text.contains("SCORE"),
+            "{text}"
+        );
+        let alpha = text.lines().find(|l| l.starts_with("alpha")).unwrap();
+        assert!(alpha.contains(" * ") && alpha.contains("97"), "{alpha}");
+        assert!(text.contains("inc-1-bravo-nas"), "{text}");
+        assert!(text.contains("recent deployments: none"), "{text}");
+        let mut out = Vec::new();
+        print_screen(&mut out, &status, true).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("\x1b[32malive"));
+    }
 }

@@ -6,6 +6,7 @@ mod admit;
 mod agent;
 mod api;
 mod api_host;
+mod api_status;
 mod checks;
 mod cli;
 mod cli_host;
@@ -27,8 +28,10 @@ mod peer;
 mod probe_driver;
 mod probes;
 mod settings;
+mod status_view;
 mod sync_driver;
 mod timespec;
+mod web;
 mod workers;
 mod world_driver;
 
