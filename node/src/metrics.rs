@@ -218,6 +218,12 @@ fn store_and_sync(state: &ApiState, out: &mut Out) {
         None,
         state.store.len() as f64,
     );
+    out.counter(
+        "events_quarantined",
+        "Event files moved to quarantine (unreadable, invalid or conflicting) since the agent opened its store",
+        None,
+        state.store.quarantined_since_open(),
+    );
     let Some(sync) = &state.sync else {
         return;
     };

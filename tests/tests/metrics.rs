@@ -69,7 +69,14 @@ fn metrics_pass_promtool_and_show_host_checks_and_workers() {
     .unwrap();
     let agent = Agent::start_with(
         &data,
-        &["--name", "alpha", "--probe-interval", "1s"],
+        &[
+            "--name",
+            "alpha",
+            "--probe-interval",
+            "1s",
+            "--rescan-interval",
+            "1s",
+        ],
         |cmd| {
             cmd.env("LABMESH_CONFIG", &config);
         },
@@ -133,6 +140,7 @@ fn metrics_pass_promtool_and_show_host_checks_and_workers() {
     assert_eq!(value(&body, "labmesh_workers_stale_total"), Some(0.0));
     assert!(body.contains("# TYPE labmesh_sync_events_total counter"));
     must(&body, "labmesh_events");
+    assert_eq!(value(&body, "labmesh_events_quarantined_total"), Some(0.0));
 
     // A failing ttl report and a worker heartbeat move the series.
     let token = std::fs::read_to_string(data.join("api-token")).unwrap();
@@ -155,6 +163,19 @@ fn metrics_pass_promtool_and_show_host_checks_and_workers() {
         Some(1.0)
     );
     assert_eq!(value(&body, "labmesh_workers{state=\"fresh\"}"), Some(1.0));
+
+    // A garbage file dropped among the events is quarantined and counted.
+    let out =
+        run(labmesh(&data).args(["emit", "--type", "backup_completed", "--source", "restic"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    std::fs::write(path.parent().unwrap().join("garbage.json"), [0u8, 159, 146]).unwrap();
+    let mut body = String::new();
+    wait_until("the quarantine counted", Duration::from_secs(20), || {
+        body = scrape(&agent);
+        value(&body, "labmesh_events_quarantined_total") == Some(1.0)
+    });
+    assert!(must(&body, "labmesh_events") >= 1.0, "{body}");
 
     // OpenMetrics when asked for it.
     let (status, open) = http_accept(&agent, "application/openmetrics-text;version=1.0.0");
