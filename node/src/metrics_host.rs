@@ -227,3 +227,69 @@ pub fn probes(out: &mut Out, s: Option<&HostSample>) {
         f64::from(u8::from(s.is_some())),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::to_prometheus_text;
+
+    fn sample() -> HostSample {
+        serde_json::from_value(serde_json::json!({
+            "node": "gpu1", "taken_at": "2026-11-30T05:00:00Z", "taken_at_ms": 1_796_014_800_000_i64,
+            "os": "linux",
+            "cpu": {"status": "ok", "usage_pct": 25.0, "iowait_pct": null, "cores": 16, "interval_ms": 1000},
+            "steal": {"status": "ok", "pct": 1.5},
+            "load": {"status": "ok", "one": 1.0, "five": 0.5, "fifteen": 0.25},
+            "memory": {"status": "error", "reason": "/proc/meminfo: no MemAvailable"},
+            "uptime": {"status": "ok", "seconds": 3600},
+            "disks": {"status": "ok", "mounts": [{"mount": "/", "device": "/dev/vda1", "fs": "ext4",
+                "total_bytes": 1000, "used_bytes": 400, "available_bytes": 500, "used_pct": 44.4}]},
+            "network": {"status": "ok", "interfaces": [{"name": "eth0", "rx_bytes": 10, "tx_bytes": 20,
+                "rx_errors": 0, "tx_errors": 0, "rx_dropped": 0, "tx_dropped": 0,
+                "rx_bytes_per_s": null, "tx_bytes_per_s": null}]},
+            "gpu": {"status": "ok", "devices": [
+                {"index": 0, "name": "H200", "uuid": null, "vram_total_bytes": 1000, "vram_used_bytes": 250,
+                 "vram_free_bytes": 750, "utilization_pct": 50, "temperature_c": 40, "error": null},
+                {"index": 1, "name": "H200", "uuid": null, "vram_total_bytes": 1000, "vram_used_bytes": null,
+                 "vram_free_bytes": null, "utilization_pct": null, "temperature_c": null, "error": "lost"}]},
+            "docker": {"status": "ok", "host": "unix:///var/run/docker.sock", "running": 1, "unhealthy": 1,
+                "containers": [
+                    {"name": "db", "image": null, "state": "running", "health": "unhealthy", "failing_streak": 3,
+                     "restart_count": 0, "started_at": null, "uptime_s": 5, "exit_code": null, "oom_killed": null, "error": null},
+                    {"name": "job", "image": null, "state": "exited", "health": null, "failing_streak": null,
+                     "restart_count": 0, "started_at": null, "uptime_s": null, "exit_code": 0, "oom_killed": false, "error": null}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn gpus_containers_and_a_failed_probe_become_series() {
+        let s = sample();
+        let mut out = Out::new();
+        host(&mut out, &s);
+        probes(&mut out, Some(&s));
+        let text = to_prometheus_text(&out.encode().unwrap());
+        for line in [
+            "labmesh_node_cpu_ratio 0.25",
+            "labmesh_node_cpu_steal_ratio 0.015",
+            "labmesh_node_gpu_memory_used_bytes{gpu=\"0\"} 250.0",
+            "labmesh_node_gpu_memory_total_bytes{gpu=\"1\"} 1000.0",
+            "labmesh_node_gpu_utilization_ratio{gpu=\"0\"} 0.5",
+            "labmesh_containers{state=\"running\"} 1.0",
+            "labmesh_containers{state=\"exited\"} 1.0",
+            "labmesh_containers{state=\"dead\"} 0.0",
+            "labmesh_containers_unhealthy 1.0",
+            "labmesh_node_disk_available_bytes{mount=\"/\"} 500.0",
+            "labmesh_node_network_transmit_bytes_total{interface=\"eth0\"} 20",
+            "# TYPE labmesh_node_network_receive_bytes_total counter",
+            "labmesh_probe_up{probe=\"memory\"} 0.0",
+            "labmesh_probe_absent{probe=\"memory\"} 0.0",
+            "labmesh_probe_up{probe=\"gpu\"} 1.0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // The failed probe's figures are left out, never exported as 0.
+        assert!(!text.contains("labmesh_node_memory_"), "{text}");
+        assert!(!text.contains("gpu_memory_used_bytes{gpu=\"1\"}"), "{text}");
+    }
+}
