@@ -62,6 +62,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/heartbeat", axum::routing::post(heartbeat))
         .route("/v1/workers", get(workers_list))
+        .route("/metrics", get(crate::metrics::handler))
         .with_state(state)
 }
 

@@ -69,6 +69,17 @@ pub struct PeerSyncView {
     pub events_refused: u64,
 }
 
+/// Sync figures summed over every peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncTotals {
+    pub events_sent: u64,
+    pub events_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub sessions_completed: u64,
+    pub events_refused: u64,
+}
+
 pub struct SyncDriver {
     world: Arc<WorldRuntime>,
     store: Arc<EventStore>,
@@ -452,6 +463,20 @@ impl SyncDriver {
             "reason": reason.chars().take(300).collect::<String>(),
             "at": sync::event::format_timestamp(chrono::Utc::now()),
         }));
+    }
+
+    /// Totals over every peer since the agent started (monotonic), for `/metrics`.
+    pub fn totals(&self) -> SyncTotals {
+        let mut t = SyncTotals::default();
+        for s in lock(&self.core).stats.values() {
+            t.events_sent += s.events_sent;
+            t.events_received += s.events_received;
+            t.bytes_sent += s.bytes_sent;
+            t.bytes_received += s.bytes_received;
+            t.sessions_completed += s.sessions_completed;
+        }
+        t.events_refused = lock(&self.refused).values().sum();
+        t
     }
 
     /// Per-peer figures for `labmesh sync status`.

@@ -293,6 +293,8 @@ pub struct Workers {
     store: Arc<EventStore>,
     wake: tokio::sync::Notify,
     missed_intervals: u32,
+    /// Workers that went stale, since the agent started (for `labmesh_workers_stale_total`).
+    went_stale: std::sync::atomic::AtomicU64,
 }
 
 impl Workers {
@@ -302,6 +304,7 @@ impl Workers {
             store,
             wake: tokio::sync::Notify::new(),
             missed_intervals: settings.missed_intervals,
+            went_stale: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -338,6 +341,11 @@ impl Workers {
         self.table().list(Instant::now())
     }
 
+    /// How many times a worker went stale since the agent started.
+    pub fn went_stale(&self) -> u64 {
+        self.went_stale.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Sleeps until the next worker would go stale (or a heartbeat moves the deadline) and
     /// writes `heartbeat_missed` for those that did, until `stop` changes.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -358,6 +366,8 @@ impl Workers {
             for change in changes {
                 if let Change::Missed { worker_id, .. } = &change {
                     tracing::warn!(worker = %worker_id, "worker missed its heartbeats: stale");
+                    self.went_stale
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 self.append(event_for(&change, self.missed_intervals)).await;
             }

@@ -308,6 +308,8 @@ pub struct EventStore {
     /// Content hashes of the files in `quarantine/` (from their `.reason` files), so a copy
     /// that lost a conflict and comes back from a peer is recognised, not quarantined again.
     quarantined: Mutex<HashSet<ContentHash>>,
+    /// Files quarantined since the store was opened (monotonic, for metrics).
+    quarantined_since_open: std::sync::atomic::AtomicU64,
     folder_mtimes: Mutex<HashMap<PathBuf, SystemTime>>,
     unsettled: Mutex<HashMap<PathBuf, Instant>>,
     listener: RwLock<Option<Listener>>,
@@ -357,6 +359,7 @@ impl EventStore {
             index: RwLock::new(Index::new()),
             reported_conflicts: Mutex::new(HashSet::new()),
             quarantined: Mutex::new(quarantined_hashes(&quarantine_dir)),
+            quarantined_since_open: std::sync::atomic::AtomicU64::new(0),
             folder_mtimes: Mutex::new(HashMap::new()),
             unsettled: Mutex::new(HashMap::new()),
             listener: RwLock::new(None),
@@ -364,6 +367,12 @@ impl EventStore {
         };
         let report = store.scan(true)?;
         Ok((store, report))
+    }
+
+    /// Event files moved to (or written in) `quarantine/` since the store was opened.
+    pub fn quarantined_since_open(&self) -> u64 {
+        self.quarantined_since_open
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -864,6 +873,8 @@ impl EventStore {
             rel.display()
         );
         durable::write_file_atomic(&reason_path(dest), text.as_bytes())?;
+        self.quarantined_since_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(raw) = hex::decode(sha256)
             && let Ok(hash) = ContentHash::try_from(raw.as_slice())
         {

@@ -33,6 +33,8 @@ struct Current {
     machine: Machine,
     last: Option<(DateTime<Utc>, ProbeResult)>,
     runs: u64,
+    /// Results that were not `ok` (warning or critical), since the agent started.
+    failures: u64,
 }
 
 struct Check {
@@ -84,6 +86,7 @@ impl Checks {
                     machine,
                     last: None,
                     runs: 0,
+                    failures: 0,
                 }),
                 ttl_tx: tx,
             });
@@ -178,6 +181,9 @@ impl Checks {
             let transition = cur.machine.on_result(now, result.status);
             cur.last = Some((now, result.clone()));
             cur.runs += 1;
+            if result.status != Status::Ok {
+                cur.failures += 1;
+            }
             let since = cur.machine.episode().map(|e| e.since).or(since);
             (transition, cur.machine.clone(), since)
         };
@@ -277,6 +283,7 @@ fn view(check: &Check) -> Value {
         "latency_ms": latency,
         "last_checked": last_checked,
         "runs": cur.runs,
+        "failures": cur.failures,
         "consecutive_failures": m.consecutive_failures(),
         "consecutive_successes": m.consecutive_successes(),
         "unhealthy_since": m.episode().map(|e| sync::event::format_timestamp(e.since)),
