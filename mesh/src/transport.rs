@@ -224,6 +224,11 @@ impl QuicTransport {
                 addr: cfg.bind,
                 source,
             })?;
+        // A bulk sync fills the kernel's default receive buffer (~208 KiB) and the dropped
+        // datagrams are retransmitted; ask for 4 MiB (the kernel caps it at net.core.rmem_max).
+        if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, 4 << 20) {
+            tracing::debug!(error = %e, "cannot enlarge the UDP receive buffer");
+        }
         let udp = runtime
             .wrap_udp_socket(socket)
             .map_err(|source| TransportError::Bind {

@@ -23,6 +23,11 @@ pub const FINGERPRINT_KEY: &str = "sync_fp";
 /// A peer's send queue and the address its sending task delivers to.
 type PeerQueue = (SocketAddr, mpsc::Sender<Vec<u8>>);
 
+/// Messages queued per peer. A session over a big difference hands out all its batches at
+/// once (100k events = 200 batches of 500), and a dropped batch costs a later round trip by
+/// hash; each message is at most ~1 MiB, so the bound is memory only in a catch-up.
+const PEER_QUEUE: usize = 512;
+
 const WORLD_RESEND_MIN: Duration = Duration::from_secs(5);
 const WORLD_RESEND_MAX: Duration = Duration::from_secs(300);
 
@@ -207,7 +212,7 @@ impl SyncDriver {
             queues.remove(to);
         }
         let (_, tx) = queues.entry(to.to_owned()).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE);
             let transport = self.peer.mesh.transport().clone();
             let name = to.to_owned();
             tokio::spawn(async move {
