@@ -31,6 +31,8 @@ pub struct ApiState {
     pub checks: Option<Arc<crate::checks::Checks>>,
     /// External workers' heartbeats.
     pub workers: Option<Arc<crate::workers::Workers>>,
+    /// The alerting driver (None in commands that run without an agent).
+    pub alerting: Option<Arc<crate::alerting_driver::AlertingDriver>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -54,6 +56,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/heartbeat", axum::routing::post(heartbeat))
         .route("/v1/workers", get(workers_list))
+        .route("/v1/alerts", get(crate::api_alerts::alerts))
+        .route(
+            "/v1/silences",
+            get(crate::api_alerts::silences).post(crate::api_alerts::add_silence),
+        )
+        .route(
+            "/v1/silences/{id}/clear",
+            axum::routing::post(crate::api_alerts::clear_silence),
+        )
         .with_state(state)
 }
 
@@ -212,9 +223,15 @@ async fn nodes(State(state): State<Arc<ApiState>>) -> Json<Vec<Value>> {
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Json<Value> {
-    let (nodes, transport) = node_list(&state).await;
+    let (mut nodes, transport) = node_list(&state).await;
+    let alerter = state.alerting.as_ref().and_then(|a| a.snapshot().alerter);
+    for n in &mut nodes {
+        let is = alerter.is_some() && n["node"].as_str() == alerter.as_deref();
+        n["alerter"] = json!(is);
+    }
     Json(json!({
         "node": state.node,
+        "alerter": alerter,
         "mesh": transport["mesh"],
         "mesh_id": transport["mesh_id"],
         "version": env!("CARGO_PKG_VERSION"),
@@ -227,7 +244,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<Value> {
 }
 
 /// Checks `Authorization: Bearer <token>` against the agent's token.
-fn authorize(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -4,7 +4,9 @@
 
 mod admit;
 mod agent;
+mod alerting_driver;
 mod api;
+mod api_alerts;
 mod api_host;
 mod checks;
 mod cli;
