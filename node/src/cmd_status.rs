@@ -80,6 +80,9 @@ fn print_table(out: &mut impl Write, status: &Value) -> std::io::Result<()> {
         if n["transient"] == Value::Bool(true) {
             name.push_str(" (transient)");
         }
+        if n["alerter"] == Value::Bool(true) {
+            name.push_str(" (alerter)");
+        }
         rows.push(vec![
             name,
             text(n, "liveness"),
