@@ -196,3 +196,64 @@ fn a_failing_check_pages_once_and_its_recovery_once() {
 fn agent_name(agent: &Agent) -> Value {
     agent.get_json("/v1/status")["node"].clone()
 }
+
+#[test]
+fn silences_are_added_listed_and_cleared_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let agent = Agent::start(&data, &[]);
+    let mut add = labmesh(&data);
+    add.args([
+        "--api-addr",
+        &agent.api.to_string(),
+        "silence",
+        "add",
+        "--match",
+        "node=nas1",
+        "--match",
+        "rule=disk_*",
+        "--for",
+        "2h",
+        "--comment",
+        "disk swap",
+        "--json",
+    ]);
+    let out = run(&mut add);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let added: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let id = added["silence"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(added["silence"]["matchers"]["rule"], "disk_*");
+    let set = events(&data, "silence_set");
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert_eq!(set[0]["payload"]["comment"], "disk swap");
+    let api = agent.api.to_string();
+    let list = || {
+        let out = run(labmesh(&data).args(["--api-addr", &api, "silence", "list", "--json"]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str::<Value>(&stdout(&out)).unwrap()["silences"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    wait_until("the silence in force", Duration::from_secs(10), || {
+        list().iter().any(|s| s["id"] == id.as_str())
+    });
+    let out = run(labmesh(&data).args(["--api-addr", &api, "silence", "clear", &id]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the silence gone", Duration::from_secs(10), || list().is_empty());
+    let bad = run(labmesh(&data).args([
+        "--api-addr",
+        &api,
+        "silence",
+        "add",
+        "--match",
+        "nokey",
+        "--for",
+        "1h",
+    ]));
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let out = run(labmesh(&data).args(["--api-addr", &api, "alerts", "--json"]));
+    assert!(out.status.code().is_some(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(doc["alerts"].is_array(), "{doc}");
+}
