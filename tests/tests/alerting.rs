@@ -240,7 +240,9 @@ fn silences_are_added_listed_and_cleared_from_the_cli() {
     });
     let out = run(labmesh(&data).args(["--api-addr", &api, "silence", "clear", &id]));
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_until("the silence gone", Duration::from_secs(10), || list().is_empty());
+    wait_until("the silence gone", Duration::from_secs(10), || {
+        list().is_empty()
+    });
     let bad = run(labmesh(&data).args([
         "--api-addr",
         &api,
