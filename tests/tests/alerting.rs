@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -258,4 +258,118 @@ fn silences_are_added_listed_and_cleared_from_the_cli() {
     assert!(out.status.code().is_some(), "{}", stderr(&out));
     let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(doc["alerts"].is_array(), "{doc}");
+}
+
+/// Starts `name` with the alerting config in `config`; joins `seed` (the CA node) when given.
+fn mesh_node(
+    dir: &Path,
+    name: &str,
+    priority: &str,
+    config: &str,
+    ca: Option<(&Path, &str, &str)>,
+) -> (Agent, PathBuf, String) {
+    let data = dir.join(name);
+    let gossip = format!("127.0.0.1:{}", labmesh_tests::free_udp_port());
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let mut args: Vec<String> = [
+        "--name",
+        name,
+        "--gossip-addr",
+        &gossip,
+        "--gossip-interval",
+        "100ms",
+        "--offline-after",
+        "3s",
+        "--alerter-priority",
+        priority,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if let Some((ca_data, ca_name, seed)) = ca {
+        let bundle = dir.join(format!("{name}.bundle.json"));
+        let res = run(labmesh(ca_data)
+            .args(["--name", ca_name, "certs", "issue", name, "--out"])
+            .arg(&bundle));
+        assert!(res.status.success(), "{}", stderr(&res));
+        args.extend([
+            "--join".to_owned(),
+            bundle.display().to_string(),
+            "--seed".to_owned(),
+            seed.to_owned(),
+        ]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start_with(&data, &refs, |cmd| {
+        cmd.env("LABMESH_CONFIG", &path);
+    });
+    (agent, data, gossip)
+}
+
+#[test]
+fn a_killed_alerter_is_replaced_and_the_pending_alert_is_sent_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, seen) = recording_server();
+    let config = format!(
+        "[alerting]\nsettle = \"1s\"\ngroup_wait = \"6s\"\ngroup_interval = \"1s\"\n\
+         repeat_interval = \"1h\"\n\n\
+         [[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{receiver}/hook\"\n"
+    );
+    let (mut alpha, alpha_data, seed) = mesh_node(dir.path(), "alpha", "10", &config, None);
+    let ca = Some((alpha_data.as_path(), "alpha", seed.as_str()));
+    let (bravo, _bravo_data, _) = mesh_node(dir.path(), "bravo", "5", &config, ca);
+    let (_charlie, charlie_data, _) = mesh_node(dir.path(), "charlie", "0", &config, ca);
+    let timeout = Duration::from_secs(60);
+    for agent in [&alpha, &bravo] {
+        wait_until("alpha elected everywhere", timeout, || {
+            let s = agent.get_json("/v1/status");
+            s["alerter"] == "alpha" && s["nodes"].as_array().is_some_and(|n| n.len() == 3)
+        });
+    }
+    let out = run(labmesh(&charlie_data).args([
+        "--name",
+        "charlie",
+        "emit",
+        "--type",
+        "build_failed",
+        "--source",
+        "build.sh",
+        "--severity",
+        "error",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // alpha records the alert, then dies inside group_wait, before it can send.
+    wait_until("alpha records the alert", timeout, || {
+        !events(&alpha_data, "alert_firing").is_empty()
+    });
+    alpha.stop_with(rustix::process::Signal::KILL);
+    assert!(
+        webhook_rule(&seen, "build_failed").is_empty(),
+        "alpha sent before it was killed; the test needs a longer group_wait"
+    );
+    wait_until("bravo takes over", timeout, || {
+        bravo.get_json("/v1/status")["alerter"] == "bravo"
+    });
+    wait_until("bravo sends the build alert", timeout, || {
+        !webhook_rule(&seen, "build_failed").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let sent = webhook_rule(&seen, "build_failed");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["sender"], "bravo", "{}", sent[0]);
+}
+
+/// Webhook bodies carrying an alert of `rule`.
+fn webhook_rule(seen: &Seen, rule: &str) -> Vec<Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, b)| serde_json::from_str::<Value>(b).ok())
+        .filter(|b| {
+            b["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["rule"] == rule))
+        })
+        .collect()
 }
