@@ -373,3 +373,79 @@ fn webhook_rule(seen: &Seen, rule: &str) -> Vec<Value> {
         })
         .collect()
 }
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port; `None`
+/// when it is not installed (scripts/test installs it).
+fn alertmanager(dir: &Path) -> Option<(std::process::Child, SocketAddr)> {
+    let bin = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = std::fs::File::create(dir.join("alertmanager.log")).unwrap();
+    let child = std::process::Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--cluster.listen-address=")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Some((child, addr))
+}
+
+/// Kills the Alertmanager when the test ends, even on a panic.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_real_alertmanager_receives_the_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((child, am)) = alertmanager(dir.path()) else {
+        eprintln!("prometheus-alertmanager is not installed: skipped (scripts/test installs it)");
+        return;
+    };
+    let _reaper = Reaper(child);
+    wait_until("Alertmanager ready", Duration::from_secs(30), || {
+        labmesh_tests::http(am, "GET", "/-/ready", None).is_ok_and(|(code, _)| code == 200)
+    });
+    let data = dir.path().join("data");
+    let service_port = free_port();
+    let config = format!(
+        "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{service_port}/\"\n\
+         interval = \"200ms\"\ntimeout = \"1s\"\nfall = 1\n\n\
+         [alerting]\nsettle = \"1s\"\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\n\n\
+         [[receiver]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"http://{am}\"\n"
+    );
+    let path = data.with_extension("toml");
+    std::fs::write(&path, config).unwrap();
+    let _agent = Agent::start_with(&data, &[], |cmd| {
+        cmd.env("LABMESH_CONFIG", &path);
+    });
+    let mut last = Value::Null;
+    wait_until("the alert in Alertmanager", Duration::from_secs(30), || {
+        let Ok((200, body)) = labmesh_tests::http(am, "GET", "/api/v2/alerts", None) else {
+            return false;
+        };
+        last = serde_json::from_str(&body).unwrap_or(Value::Null);
+        last.as_array().is_some_and(|a| {
+            a.iter().any(|a| {
+                a["labels"]["alertname"] == "service_unhealthy" && a["labels"]["service"] == "web"
+            })
+        })
+    });
+    let sent = events(&data, "notification_sent");
+    assert!(!sent.is_empty(), "{sent:?}");
+}
