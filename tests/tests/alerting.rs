@@ -449,3 +449,80 @@ fn a_real_alertmanager_receives_the_alert() {
     let sent = events(&data, "notification_sent");
     assert!(!sent.is_empty(), "{sent:?}");
 }
+
+/// A minimal SMTP server (no STARTTLS offered) that records each message's DATA.
+fn smtp_server() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mails: Arc<Mutex<Vec<String>>> = Arc::default();
+    let out = mails.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut w) = stream else { continue };
+            let _ = w.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(w.try_clone().unwrap());
+            let _ = w.write_all(b"220 test ESMTP\r\n");
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let cmd = line.trim_end().to_ascii_uppercase();
+                let reply: &[u8] = if cmd.starts_with("EHLO") {
+                    b"250-test\r\n250 8BITMIME\r\n"
+                } else if cmd == "DATA" {
+                    let _ = w.write_all(b"354 go on\r\n");
+                    let mut data = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == ".\r\n" {
+                            break;
+                        }
+                        data.push_str(&line);
+                    }
+                    out.lock().unwrap().push(data);
+                    b"250 queued\r\n"
+                } else if cmd == "QUIT" {
+                    let _ = w.write_all(b"221 bye\r\n");
+                    break;
+                } else {
+                    b"250 ok\r\n"
+                };
+                let _ = w.write_all(reply);
+            }
+        }
+    });
+    (addr, mails)
+}
+
+#[test]
+fn an_email_receiver_sends_over_smtp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, mails) = smtp_server();
+    let data = dir.path().join("data");
+    let service_port = free_port();
+    let config = format!(
+        "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{service_port}/\"\n\
+         interval = \"200ms\"\ntimeout = \"1s\"\nfall = 1\n\n\
+         [alerting]\nsettle = \"1s\"\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\n\n\
+         [[receiver]]\nname = \"mail\"\nkind = \"email\"\nsmtp = \"{smtp}\"\n\
+         from = \"labmesh@lab.example\"\nto = [\"me@lab.example\"]\n"
+    );
+    let path = data.with_extension("toml");
+    std::fs::write(&path, config).unwrap();
+    let _agent = Agent::start_with(&data, &[], |cmd| {
+        cmd.env("LABMESH_CONFIG", &path);
+    });
+    wait_until("the email", Duration::from_secs(30), || {
+        mails
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("service_unhealthy") && m.contains("me@lab.example"))
+    });
+    wait_until("notification_sent", Duration::from_secs(10), || {
+        !events(&data, "notification_sent").is_empty()
+    });
+}
