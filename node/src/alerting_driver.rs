@@ -102,8 +102,10 @@ struct Effects<'a> {
 
 impl Runtime for Effects<'_> {
     fn write_event(&mut self, event: NewEvent) {
-        // Synchronous and durable before any notification of this step is dispatched.
-        if let Err(e) = self.store.append(event) {
+        // Synchronous and durable before any notification of this step is dispatched; the
+        // fsync may block, so other tasks move off this worker meanwhile (multi-thread runtime).
+        let store = self.store;
+        if let Err(e) = tokio::task::block_in_place(|| store.append(event)) {
             tracing::error!(error = %e, "alerting: cannot store an event");
         }
     }
@@ -179,6 +181,7 @@ pub fn start(
         store: store.clone(),
         node: settings.name.clone(),
     });
+    let receivers: Vec<String> = config.receivers.iter().map(|r| r.name.clone()).collect();
     let engine = Engine::new(
         &settings.name,
         settings.mesh.transient,
@@ -186,6 +189,7 @@ pub fn start(
         config,
         Utc::now(),
     );
+    tracing::info!(receivers = ?receivers, rules = engine.rules().rules.len(), "alerting configured");
     let (timers_tx, timers_rx) = unbounded_channel();
     let (results_tx, results_rx) = unbounded_channel();
     let lp = Loop {
