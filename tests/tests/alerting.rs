@@ -526,3 +526,45 @@ fn an_email_receiver_sends_over_smtp() {
         !events(&data, "notification_sent").is_empty()
     });
 }
+
+#[test]
+fn a_restarted_alerter_replays_the_ledger_and_does_not_page_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (receiver, seen) = recording_server();
+    let service_port = free_port();
+    let config = format!(
+        "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{service_port}/\"\n\
+         interval = \"200ms\"\ntimeout = \"1s\"\nfall = 1\n\n\
+         [alerting]\nsettle = \"1s\"\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\n\
+         repeat_interval = \"1h\"\n\n\
+         [[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{receiver}/hook\"\n"
+    );
+    let path = data.with_extension("toml");
+    std::fs::write(&path, config).unwrap();
+    let start = || {
+        Agent::start_with(&data, &[], |cmd| {
+            cmd.env("LABMESH_CONFIG", &path);
+        })
+    };
+    let mut agent = start();
+    wait_until("the firing webhook", Duration::from_secs(30), || {
+        !webhook_bodies(&seen, "firing").is_empty()
+    });
+    agent.stop_with(rustix::process::Signal::TERM);
+    drop(agent);
+    let agent = start();
+    wait_until(
+        "the alert open again after replay",
+        Duration::from_secs(10),
+        || {
+            agent.get_json("/v1/alerts")["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["rule"] == "service_unhealthy"))
+        },
+    );
+    // Past settle and group_wait: a resend would have happened by now.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(webhook_bodies(&seen, "firing").len(), 1);
+    assert_eq!(events(&data, "alert_firing").len(), 1);
+}
