@@ -67,32 +67,6 @@ impl AlertingDriver {
     }
 }
 
-/// Secrets from the agent's environment and files (files must be 0600 or stricter).
-pub struct HostSecrets;
-
-impl alerting::SecretSource for HostSecrets {
-    fn env(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-    fn file(&self, path: &str) -> Result<String, String> {
-        check_secret_file(path)?;
-        std::fs::read_to_string(path).map_err(|e| e.to_string())
-    }
-}
-
-/// Refuses a secret file that others can read or write.
-pub fn check_secret_file(path: &str) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "secret file {path} has mode {mode:o}: others may read it; run chmod 600 {path}"
-        ));
-    }
-    Ok(())
-}
-
 /// The engine's side effects, collected during one call.
 struct Effects<'a> {
     store: &'a EventStore,
@@ -236,7 +210,9 @@ impl Loop {
     fn dispatch(&self, n: Notification) {
         let tx = self.results_tx.clone();
         let delivery = match self.engine.receiver(&n.receiver) {
-            Some(r) => alerting::build_delivery(r, &HostSecrets, &n.message),
+            Some(r) => {
+                alerting::build_delivery(r, &crate::alerting_config::HostSecrets, &n.message)
+            }
             None => {
                 let _ = tx.send((n.id, Err(format!("no receiver named {}", n.receiver))));
                 return;
@@ -249,8 +225,10 @@ impl Loop {
         tokio::spawn(async move {
             let result = match delivery {
                 Err(e) => Err(e.to_string()),
-                Ok(alerting::Delivery::Http(req)) => send_http(req, timeout).await,
-                Ok(alerting::Delivery::Email(mail)) => send_email(mail, timeout).await,
+                Ok(alerting::Delivery::Http(req)) => crate::alerting_send::http(req, timeout).await,
+                Ok(alerting::Delivery::Email(mail)) => {
+                    crate::alerting_send::email(mail, timeout).await
+                }
             };
             if let Err(e) = &result {
                 tracing::warn!(receiver = %n.receiver, attempt = n.attempt, error = %e, "notification failed");
@@ -352,159 +330,4 @@ impl Loop {
             }
         }
     }
-}
-
-async fn send_http(req: alerting::HttpRequest, timeout: Duration) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let method = reqwest::Method::from_bytes(req.method.as_bytes()).map_err(|e| e.to_string())?;
-    let mut b = client.request(method, req.url.expose()).body(req.body);
-    for (k, v) in &req.headers {
-        b = b.header(k, v);
-    }
-    for (k, v) in &req.secret_headers {
-        b = b.header(k, v.expose());
-    }
-    // The error text of reqwest may hold the URL (with a token in it): keep only the kind.
-    let resp = b.send().await.map_err(|e| {
-        if e.is_timeout() {
-            "timed out".to_owned()
-        } else if e.is_connect() {
-            "cannot connect".to_owned()
-        } else {
-            "request failed".to_owned()
-        }
-    })?;
-    let status = resp.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("HTTP {status}"))
-    }
-}
-
-/// Sends over SMTP: port 465 with TLS, 587 with STARTTLS required, other ports (25, a local
-/// relay, mailpit) with STARTTLS when offered. Errors name the stage, never the password.
-async fn send_email(mail: alerting::EmailMessage, timeout: Duration) -> Result<(), String> {
-    use lettre::message::{Mailbox, header::ContentType};
-    use lettre::transport::smtp::authentication::Credentials;
-    use lettre::transport::smtp::client::{Tls, TlsParameters};
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-    let from: Mailbox = mail
-        .from
-        .parse()
-        .map_err(|e| format!("`from` {:?}: {e}", mail.from))?;
-    let mut builder = lettre::Message::builder()
-        .from(from)
-        .subject(mail.subject.clone());
-    for to in &mail.to {
-        let to: Mailbox = to.parse().map_err(|e| format!("`to` {to:?}: {e}"))?;
-        builder = builder.to(to);
-    }
-    let message = builder
-        .header(ContentType::TEXT_PLAIN)
-        .body(mail.text_body.clone())
-        .map_err(|e| format!("cannot build the email: {e}"))?;
-    let (host, port) = match mail.smtp.rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_owned(),
-            p.parse::<u16>()
-                .map_err(|_| format!("`smtp` {:?}: bad port", mail.smtp))?,
-        ),
-        None => (mail.smtp.clone(), 587),
-    };
-    let mut transport = match port {
-        465 => AsyncSmtpTransport::<Tokio1Executor>::relay(&host),
-        587 => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host),
-        _ => TlsParameters::new(host.clone()).map(|tls| {
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
-                .tls(Tls::Opportunistic(tls))
-        }),
-    }
-    .map_err(|e| format!("SMTP relay {host}: {e}"))?
-    .port(port)
-    .timeout(Some(timeout));
-    if let (Some(user), Some(pass)) = (&mail.username, &mail.password) {
-        transport = transport.credentials(Credentials::new(user.clone(), pass.expose().to_owned()));
-    }
-    let transport = transport.build();
-    match tokio::time::timeout(timeout, transport.send(message)).await {
-        Err(_) => Err("timed out".to_owned()),
-        Ok(Err(e)) => Err(format!("SMTP {host}:{port}: {e}")),
-        Ok(Ok(_)) => Ok(()),
-    }
-}
-
-fn plain<T: Clone>(v: &[toml::Spanned<T>]) -> Vec<T> {
-    v.iter().map(|s| s.get_ref().clone()).collect()
-}
-
-/// Validates the alerting tables of a config file. The error names the table (and its line
-/// when one `[[rule]]`, `[[receiver]]` or `[[maintenance]]` is refused on its own), and checks
-/// that secret files named by receivers exist with mode 0600 or stricter.
-pub fn validate_config(
-    text: &str,
-    file: &crate::settings::ConfigFile,
-) -> Result<alerting::Config, String> {
-    let all = alerting::AlertingToml {
-        alerting: file.alerting.clone(),
-        rule: plain(&file.rule),
-        receiver: plain(&file.receiver),
-        route: plain(&file.route),
-        maintenance: plain(&file.maintenance),
-    };
-    let line = |span: std::ops::Range<usize>| crate::checks::config::line_col(text, span.start).0;
-    let config = alerting::Config::try_from(all).map_err(|e| {
-        // Find the one table that is refused alone, to give its line.
-        let alone = |t: alerting::AlertingToml| alerting::Config::try_from(t).is_err();
-        let at = file
-            .receiver
-            .iter()
-            .find(|r| {
-                alone(alerting::AlertingToml {
-                    receiver: vec![r.get_ref().clone()],
-                    ..Default::default()
-                })
-            })
-            .map(|r| ("receiver", line(r.span())))
-            .or_else(|| {
-                file.rule
-                    .iter()
-                    .find(|r| {
-                        alone(alerting::AlertingToml {
-                            rule: vec![r.get_ref().clone()],
-                            ..Default::default()
-                        })
-                    })
-                    .map(|r| ("rule", line(r.span())))
-            })
-            .or_else(|| {
-                file.maintenance
-                    .iter()
-                    .find(|r| {
-                        alone(alerting::AlertingToml {
-                            maintenance: vec![r.get_ref().clone()],
-                            ..Default::default()
-                        })
-                    })
-                    .map(|r| ("maintenance", line(r.span())))
-            });
-        match at {
-            Some((table, line)) => format!("[[{table}]] at line {line}: {e}"),
-            None => e.to_string(),
-        }
-    })?;
-    for r in &file.receiver {
-        let t = r.get_ref();
-        for f in [&t.url_file, &t.token_file, &t.password_file]
-            .into_iter()
-            .flatten()
-        {
-            check_secret_file(f)
-                .map_err(|e| format!("[[receiver]] at line {}: {e}", line(r.span())))?;
-        }
-    }
-    Ok(config)
 }

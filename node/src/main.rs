@@ -4,7 +4,9 @@
 
 mod admit;
 mod agent;
+mod alerting_config;
 mod alerting_driver;
+mod alerting_send;
 mod api;
 mod api_alerts;
 mod api_host;

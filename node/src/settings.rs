@@ -300,7 +300,7 @@ fn load_config(explicit: Option<&Path>) -> Result<Loaded, UsageError> {
             crate::checks::config::describe(&text, &e)
         ))
     })?;
-    let alerting = crate::alerting_driver::validate_config(&text, &file)
+    let alerting = crate::alerting_config::validate_config(&text, &file)
         .map_err(|e| UsageError(format!("config file {}: {e}", path.display())))?;
     Ok(Loaded {
         path: Some(path),

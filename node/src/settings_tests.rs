@@ -129,21 +129,21 @@ fn secret_files_must_be_private() {
         secret.display()
     );
     let file: ConfigFile = toml::from_str(&text).unwrap();
-    let e = crate::alerting_driver::validate_config(&text, &file).unwrap_err();
+    let e = crate::alerting_config::validate_config(&text, &file).unwrap_err();
     assert!(
         e.contains("chmod 600") && e.contains(&secret.display().to_string()),
         "{e}"
     );
     assert!(e.starts_with("[[receiver]] at line 1"), "{e}");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    crate::alerting_driver::validate_config(&text, &file).unwrap();
+    crate::alerting_config::validate_config(&text, &file).unwrap();
     let bad = "[alerting]\ngroup_wait = \"soon\"\n";
     let file: ConfigFile = toml::from_str(bad).unwrap();
-    let e = crate::alerting_driver::validate_config(bad, &file).unwrap_err();
+    let e = crate::alerting_config::validate_config(bad, &file).unwrap_err();
     assert!(e.contains("group_wait"), "{e}");
     let bad = "[[receiver]]\nkind = \"pager\"\n";
     let file: ConfigFile = toml::from_str(bad).unwrap();
-    let e = crate::alerting_driver::validate_config(bad, &file).unwrap_err();
+    let e = crate::alerting_config::validate_config(bad, &file).unwrap_err();
     assert!(e.starts_with("[[receiver]] at line 1"), "{e}");
 }
 
