@@ -166,6 +166,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     };
     let (entries_tx, entries_rx) = tokio::sync::mpsc::unbounded_channel();
     let (world_tx, world_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (alerting_tx, alerting_rx) = tokio::sync::mpsc::unbounded_channel();
     // The store has one listener slot: the sync and world drivers and the web page's event
     // stream all hang off this one closure (the stream through a broadcast fan-out).
     let events_tx = crate::web::fanout();
@@ -176,6 +177,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         let _ = world_tx.send(entry.clone());
         // No page open means no receiver: that send fails, harmlessly.
         let _ = fanout_tx.send(entry.clone());
+        let _ = alerting_tx.send(entry.clone());
     }));
     let peer = PeerRuntime::start(&settings, &identity, store.clone()).await?;
     let (stop_peer_tx, stop_peer_rx) = tokio::sync::watch::channel(false);
@@ -225,6 +227,14 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let checks_task = tokio::spawn(checks.clone().run(stop_peer_rx.clone()));
     let workers = Workers::new(settings.workers, store.clone());
     let workers_task = tokio::spawn(workers.clone().run(stop_peer_rx.clone()));
+    let (alerting, alerting_task) = crate::alerting_driver::start(
+        &settings,
+        settings.alerting.clone(),
+        store.clone(),
+        peer.clone(),
+        alerting_rx,
+        stop_peer_rx.clone(),
+    );
     let sync_task = tokio::spawn(sync.clone().run(entries_rx, stop_peer_rx));
     let state = Arc::new(ApiState {
         store: store.clone(),
@@ -240,6 +250,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         workers: Some(workers),
         events: Some(events_tx),
         stopping: Some(stopping_rx),
+        alerting: Some(alerting),
     });
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))
@@ -256,6 +267,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let _ = probe_task.await;
     let _ = checks_task.await;
     let _ = workers_task.await;
+    let _ = alerting_task.await;
     // Tell the others we are leaving on purpose, so they show `left`, not `dead`.
     peer.mesh.leave().await;
     stop.store(true, Ordering::Relaxed);

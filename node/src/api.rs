@@ -36,6 +36,8 @@ pub struct ApiState {
     /// Turns true when the agent begins to stop: endless responses (the event stream) end then,
     /// or the graceful shutdown would wait for them forever.
     pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The alerting driver (None in commands that run without an agent).
+    pub alerting: Option<Arc<crate::alerting_driver::AlertingDriver>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -63,6 +65,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/heartbeat", axum::routing::post(heartbeat))
         .route("/v1/workers", get(workers_list))
         .route("/metrics", get(crate::metrics::handler))
+        .route("/v1/alerts", get(crate::api_alerts::alerts))
+        .route(
+            "/v1/silences",
+            get(crate::api_alerts::silences).post(crate::api_alerts::add_silence),
+        )
+        .route(
+            "/v1/silences/{id}/clear",
+            axum::routing::post(crate::api_alerts::clear_silence),
+        )
         .with_state(state)
 }
 
@@ -221,7 +232,7 @@ async fn nodes(State(state): State<Arc<ApiState>>) -> Json<Vec<Value>> {
 }
 
 /// Checks `Authorization: Bearer <token>` against the agent's token.
-fn authorize(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -13,7 +13,7 @@ use crate::api::ApiState;
 use crate::probes::summary::Summary;
 
 /// Gossip key naming the node that sends alerts (published by the alerter, added later).
-pub const ALERTER_KEY: &str = "alerter";
+pub use crate::alerting_driver::ALERTER_KEY;
 /// How many deployments `deployments_recent` lists, newest first.
 pub const RECENT_DEPLOYMENTS: usize = 10;
 
@@ -25,12 +25,19 @@ pub async fn status(State(state): State<Arc<ApiState>>) -> Json<Value> {
 pub async fn build(state: &ApiState) -> Value {
     let (mut nodes, transport) = crate::api::node_list(state).await;
     let gossip = gossip_keys(state).await;
-    // Any node may publish `alerter`; they agree once alerting runs, so the first one wins.
-    let alerter = gossip
-        .values()
-        .filter_map(|kv| kv.get(ALERTER_KEY))
-        .find(|v| !v.is_empty())
-        .cloned();
+    // This node's own election first; else what a peer publishes under `alerter` (every node
+    // publishes its view; they agree once the membership view is stable).
+    let alerter = state
+        .alerting
+        .as_ref()
+        .and_then(|a| a.snapshot().alerter)
+        .or_else(|| {
+            gossip
+                .values()
+                .filter_map(|kv| kv.get(ALERTER_KEY))
+                .find(|v| !v.is_empty())
+                .cloned()
+        });
     for n in &mut nodes {
         let name = n["node"].as_str().unwrap_or_default().to_owned();
         let summary = gossip

@@ -98,6 +98,11 @@ pub enum Command {
     /// Health checks of the local agent: list them, or report to a ttl check.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Open alerts as the local agent sees them, and the alerter; exit 1 if any is firing.
+    Alerts(crate::cmd_alerts::AlertsArgs),
+    /// Mute alerts for a while: add, list, clear.
+    #[command(subcommand)]
+    Silence(crate::cmd_alerts::SilenceCommand),
 }
 
 #[derive(Debug, Subcommand)]

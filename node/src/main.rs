@@ -4,13 +4,18 @@
 
 mod admit;
 mod agent;
+mod alerting_config;
+mod alerting_driver;
+mod alerting_send;
 mod api;
+mod api_alerts;
 mod api_host;
 mod api_status;
 mod checks;
 mod cli;
 mod cli_host;
 mod cmd_admit;
+mod cmd_alerts;
 mod cmd_certs;
 mod cmd_check;
 mod cmd_emit;
@@ -80,6 +85,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Sync(cmd) => cmd_sync::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Certs(cmd) => cmd_certs::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Check(cmd) => cmd_check::run(&Settings::resolve(&cli.global)?, cmd),
+        Command::Alerts(args) => cmd_alerts::alerts(&Settings::resolve(&cli.global)?, args),
+        Command::Silence(cmd) => cmd_alerts::silence(&Settings::resolve(&cli.global)?, cmd),
         Command::Join(args) => {
             let mut agent_args = args.agent.clone();
             agent_args.join = Some(args.bundle.clone());

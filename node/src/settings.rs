@@ -38,6 +38,17 @@ pub struct ConfigFile {
     /// `[[check]]` tables (validated by `checks::config`, which needs their spans).
     #[serde(default, rename = "check")]
     pub checks: Vec<toml::Spanned<crate::checks::config::RawCheck>>,
+    /// `[alerting]` knobs (validated by `alerting::Config`).
+    #[serde(default)]
+    pub alerting: alerting::config::KnobsToml,
+    #[serde(default)]
+    pub rule: Vec<toml::Spanned<alerting::rules::RuleToml>>,
+    #[serde(default)]
+    pub receiver: Vec<toml::Spanned<alerting::receiver::ReceiverToml>>,
+    #[serde(default)]
+    pub route: Vec<toml::Spanned<alerting::route::RouteToml>>,
+    #[serde(default)]
+    pub maintenance: Vec<toml::Spanned<alerting::silence::MaintenanceToml>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +130,9 @@ pub struct Settings {
     /// Health checks from `[[check]]` tables.
     pub checks: Vec<crate::checks::CheckDef>,
     pub workers: WorkerSettings,
+    /// The alerting config (`[alerting]`, `[[rule]]`, `[[receiver]]`, `[[route]]`,
+    /// `[[maintenance]]`), validated.
+    pub alerting: alerting::Config,
 }
 
 /// External workers' heartbeats (`POST /v1/heartbeat`).
@@ -259,6 +273,7 @@ struct Loaded {
     path: Option<PathBuf>,
     file: ConfigFile,
     checks: Vec<crate::checks::CheckDef>,
+    alerting: alerting::Config,
 }
 
 fn load_config(explicit: Option<&Path>) -> Result<Loaded, UsageError> {
@@ -268,6 +283,7 @@ fn load_config(explicit: Option<&Path>) -> Result<Loaded, UsageError> {
             path: None,
             file: ConfigFile::default(),
             checks: Vec::new(),
+            alerting: alerting::Config::default(),
         });
     };
     let file: ConfigFile = toml::from_str(&text).map_err(|e| {
@@ -284,10 +300,13 @@ fn load_config(explicit: Option<&Path>) -> Result<Loaded, UsageError> {
             crate::checks::config::describe(&text, &e)
         ))
     })?;
+    let alerting = crate::alerting_config::validate_config(&text, &file)
+        .map_err(|e| UsageError(format!("config file {}: {e}", path.display())))?;
     Ok(Loaded {
         path: Some(path),
         file,
         checks,
+        alerting,
     })
 }
 
@@ -336,6 +355,7 @@ impl Settings {
             path: config_path,
             file,
             checks,
+            alerting,
         } = load_config(global.config.as_deref())?;
         let from_file = |key: &str| match &config_path {
             Some(p) => format!("config file {}: `{key}`", p.display()),
@@ -525,6 +545,7 @@ impl Settings {
             )));
         }
         Ok(Settings {
+            alerting,
             probe_interval,
             floors,
             checks,

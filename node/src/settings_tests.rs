@@ -23,7 +23,20 @@ fn example_config_keys_are_all_valid() {
     let uncommented: String = text
         .lines()
         .map(|l| match l.strip_prefix("# ") {
-            Some(rest) if rest_is_assignment(rest) || rest == "[[check]]" => rest,
+            Some(rest)
+                if rest_is_assignment(rest)
+                    || [
+                        "[[check]]",
+                        "[alerting]",
+                        "[[receiver]]",
+                        "[[route]]",
+                        "[[rule]]",
+                        "[[maintenance]]",
+                    ]
+                    .contains(&rest) =>
+            {
+                rest
+            }
             _ => l,
         })
         .collect::<Vec<_>>()
@@ -66,6 +79,72 @@ fn example_config_keys_are_all_valid() {
     assert!(web.service.is_some() && web.interval.is_some() && web.timeout.is_some());
     assert!(web.fall.is_some() && web.rise.is_some() && web.expect_status.is_some());
     assert!(web.body_contains.is_some());
+    // The alerting tables: every knob documented, the receivers and route valid.
+    let k = &cfg.alerting;
+    assert!(k.settle.is_some() && k.group_wait.is_some() && k.group_interval.is_some());
+    assert!(k.repeat_interval.is_some() && k.retry_initial.is_some() && k.retry_max.is_some());
+    assert!(k.retry_give_up_after.is_some() && k.send_timeout.is_some());
+    assert!(k.attempt_stale_after.is_some() && k.external_url.is_some());
+    let t = alerting::AlertingToml {
+        alerting: k.clone(),
+        rule: cfg.rule.iter().map(|r| r.get_ref().clone()).collect(),
+        receiver: cfg.receiver.iter().map(|r| r.get_ref().clone()).collect(),
+        route: cfg.route.iter().map(|r| r.get_ref().clone()).collect(),
+        maintenance: cfg
+            .maintenance
+            .iter()
+            .map(|r| r.get_ref().clone())
+            .collect(),
+    };
+    let mut c = alerting::Config::try_from(t).unwrap_or_else(|e| panic!("{e}"));
+    c.pipeline.external_url = None;
+    assert_eq!(c.receivers.len(), 2);
+    assert_eq!(
+        c,
+        alerting::Config::try_from(alerting::AlertingToml {
+            receiver: cfg.receiver.iter().map(|r| r.get_ref().clone()).collect(),
+            route: cfg.route.iter().map(|r| r.get_ref().clone()).collect(),
+            rule: cfg.rule.iter().map(|r| r.get_ref().clone()).collect(),
+            maintenance: cfg
+                .maintenance
+                .iter()
+                .map(|r| r.get_ref().clone())
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap(),
+        "the example documents the default knobs"
+    );
+}
+
+#[test]
+fn secret_files_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "abc\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "[[receiver]]\nkind = \"telegram\"\ntoken_file = \"{}\"\nchat_id = 1\n",
+        secret.display()
+    );
+    let file: ConfigFile = toml::from_str(&text).unwrap();
+    let e = crate::alerting_config::validate_config(&text, &file).unwrap_err();
+    assert!(
+        e.contains("chmod 600") && e.contains(&secret.display().to_string()),
+        "{e}"
+    );
+    assert!(e.starts_with("[[receiver]] at line 1"), "{e}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    crate::alerting_config::validate_config(&text, &file).unwrap();
+    let bad = "[alerting]\ngroup_wait = \"soon\"\n";
+    let file: ConfigFile = toml::from_str(bad).unwrap();
+    let e = crate::alerting_config::validate_config(bad, &file).unwrap_err();
+    assert!(e.contains("group_wait"), "{e}");
+    let bad = "[[receiver]]\nkind = \"pager\"\n";
+    let file: ConfigFile = toml::from_str(bad).unwrap();
+    let e = crate::alerting_config::validate_config(bad, &file).unwrap_err();
+    assert!(e.starts_with("[[receiver]] at line 1"), "{e}");
 }
 
 fn rest_is_assignment(rest: &str) -> bool {

@@ -1,0 +1,100 @@
+//! The alerting part of the agent's config file, checked at start-up, and the secrets the
+//! receivers name (environment variables, and files that must be 0600 or stricter).
+
+/// Secrets from the agent's environment and files (files must be 0600 or stricter).
+pub struct HostSecrets;
+
+impl alerting::SecretSource for HostSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn file(&self, path: &str) -> Result<String, String> {
+        check_secret_file(path)?;
+        std::fs::read_to_string(path).map_err(|e| e.to_string())
+    }
+}
+
+/// Refuses a secret file that others can read or write.
+pub fn check_secret_file(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "secret file {path} has mode {mode:o}: others may read it; run chmod 600 {path}"
+        ));
+    }
+    Ok(())
+}
+
+fn plain<T: Clone>(v: &[toml::Spanned<T>]) -> Vec<T> {
+    v.iter().map(|s| s.get_ref().clone()).collect()
+}
+
+/// Validates the alerting tables of a config file. The error names the table (and its line
+/// when one `[[rule]]`, `[[receiver]]` or `[[maintenance]]` is refused on its own), and checks
+/// that secret files named by receivers exist with mode 0600 or stricter.
+pub fn validate_config(
+    text: &str,
+    file: &crate::settings::ConfigFile,
+) -> Result<alerting::Config, String> {
+    let all = alerting::AlertingToml {
+        alerting: file.alerting.clone(),
+        rule: plain(&file.rule),
+        receiver: plain(&file.receiver),
+        route: plain(&file.route),
+        maintenance: plain(&file.maintenance),
+    };
+    let line = |span: std::ops::Range<usize>| crate::checks::config::line_col(text, span.start).0;
+    let config = alerting::Config::try_from(all).map_err(|e| {
+        // Find the one table that is refused alone, to give its line.
+        let alone = |t: alerting::AlertingToml| alerting::Config::try_from(t).is_err();
+        let at = file
+            .receiver
+            .iter()
+            .find(|r| {
+                alone(alerting::AlertingToml {
+                    receiver: vec![r.get_ref().clone()],
+                    ..Default::default()
+                })
+            })
+            .map(|r| ("receiver", line(r.span())))
+            .or_else(|| {
+                file.rule
+                    .iter()
+                    .find(|r| {
+                        alone(alerting::AlertingToml {
+                            rule: vec![r.get_ref().clone()],
+                            ..Default::default()
+                        })
+                    })
+                    .map(|r| ("rule", line(r.span())))
+            })
+            .or_else(|| {
+                file.maintenance
+                    .iter()
+                    .find(|r| {
+                        alone(alerting::AlertingToml {
+                            maintenance: vec![r.get_ref().clone()],
+                            ..Default::default()
+                        })
+                    })
+                    .map(|r| ("maintenance", line(r.span())))
+            });
+        match at {
+            Some((table, line)) => format!("[[{table}]] at line {line}: {e}"),
+            None => e.to_string(),
+        }
+    })?;
+    for r in &file.receiver {
+        let t = r.get_ref();
+        for f in [&t.url_file, &t.token_file, &t.password_file]
+            .into_iter()
+            .flatten()
+        {
+            check_secret_file(f)
+                .map_err(|e| format!("[[receiver]] at line {}: {e}", line(r.span())))?;
+        }
+    }
+    Ok(config)
+}

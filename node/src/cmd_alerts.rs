@@ -1,0 +1,192 @@
+//! `labmesh alerts [--json]` and `labmesh silence add|list|clear`: the local agent's view of
+//! open alerts, and silences written as events through its token-protected API.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::exit::{self, UsageError};
+use crate::http_client;
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, Args)]
+pub struct AlertsArgs {
+    /// Print JSON (the format of GET /v1/alerts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SilenceCommand {
+    /// Mute alerts whose labels match every --match for a while.
+    Add {
+        /// A label matcher `key=value` (the value may use `*`); repeat for more.
+        #[arg(long = "match", value_name = "KEY=VALUE", required = true)]
+        matchers: Vec<String>,
+        /// How long: 30m, 2h, 1d.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (shown in `labmesh silence list`).
+        #[arg(long, default_value = "", value_name = "TEXT")]
+        comment: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Silences in force or scheduled.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now.
+    Clear {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn get(settings: &Settings, path: &str) -> anyhow::Result<Value> {
+    let resp = http_client::request(settings.api_addr, "GET", path, None, None)?;
+    if resp.status != 200 {
+        anyhow::bail!("the agent answered {}: {}", resp.status, resp.body);
+    }
+    resp.json()
+}
+
+fn post(settings: &Settings, path: &str, body: &Value) -> anyhow::Result<Value> {
+    let token = std::fs::read_to_string(settings.token_path()).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the API token {}: {e} (run this as the user that runs the agent, or point --data-dir at its data dir)",
+            settings.token_path().display()
+        )
+    })?;
+    let resp = http_client::request(
+        settings.api_addr,
+        "POST",
+        path,
+        Some(token.trim()),
+        Some(&body.to_string()),
+    )?;
+    let answer: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
+    match resp.status {
+        200 => Ok(answer),
+        400 => Err(UsageError(answer["error"].as_str().unwrap_or(&resp.body).to_owned()).into()),
+        _ => anyhow::bail!("the agent answered {}: {}", resp.status, resp.body),
+    }
+}
+
+/// Exit 1 when any alert is firing.
+pub fn alerts(settings: &Settings, args: &AlertsArgs) -> anyhow::Result<u8> {
+    let doc = get(settings, "/v1/alerts")?;
+    let rows = doc["alerts"].as_array().cloned().unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        writeln!(out, "alerter: {}", text(&doc["alerter"]))?;
+        writeln!(
+            out,
+            "{:<8} {:<9} {:<20} {:<28} {:<20}  SUMMARY",
+            "STATUS", "SEVERITY", "RULE", "SUBJECT", "SINCE"
+        )?;
+        for a in &rows {
+            writeln!(
+                out,
+                "{:<8} {:<9} {:<20} {:<28} {:<20}  {}",
+                text(&a["status"]),
+                text(&a["severity"]),
+                text(&a["rule"]),
+                text(&a["subject"]),
+                text(&a["started_at"]),
+                text(&a["summary"])
+            )?;
+        }
+    }
+    let firing = rows.iter().any(|a| a["status"] == "firing");
+    Ok(if firing { exit::NO } else { exit::OK })
+}
+
+pub fn silence(settings: &Settings, cmd: &SilenceCommand) -> anyhow::Result<u8> {
+    match cmd {
+        SilenceCommand::Add {
+            matchers,
+            duration,
+            comment,
+            json,
+        } => {
+            let mut m = serde_json::Map::new();
+            for pair in matchers {
+                let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty())
+                else {
+                    return Err(UsageError(format!(
+                        "--match {pair:?}: write key=value, e.g. --match node=nas1"
+                    ))
+                    .into());
+                };
+                m.insert(k.trim().to_owned(), json!(v.trim()));
+            }
+            crate::settings::parse_duration(duration)
+                .map_err(|e| UsageError(format!("--for: {e}")))?;
+            let created_by = std::env::var("USER").unwrap_or_default();
+            let body = json!({
+                "matchers": m,
+                "duration": duration,
+                "comment": comment,
+                "created_by": if created_by.is_empty() { Value::Null } else { json!(created_by) },
+            });
+            let answer = post(settings, "/v1/silences", &body)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let s = &answer["silence"];
+                println!("silence {} until {}", text(&s["id"]), text(&s["ends_at"]));
+            }
+            Ok(exit::OK)
+        }
+        SilenceCommand::List { json } => {
+            let doc = get(settings, "/v1/silences")?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(exit::OK);
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<36} {:<20} {:<20} {:<30}  COMMENT",
+                "ID", "STARTS", "ENDS", "MATCHERS"
+            )?;
+            for s in doc["silences"].as_array().cloned().unwrap_or_default() {
+                let matchers: Vec<String> = s["matchers"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", text(v))).collect())
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:<36} {:<20} {:<20} {:<30}  {}",
+                    text(&s["id"]),
+                    text(&s["starts_at"]),
+                    text(&s["ends_at"]),
+                    matchers.join(","),
+                    text(&s["comment"])
+                )?;
+            }
+            Ok(exit::OK)
+        }
+        SilenceCommand::Clear { id } => {
+            if id.is_empty() || id.contains('/') {
+                return Err(UsageError(format!("{id:?} is not a silence id")).into());
+            }
+            post(settings, &format!("/v1/silences/{id}/clear"), &json!({}))?;
+            println!("silence {id} cleared");
+            Ok(exit::OK)
+        }
+    }
+}
