@@ -96,6 +96,14 @@ impl MemStore {
         self.hashes.is_empty()
     }
 
+    /// One hash held by exactly one of the two sets, if any.
+    pub fn first_difference(&self, other: &MemStore) -> Option<ContentHash> {
+        self.hashes
+            .symmetric_difference(&other.hashes)
+            .next()
+            .copied()
+    }
+
     /// Stored hashes in event-time order (the order the agent replays them at start).
     pub fn in_order(&self) -> impl Iterator<Item = &ContentHash> {
         self.items.iter().map(|(_, h)| h)

@@ -67,7 +67,7 @@ impl Report {
             }
             Some(worst)
         });
-        let virtual_s = (sim.s.duration_s + sim.s.quiet_s).max(1);
+        let virtual_s = (sim.now / 1000).max(1);
         let bytes: u64 = sim.nodes.iter().map(|n| n.bytes_sent).sum();
         Report {
             scenario: sim.s.name.clone(),
@@ -118,8 +118,22 @@ fn final_invariants(sim: &Sim) -> Vec<String> {
     if let Some(first) = up.first() {
         for n in &up[1..] {
             if n.store.fingerprint != first.store.fingerprint {
+                let example = first
+                    .store
+                    .first_difference(&n.store)
+                    .and_then(|h| Some((sim.blobs.event(&h)?, sim.tracks.get(&h)?.clone())))
+                    .map(|(e, t)| {
+                        format!(
+                            "; e.g. {} by {} written at t={}s, on {} nodes",
+                            e.event_type,
+                            e.node,
+                            t.emitted / 1000,
+                            t.holders
+                        )
+                    })
+                    .unwrap_or_default();
                 out.push(format!(
-                    "event sets differ after heal: {} holds {} events ({}), {} holds {} ({})",
+                    "event sets differ after heal: {} holds {} events ({}), {} holds {} ({}){example}",
                     first.name,
                     first.store.len(),
                     first.store.fingerprint.to_gossip(),

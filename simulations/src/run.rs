@@ -22,6 +22,10 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const SESSION_TIMEOUT_MS: u64 = 60_000;
 const DIFFER_DELAY_MS: u64 = 2_000;
 const ANTI_ENTROPY_MS: u64 = 300_000;
+/// After the scenario's end: stop once nothing was written for this long...
+const DRAIN_MS: u64 = 60_000;
+/// ...or after this much extra virtual time.
+const MAX_DRAIN_MS: u64 = 3_600_000;
 /// Alerting config of every node: one receiver, the shipped rules.
 pub const ALERTING_TOML: &str =
     "[[receiver]]\nname = \"phone\"\nkind = \"ntfy\"\ntopic = \"lab\"\n";
@@ -53,7 +57,7 @@ pub struct Sim {
     q: Queue<Ev>,
     pub net: Net,
     pub nodes: Vec<SimNode>,
-    blobs: Blobs,
+    pub blobs: Blobs,
     trace: Trace,
     /// `view[i][j]`: node i currently sees node j as live (gossip's view, updated late).
     view: Vec<Vec<bool>>,
@@ -64,6 +68,7 @@ pub struct Sim {
     pub repairs: Vec<Ms>,
     pub violations: Vec<String>,
     work_seq: u64,
+    last_write: Ms,
 }
 
 impl Sim {
@@ -97,6 +102,7 @@ impl Sim {
             repairs: Vec::new(),
             violations: Vec::new(),
             work_seq: 0,
+            last_write: 0,
         };
         for (i, f) in s.faults.iter().enumerate() {
             sim.q.push(f.at_s() * 1000, Ev::Fault(i));
@@ -134,13 +140,14 @@ impl Sim {
         let started = Instant::now();
         let end = self.end_ms();
         while let Some((at, ev)) = self.q.pop() {
-            if at > end {
+            // Past the end, run on until nothing was written for a minute (an alert resolving
+            // in the quiet tail writes events too), so the final checks see a settled mesh.
+            if at > end && (at > self.last_write + DRAIN_MS || at > end + MAX_DRAIN_MS) {
                 break;
             }
             self.now = at;
             self.step(ev);
         }
-        self.now = end;
         self.check_alerters("at the end");
         let trace = std::mem::take(&mut self.trace);
         Report::build(self, trace.delivered, trace.finish(), started.elapsed())
@@ -329,6 +336,7 @@ impl Sim {
                 return;
             }
         };
+        self.last_write = self.now;
         let bytes = event.to_file_bytes();
         let hash = content_hash(&bytes);
         self.blobs.insert(hash, bytes.clone(), event);
@@ -411,7 +419,12 @@ impl Sim {
     /// Sends what the sync core queued (to live peers, or back to the peer that wrote to us)
     /// and stores what it received.
     fn perform(&mut self, i: usize, out: SyncOut, reply_to: Option<usize>) {
-        for (to, msg) in out.send {
+        for (to, mut msg) in out.send {
+            // negentropy 0.5 lists the ids it needs in `HashSet` order (random per process):
+            // sort them, or no two runs of a seed would be alike. (Proposed for sync itself.)
+            if let SyncMessage::Fetch { hashes, .. } = &mut msg {
+                hashes.sort_unstable();
+            }
             let Some(j) = node_index(&to).filter(|&j| j < self.s.nodes) else {
                 continue;
             };
