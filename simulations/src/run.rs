@@ -205,6 +205,11 @@ impl Sim {
                 n.epoch += 1;
             }
             Fault::Restart { node, .. } => {
+                // As the agent at start: nobody known live until gossip says so, and the
+                // first anti-entropy round one interval away.
+                let n = self.s.nodes;
+                self.view[*node] = (0..n).map(|j| j == *node).collect();
+                self.nodes[*node].last_anti_entropy = self.now;
                 let mut out = AlertOut::default();
                 self.nodes[*node].restart(self.now, &self.blobs, &mut out);
                 self.alert_out(*node, out);
@@ -235,11 +240,10 @@ impl Sim {
                     alerter_priority: 0,
                 })
                 .collect();
-            for j in 0..n {
-                if !row[j] && self.view[i][j] {
-                    let name = self.nodes[j].name.clone();
-                    self.nodes[i].core.abandon(&name);
-                }
+            let gone: Vec<usize> = (0..n).filter(|&j| !row[j] && self.view[i][j]).collect();
+            for j in gone {
+                let name = self.nodes[j].name.clone();
+                self.nodes[i].core.abandon(&name);
             }
             self.view[i] = row;
             let node = &mut self.nodes[i];

@@ -190,9 +190,9 @@ pub fn components(
         let mut i = 0;
         while i < members.len() {
             let a = members[i];
-            for b in 0..n {
-                if comp[b] == usize::MAX && live(b) && linked(a, b) {
-                    comp[b] = id;
+            for (b, slot) in comp.iter_mut().enumerate() {
+                if *slot == usize::MAX && live(b) && linked(a, b) {
+                    *slot = id;
                     members.push(b);
                 }
             }
