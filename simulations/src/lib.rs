@@ -10,6 +10,7 @@
 //! Built so far: the discrete-event part ([`run::Sim`]), which drives the real `SyncCore`,
 //! `WorldState` and alerting `Engine` of every node; see `docs/simulation.md`.
 
+mod driver;
 pub mod node;
 pub mod report;
 pub mod run;

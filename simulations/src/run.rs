@@ -19,9 +19,9 @@ use crate::workload::{Work, make, next_wait};
 /// The mesh's limit on one application message (`mesh::transport`, 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// A sync session that has not finished after this long is dropped (agent default).
-const SESSION_TIMEOUT_MS: u64 = 60_000;
-const DIFFER_DELAY_MS: u64 = 2_000;
-const ANTI_ENTROPY_MS: u64 = 300_000;
+pub(crate) const SESSION_TIMEOUT_MS: u64 = 60_000;
+pub(crate) const DIFFER_DELAY_MS: u64 = 2_000;
+pub(crate) const ANTI_ENTROPY_MS: u64 = 300_000;
 /// After the scenario's end: stop once nothing was written for this long...
 const DRAIN_MS: u64 = 60_000;
 /// ...or after this much extra virtual time.
@@ -30,7 +30,7 @@ const MAX_DRAIN_MS: u64 = 3_600_000;
 pub const ALERTING_TOML: &str =
     "[[receiver]]\nname = \"phone\"\nkind = \"ntfy\"\ntopic = \"lab\"\n";
 
-enum Ev {
+pub(crate) enum Ev {
     Deliver {
         from: usize,
         to: usize,
@@ -53,22 +53,22 @@ enum Ev {
 pub struct Sim {
     pub s: Scenario,
     pub seed: u64,
-    rng: StdRng,
-    q: Queue<Ev>,
+    pub(crate) rng: StdRng,
+    pub(crate) q: Queue<Ev>,
     pub net: Net,
     pub nodes: Vec<SimNode>,
     pub blobs: Blobs,
-    trace: Trace,
+    pub(crate) trace: Trace,
     /// `view[i][j]`: node i currently sees node j as live (gossip's view, updated late).
-    view: Vec<Vec<bool>>,
+    pub(crate) view: Vec<Vec<bool>>,
     pub now: Ms,
     pub last_membership: Ms,
     pub tracks: HashMap<ContentHash, Track>,
     pub sent: Vec<Sent>,
     pub repairs: Vec<Ms>,
     pub violations: Vec<String>,
-    work_seq: u64,
-    last_write: Ms,
+    pub(crate) work_seq: u64,
+    pub(crate) last_write: Ms,
 }
 
 impl Sim {
@@ -254,78 +254,6 @@ impl Sim {
         }
     }
 
-    /// What the agent's sync driver does every tick: expire sessions, start one with peers
-    /// whose fingerprint has differed long enough (2 s for the smaller name, 6 s for the
-    /// other), and anti-entropy with one random live peer every 5 min.
-    fn tick(&mut self) {
-        let n = self.s.nodes;
-        let fps: Vec<_> = self
-            .nodes
-            .iter()
-            .map(|x| x.store.fingerprint.clone())
-            .collect();
-        let all_equal = fps.windows(2).all(|w| w[0] == w[1]);
-        for i in 0..n {
-            if !self.nodes[i].up {
-                continue;
-            }
-            let now = self.now;
-            let node = &mut self.nodes[i];
-            node.core.expire(now, SESSION_TIMEOUT_MS);
-            let mut due = Vec::new();
-            if all_equal {
-                node.differ_since.clear();
-            } else {
-                for j in (0..n).filter(|&j| j != i) {
-                    if !self.view[i][j] || fps[j] == fps[i] {
-                        node.differ_since.remove(&j);
-                        continue;
-                    }
-                    let since = *node.differ_since.entry(j).or_insert(now);
-                    let wait = if i < j {
-                        DIFFER_DELAY_MS
-                    } else {
-                        DIFFER_DELAY_MS * 3
-                    };
-                    let recent = node.last_session.get(&j).is_some_and(|t| now - t < wait);
-                    if now - since >= wait && !recent {
-                        due.push(j);
-                    }
-                }
-            }
-            if now.saturating_sub(node.last_anti_entropy) >= ANTI_ENTROPY_MS {
-                let live: Vec<usize> = (0..n).filter(|&j| j != i && self.view[i][j]).collect();
-                if !live.is_empty() {
-                    node.last_anti_entropy = now;
-                    due.push(live[self.rng.random_range(0..live.len())]);
-                }
-            }
-            for j in due {
-                self.start_session(i, j);
-            }
-        }
-    }
-
-    fn start_session(&mut self, i: usize, j: usize) {
-        let peer = self.nodes[j].name.clone();
-        let node = &mut self.nodes[i];
-        if node.core.in_session_with(&peer) {
-            return;
-        }
-        let mut out = SyncOut::default();
-        let src = Source {
-            store: &node.store,
-            blobs: &self.blobs,
-        };
-        match node.core.start(&mut out, &src, &peer, 0, self.now) {
-            Ok(_) => {
-                node.last_session.insert(j, self.now);
-                self.perform(i, out, None);
-            }
-            Err(_) => node.sync_errors += 1,
-        }
-    }
-
     /// A new event written on node `i`: stored, then pushed to every peer it sees live.
     fn write(&mut self, i: usize, ne: NewEvent) {
         let mut random = [0u8; 10];
@@ -422,7 +350,7 @@ impl Sim {
 
     /// Sends what the sync core queued (to live peers, or back to the peer that wrote to us)
     /// and stores what it received.
-    fn perform(&mut self, i: usize, out: SyncOut, reply_to: Option<usize>) {
+    pub(crate) fn perform(&mut self, i: usize, out: SyncOut, reply_to: Option<usize>) {
         for (to, mut msg) in out.send {
             // negentropy 0.5 lists the ids it needs in `HashSet` order (random per process):
             // sort them, or no two runs of a seed would be alike. (Proposed for sync itself.)
@@ -500,38 +428,5 @@ impl Sim {
             node.sync_errors += 1;
         }
         self.perform(to, out, Some(from));
-    }
-
-    /// At most one alerter per connected component, once membership has been stable for
-    /// the detection delay plus the election's settle time.
-    fn check_alerters(&mut self, when: &str) {
-        if self.now < self.last_membership + self.s.detect_ms + 60_000 {
-            return;
-        }
-        let n = self.s.nodes;
-        let comps = crate::sim::components(
-            n,
-            |i| self.nodes[i].up,
-            |a, b| self.view[a][b] && self.view[b][a],
-        );
-        for comp in comps {
-            let alerters: Vec<&str> = comp
-                .iter()
-                .filter(|&&i| {
-                    let node = &self.nodes[i];
-                    node.engine.role(node.now(self.now)) == alerting::Role::Alerter
-                })
-                .map(|&i| self.nodes[i].name.as_str())
-                .collect();
-            if alerters.len() > 1 {
-                let msg = format!(
-                    "t={}s {when}: {} alerters in one component: {}",
-                    self.now / 1000,
-                    alerters.len(),
-                    alerters.join(", ")
-                );
-                self.violations.push(msg);
-            }
-        }
     }
 }
