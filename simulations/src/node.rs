@@ -193,6 +193,8 @@ pub struct SimNode {
     pub sync_errors: u64,
     /// Events this node wrote (workload and alerting), for unique ids.
     pub written: u64,
+    /// Stored events its alerting engine has not seen yet.
+    pub feed: Vec<ContentHash>,
 }
 
 impl SimNode {
@@ -219,6 +221,7 @@ impl SimNode {
             messages_sent: 0,
             sync_errors: 0,
             written: 0,
+            feed: Vec::new(),
         }
     }
 
