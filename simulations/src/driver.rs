@@ -83,7 +83,7 @@ impl Sim {
     /// At most one alerter per connected component, once membership has been stable for
     /// the detection delay plus the election's settle time.
     pub(crate) fn check_alerters(&mut self, when: &str) {
-        if self.now < self.last_membership + self.s.detect_ms + 60_000 {
+        if !self.s.alerting || self.now < self.last_membership + self.s.detect_ms + 60_000 {
             return;
         }
         let n = self.s.nodes;

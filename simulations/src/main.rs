@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use simulations::{Report, Scenario, run_seed, sweep};
 
-const USAGE: &str = "usage: simulations run SCENARIO [--seeds A..B] [--json]\n       simulations sweep [--sizes 10,100,300,1000] [--json]";
+const USAGE: &str = "usage: simulations run SCENARIO [--seeds A..B] [--json]\n       simulations sweep [--sizes 10,100,300,1000] [--sync-only] [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -94,9 +94,10 @@ fn real_main(args: &[String]) -> Result<bool, String> {
                     .collect::<Result<_, _>>()?,
                 None => sweep::SIZES.to_vec(),
             };
+            let sync_only = args.iter().any(|a| a == "--sync-only");
             let mut out = Vec::new();
             for n in sizes {
-                let r = run_seed(&sweep::scenario(n), 1)?;
+                let r = run_seed(&sweep::scenario(n, !sync_only), 1)?;
                 eprintln!(
                     "N={n}: {} in {} ms",
                     if r.ok() { "ok" } else { "FAIL" },

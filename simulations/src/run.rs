@@ -255,6 +255,9 @@ impl Sim {
                 self.nodes[i].core.abandon(&name);
             }
             self.view[i] = row;
+            if !self.s.alerting {
+                continue;
+            }
             let node = &mut self.nodes[i];
             let mut out = AlertOut::default();
             let now = node.now(self.now);
@@ -309,7 +312,9 @@ impl Sim {
         node.world.apply(&event);
         // The alerting driver takes new events in batches, as the sync driver does: feeding
         // the engine one call per event costs 1000 nodes a full pipeline pass per delivery.
-        node.feed.push(hash);
+        if self.s.alerting {
+            node.feed.push(hash);
+        }
         if node.feed.len() == 1 {
             let (epoch, at) = (node.epoch, self.now + ALERT_FEED_MS);
             self.q.push(at, Ev::Feed { node: i, epoch });

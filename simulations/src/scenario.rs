@@ -35,6 +35,10 @@ pub struct Scenario {
     /// Sync driver tick (fingerprint comparison, session expiry), ms. The agent uses 500.
     #[serde(default = "default_tick")]
     pub tick_ms: u64,
+    /// Run an alerting engine on every node. The sweep turns it off at large N to measure
+    /// sync alone (see docs/simulation.md for why).
+    #[serde(default = "default_true")]
+    pub alerting: bool,
     /// How long gossip takes to notice a membership change, ms.
     #[serde(default = "default_detect")]
     pub detect_ms: u64,
@@ -42,6 +46,9 @@ pub struct Scenario {
 
 fn default_quiet() -> u64 {
     120
+}
+fn default_true() -> bool {
+    true
 }
 fn default_tick() -> u64 {
     500

@@ -6,8 +6,8 @@ use crate::scenario::{Fault, LinkSpec, Rates, Scenario};
 pub const SIZES: [usize; 4] = [10, 100, 300, 1000];
 
 /// 10 virtual minutes of workload at `n` nodes: halves split at 2 min, healed at 5 min, then a
-/// 2 min quiet tail. Per node per hour: 0.5 incidents, 0.5 deployments, 2 metric samples.
-pub fn scenario(n: usize) -> Scenario {
+/// 2 min quiet tail. `alerting: false` runs sync and the world only. Per node per hour: 0.5 incidents, 0.5 deployments, 2 metric samples.
+pub fn scenario(n: usize, alerting: bool) -> Scenario {
     let half: Vec<usize> = (0..n / 2).collect();
     Scenario {
         name: format!("sweep-{n}"),
@@ -36,6 +36,7 @@ pub fn scenario(n: usize) -> Scenario {
             Fault::Heal { at_s: 300 },
         ],
         tick_ms: 1000,
+        alerting,
         detect_ms: 10_000,
     }
 }

@@ -131,7 +131,7 @@ fn an_unhealed_partition_is_reported_with_its_seed() {
 
 #[test]
 fn sweep_scenario_runs_at_small_n() {
-    let mut s = sweep::scenario(10);
+    let mut s = sweep::scenario(10, true);
     s.duration_s = 400;
     assert_ok(&s, 1);
 }
