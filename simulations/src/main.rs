@@ -62,6 +62,24 @@ fn line(r: &Report) -> String {
     )
 }
 
+/// Worst figures over the seeds, and how many failed.
+fn summary(reports: &[Report]) -> String {
+    let worst = |f: fn(&Report) -> Option<u64>| reports.iter().filter_map(f).max();
+    let bytes = reports
+        .iter()
+        .map(|r| r.bytes_per_node_per_s)
+        .fold(0.0, f64::max);
+    let failed = reports.iter().filter(|r| !r.ok()).count();
+    format!(
+        "worst of {} seeds: p50 {} ms, p99 {} ms, convergence {} ms, {bytes:.1} B/node/s, {} notifications max; {failed} failed",
+        reports.len(),
+        opt(worst(|r| r.dissemination_p50_ms)),
+        opt(worst(|r| r.dissemination_p99_ms)),
+        opt(worst(|r| r.convergence_after_heal_ms)),
+        reports.iter().map(|r| r.notifications).max().unwrap_or(0)
+    )
+}
+
 const HEADER: &str = "scenario           nodes   seed  events  p50_ms    p99_ms    converge_ms  B/node/s   notes  wall_ms  result";
 
 fn real_main(args: &[String]) -> Result<bool, String> {
@@ -121,6 +139,9 @@ fn real_main(args: &[String]) -> Result<bool, String> {
         println!("{HEADER}");
         for r in &reports {
             println!("{}", line(r));
+        }
+        if reports.len() > 1 {
+            println!("{}", summary(&reports));
         }
     }
     Ok(reports.iter().all(Report::ok))
