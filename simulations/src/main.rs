@@ -47,7 +47,7 @@ fn opt(v: Option<u64>) -> String {
 
 fn line(r: &Report) -> String {
     format!(
-        "{:<18} {:>5} {:>6} {:>7} {:>9} {:>9} {:>11} {:>10.1} {:>6} {:>8} {}",
+        "{:<18} {:>5} {:>6} {:>7} {:>9} {:>9} {:>11} {:>10.1} {:>6} {:>8} {:>8} {}",
         r.scenario,
         r.nodes,
         r.seed,
@@ -57,6 +57,7 @@ fn line(r: &Report) -> String {
         opt(r.convergence_after_heal_ms),
         r.bytes_per_node_per_s,
         r.notifications,
+        r.sessions,
         r.wall_ms,
         if r.ok() { "ok" } else { "FAIL" }
     )
@@ -71,7 +72,7 @@ fn summary(reports: &[Report]) -> String {
         .fold(0.0, f64::max);
     let failed = reports.iter().filter(|r| !r.ok()).count();
     format!(
-        "worst of {} seeds: p50 {} ms, p99 {} ms, convergence {} ms, {bytes:.1} B/node/s, {} notifications max; {failed} failed",
+        "worst of {} runs: p50 {} ms, p99 {} ms, convergence {} ms, {bytes:.1} B/node/s, {} notifications max; {failed} failed",
         reports.len(),
         opt(worst(|r| r.dissemination_p50_ms)),
         opt(worst(|r| r.dissemination_p99_ms)),
@@ -80,7 +81,7 @@ fn summary(reports: &[Report]) -> String {
     )
 }
 
-const HEADER: &str = "scenario           nodes   seed  events  p50_ms    p99_ms    converge_ms  B/node/s   notes  wall_ms  result";
+const HEADER: &str = "scenario           nodes   seed  events  p50_ms    p99_ms    converge_ms  B/node/s   notes sessions  wall_ms result";
 
 fn real_main(args: &[String]) -> Result<bool, String> {
     let json = args.iter().any(|a| a == "--json");

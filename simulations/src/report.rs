@@ -47,6 +47,8 @@ pub struct Report {
     pub convergence_after_heal_ms: Option<Ms>,
     pub bytes_per_node_per_s: f64,
     pub notifications: usize,
+    /// Reconciliation sessions started, all nodes together.
+    pub sessions: u64,
     pub sync_errors: u64,
     pub dropped_by_cut: u64,
     pub dropped_by_loss: u64,
@@ -88,6 +90,12 @@ impl Report {
             convergence_after_heal_ms: convergence,
             bytes_per_node_per_s: bytes as f64 / sim.s.nodes as f64 / virtual_s as f64,
             notifications: sim.sent.len(),
+            sessions: sim
+                .nodes
+                .iter()
+                .flat_map(|n| n.core.stats.values())
+                .map(|st| st.sessions_started)
+                .sum(),
             sync_errors: sim.nodes.iter().map(|n| n.sync_errors).sum(),
             dropped_by_cut: sim.net.dropped_cut,
             dropped_by_loss: sim.net.dropped_loss,
