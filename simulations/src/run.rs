@@ -234,13 +234,21 @@ impl Sim {
     fn membership(&mut self) {
         let n = self.s.nodes;
         self.last_membership = self.now;
+        // Gossip is transitive: a peer is live when heartbeats reach us through anyone, i.e.
+        // when it is up and in our connected component (two-way links).
+        let comps =
+            crate::sim::components(n, |i| self.nodes[i].up, |a, b| self.net.connected(a, b));
+        let mut comp_of = vec![usize::MAX; n];
+        for (c, members) in comps.iter().enumerate() {
+            for &m in members {
+                comp_of[m] = c;
+            }
+        }
         for i in 0..n {
             if !self.nodes[i].up {
                 continue;
             }
-            let row: Vec<bool> = (0..n)
-                .map(|j| j == i || (self.nodes[j].up && self.net.connected(i, j)))
-                .collect();
+            let row: Vec<bool> = (0..n).map(|j| comp_of[j] == comp_of[i]).collect();
             let members: Vec<alerting::Member> = (0..n)
                 .map(|j| alerting::Member {
                     name: self.nodes[j].name.clone(),
