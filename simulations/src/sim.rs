@@ -211,3 +211,40 @@ pub fn quantile(sorted: &[Ms], q: f64) -> Option<Ms> {
     let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted.get(idx.min(sorted.len() - 1)).copied()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep;
+
+    #[test]
+    fn equal_times_pop_in_insertion_order() {
+        let mut q = Queue::default();
+        q.push(5, "b");
+        q.push(1, "a");
+        q.push(5, "c");
+        let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(order, vec![(1, "a"), (5, "b"), (5, "c")]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn partitions_and_one_way_cuts() {
+        let mut net = Net::new(&sweep::scenario(4, false));
+        net.partition(4, &[vec![0, 1]]);
+        assert!(net.connected(0, 1) && net.connected(2, 3));
+        assert!(!net.allowed(0, 2) && !net.allowed(3, 1));
+        net.heal();
+        net.cut_oneway(&[0], &[3]);
+        assert!(!net.allowed(0, 3) && net.allowed(3, 0) && !net.connected(0, 3));
+        let comps = components(4, |_| true, |a, b| net.connected(a, b));
+        assert_eq!(comps.len(), 1, "0 and 3 still share neighbours");
+    }
+
+    #[test]
+    fn quantiles() {
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[1, 2, 3, 4, 100], 0.5), Some(3));
+        assert_eq!(quantile(&[1, 2, 3, 4, 100], 0.99), Some(100));
+    }
+}
