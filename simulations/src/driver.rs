@@ -101,6 +101,17 @@ impl Sim {
                 })
                 .map(|&i| self.nodes[i].name.as_str())
                 .collect();
+            if let Some(t) = comp.iter().find(|&&i| {
+                let node = &self.nodes[i];
+                node.transient && alerters.contains(&node.name.as_str())
+            }) {
+                let msg = format!(
+                    "t={}s {when}: transient node {} is the alerter",
+                    self.now / 1000,
+                    self.nodes[*t].name
+                );
+                self.violations.push(msg);
+            }
             if alerters.len() > 1 {
                 let msg = format!(
                     "t={}s {when}: {} alerters in one component: {}",
