@@ -6,3 +6,24 @@
 //! Scenarios (loss, partitions, crashes, clock skew, long offline periods) are files; invariants
 //! (equal event sets and world hashes after heal, one alerter per component, no repeated
 //! notification) are checked after every run, and a failing seed reproduces with one command.
+//!
+//! Built so far: the discrete-event part ([`run::Sim`]), which drives the real `SyncCore`,
+//! `WorldState` and alerting `Engine` of every node; see `docs/simulation.md`.
+
+mod driver;
+pub mod node;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod sim;
+pub mod sweep;
+pub mod workload;
+
+pub use report::Report;
+pub use run::Sim;
+pub use scenario::Scenario;
+
+/// Runs `scenario` once with `seed`.
+pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<Report, String> {
+    Ok(Sim::new(scenario, seed)?.run())
+}

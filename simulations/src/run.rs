@@ -1,0 +1,475 @@
+//! Runs one scenario with one seed: the event loop that drives every node's real cores.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use alerting::{Config, Timer};
+use rand::Rng;
+use rand::rngs::StdRng;
+use sync::NewEvent;
+use sync::index::ContentHash;
+use sync::reconcile::SyncMessage;
+
+use crate::node::{AlertOut, Blobs, SimNode, Source, SyncOut, content_hash, node_index};
+use crate::report::{Report, Sent, Track};
+use crate::scenario::{Fault, Scenario};
+use crate::sim::{Ms, Net, Queue, Trace, rng};
+use crate::workload::{Work, make, next_wait};
+
+/// The mesh's limit on one application message (`mesh::transport`, 4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// A sync session that has not finished after this long is dropped (agent default).
+pub(crate) const SESSION_TIMEOUT_MS: u64 = 60_000;
+pub(crate) const DIFFER_DELAY_MS: u64 = 2_000;
+pub(crate) const ANTI_ENTROPY_MS: u64 = 300_000;
+/// The alerting driver's batching: new events reach the engine at most this late.
+const ALERT_FEED_MS: u64 = 100;
+/// After the scenario's end: stop once nothing was written for this long...
+const DRAIN_MS: u64 = 60_000;
+/// ...or after this much extra virtual time.
+const MAX_DRAIN_MS: u64 = 3_600_000;
+/// Alerting config of every node: one receiver, the shipped rules.
+pub const ALERTING_TOML: &str =
+    "[[receiver]]\nname = \"phone\"\nkind = \"ntfy\"\ntopic = \"lab\"\n";
+
+pub(crate) enum Ev {
+    Deliver {
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    Tick,
+    Work {
+        node: usize,
+        work: Work,
+    },
+    Timer {
+        node: usize,
+        epoch: u64,
+        timer: Timer,
+    },
+    Fault(usize),
+    Membership,
+    Feed {
+        node: usize,
+        epoch: u64,
+    },
+}
+
+pub struct Sim {
+    pub s: Scenario,
+    pub seed: u64,
+    pub(crate) rng: StdRng,
+    pub(crate) q: Queue<Ev>,
+    pub net: Net,
+    pub nodes: Vec<SimNode>,
+    pub blobs: Blobs,
+    pub(crate) trace: Trace,
+    /// `view[i][j]`: node i currently sees node j as live (gossip's view, updated late).
+    pub(crate) view: Vec<Vec<bool>>,
+    pub now: Ms,
+    pub last_membership: Ms,
+    pub tracks: HashMap<ContentHash, Track>,
+    pub sent: Vec<Sent>,
+    pub repairs: Vec<Ms>,
+    pub violations: Vec<String>,
+    pub(crate) work_seq: u64,
+    pub(crate) last_write: Ms,
+}
+
+impl Sim {
+    pub fn new(s: &Scenario, seed: u64) -> Result<Sim, String> {
+        let config = Config::from_toml_str(ALERTING_TOML).map_err(|e| e.to_string())?;
+        let n = s.nodes;
+        let nodes = (0..n)
+            .map(|i| {
+                let offset = s
+                    .clock_offsets
+                    .iter()
+                    .find(|c| c.node == i)
+                    .map_or(0, |c| c.offset_ms);
+                SimNode::new(i, offset, s.transient.contains(&i), config.clone())
+            })
+            .collect();
+        let mut sim = Sim {
+            s: s.clone(),
+            seed,
+            rng: rng(seed),
+            q: Queue::default(),
+            net: Net::new(s),
+            nodes,
+            blobs: Blobs::default(),
+            trace: Trace::default(),
+            view: vec![vec![true; n]; n],
+            now: 0,
+            last_membership: 0,
+            tracks: HashMap::new(),
+            sent: Vec::new(),
+            repairs: Vec::new(),
+            violations: Vec::new(),
+            work_seq: 0,
+            last_write: 0,
+        };
+        for (i, f) in s.faults.iter().enumerate() {
+            sim.q.push(f.at_s() * 1000, Ev::Fault(i));
+        }
+        for node in 0..n {
+            for work in [Work::Incident, Work::Deploy, Work::Metric] {
+                sim.schedule_work(node, work);
+            }
+        }
+        sim.q.push(0, Ev::Membership);
+        sim.q.push(s.tick_ms, Ev::Tick);
+        Ok(sim)
+    }
+
+    fn end_ms(&self) -> Ms {
+        (self.s.duration_s + self.s.quiet_s) * 1000
+    }
+
+    fn schedule_work(&mut self, node: usize, work: Work) {
+        let rate = match work {
+            Work::Incident => self.s.rates.incidents_per_hour,
+            Work::Deploy => self.s.rates.deployments_per_hour,
+            _ => self.s.rates.metrics_per_hour,
+        };
+        if let Some(wait) = next_wait(&mut self.rng, rate) {
+            let at = self.now + wait;
+            if at < self.s.duration_s * 1000 {
+                self.q.push(at, Ev::Work { node, work });
+            }
+        }
+    }
+
+    /// Runs to the end and checks the invariants.
+    pub fn run(mut self) -> Report {
+        let started = Instant::now();
+        let end = self.end_ms();
+        while let Some((at, ev)) = self.q.pop() {
+            // Past the end, run on until nothing was written for a minute (an alert resolving
+            // in the quiet tail writes events too), so the final checks see a settled mesh.
+            if at > end && (at > self.last_write + DRAIN_MS || at > end + MAX_DRAIN_MS) {
+                break;
+            }
+            self.now = at;
+            self.step(ev);
+        }
+        self.check_alerters("at the end");
+        let trace = std::mem::take(&mut self.trace);
+        Report::build(self, trace.delivered, trace.finish(), started.elapsed())
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { from, to, bytes } => self.deliver(from, to, bytes),
+            Ev::Tick => {
+                self.tick();
+                if self.now % 600_000 < self.s.tick_ms {
+                    self.check_alerters("during the run");
+                }
+                self.q.push(self.now + self.s.tick_ms, Ev::Tick);
+            }
+            Ev::Work { node, work } => {
+                if matches!(work, Work::Incident | Work::Deploy | Work::Metric) {
+                    self.schedule_work(node, work.clone());
+                }
+                if self.nodes[node].up {
+                    self.work_seq += 1;
+                    let (ne, follow) = make(&mut self.rng, &work, &self.s.rates, self.work_seq);
+                    self.write(node, ne);
+                    if let Some((after, next)) = follow {
+                        self.q.push(self.now + after, Ev::Work { node, work: next });
+                    }
+                }
+            }
+            Ev::Timer { node, epoch, timer } => {
+                let n = &mut self.nodes[node];
+                if n.up && n.epoch == epoch {
+                    let mut out = AlertOut::default();
+                    let now = n.now(self.now);
+                    n.engine.on_timer(timer, now, &mut out);
+                    self.alert_out(node, out);
+                }
+            }
+            Ev::Fault(i) => self.fault(i),
+            Ev::Membership => self.membership(),
+            Ev::Feed { node, epoch } => self.feed(node, epoch),
+        }
+    }
+
+    fn fault(&mut self, i: usize) {
+        let Some(f) = self.s.faults.get(i).cloned() else {
+            return;
+        };
+        self.check_alerters(&format!("before fault #{i}"));
+        match &f {
+            Fault::Partition { groups, .. } => self.net.partition(self.s.nodes, groups),
+            Fault::OneWay { from, to, .. } => self.net.cut_oneway(from, to),
+            Fault::Heal { .. } => self.net.heal(),
+            Fault::Crash { node, .. } => {
+                let n = &mut self.nodes[*node];
+                n.up = false;
+                n.epoch += 1;
+                // Not yet seen by its engine; the restart replays every stored event anyway.
+                n.feed.clear();
+            }
+            Fault::Restart { node, .. } => {
+                // As the agent at start: nobody known live until gossip says so, and the
+                // first anti-entropy round one interval away.
+                let n = self.s.nodes;
+                self.view[*node] = (0..n).map(|j| j == *node).collect();
+                self.nodes[*node].last_anti_entropy = self.now;
+                let mut out = AlertOut::default();
+                self.nodes[*node].restart(self.now, &self.blobs, &mut out);
+                self.alert_out(*node, out);
+            }
+        }
+        if f.is_repair() {
+            self.repairs.push(self.now);
+        }
+        self.q.push(self.now + self.s.detect_ms, Ev::Membership);
+    }
+
+    /// Gossip has noticed the current reachability: views, sessions and elections follow.
+    fn membership(&mut self) {
+        let n = self.s.nodes;
+        self.last_membership = self.now;
+        // Gossip is transitive: a peer is live when heartbeats reach us through anyone, i.e.
+        // when it is up and in our connected component (two-way links).
+        let comps =
+            crate::sim::components(n, |i| self.nodes[i].up, |a, b| self.net.connected(a, b));
+        let mut comp_of = vec![usize::MAX; n];
+        for (c, members) in comps.iter().enumerate() {
+            for &m in members {
+                comp_of[m] = c;
+            }
+        }
+        for i in 0..n {
+            if !self.nodes[i].up {
+                continue;
+            }
+            let row: Vec<bool> = (0..n).map(|j| comp_of[j] == comp_of[i]).collect();
+            let members: Vec<alerting::Member> = (0..n)
+                .map(|j| alerting::Member {
+                    name: self.nodes[j].name.clone(),
+                    live: row[j],
+                    transient: self.nodes[j].transient,
+                    alerter_priority: 0,
+                })
+                .collect();
+            let gone: Vec<usize> = (0..n).filter(|&j| !row[j] && self.view[i][j]).collect();
+            for j in gone {
+                let name = self.nodes[j].name.clone();
+                self.nodes[i].core.abandon(&name);
+            }
+            self.view[i] = row;
+            if !self.s.alerting {
+                continue;
+            }
+            let node = &mut self.nodes[i];
+            let mut out = AlertOut::default();
+            let now = node.now(self.now);
+            node.engine.on_membership(members, now, &mut out);
+            self.alert_out(i, out);
+        }
+    }
+
+    /// A new event written on node `i`: stored, then pushed to every peer it sees live.
+    fn write(&mut self, i: usize, ne: NewEvent) {
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random);
+        let event = match self.nodes[i].stamp(ne, self.now, random) {
+            Ok(e) => e,
+            Err(e) => {
+                self.violations.push(format!(
+                    "{} wrote an invalid event: {e}",
+                    self.nodes[i].name
+                ));
+                return;
+            }
+        };
+        self.last_write = self.now;
+        let bytes = event.to_file_bytes();
+        let hash = content_hash(&bytes);
+        self.blobs.insert(hash, bytes.clone(), event);
+        self.tracks.entry(hash).or_insert(Track {
+            emitted: self.now,
+            holders: 0,
+            full_at: None,
+            whole: !self.net.is_split() && self.nodes.iter().all(|n| n.up),
+        });
+        self.store_event(i, hash);
+        let peers: Vec<String> = (0..self.s.nodes)
+            .filter(|&j| j != i && self.view[i][j])
+            .map(|j| self.nodes[j].name.clone())
+            .collect();
+        let mut out = SyncOut::default();
+        self.nodes[i].core.push(&mut out, &peers, &[bytes]);
+        self.perform(i, out, None);
+    }
+
+    /// Stores one event on node `i` (when new) and feeds its world and alerting engine.
+    fn store_event(&mut self, i: usize, hash: ContentHash) {
+        let Some(event) = self.blobs.event(&hash) else {
+            return;
+        };
+        let node = &mut self.nodes[i];
+        if !node.store.insert(event.timestamp_millis(), hash) {
+            return;
+        }
+        node.world.apply(&event);
+        // The alerting driver takes new events in batches, as the sync driver does: feeding
+        // the engine one call per event costs 1000 nodes a full pipeline pass per delivery.
+        if self.s.alerting {
+            node.feed.push(hash);
+        }
+        if node.feed.len() == 1 {
+            let (epoch, at) = (node.epoch, self.now + ALERT_FEED_MS);
+            self.q.push(at, Ev::Feed { node: i, epoch });
+        }
+        if let Some(t) = self.tracks.get_mut(&hash) {
+            t.holders += 1;
+            if t.holders == self.s.nodes {
+                t.full_at = Some(self.now);
+            }
+        }
+    }
+
+    /// Hands the events stored since the last feed to node `i`'s engine in one call.
+    fn feed(&mut self, i: usize, epoch: u64) {
+        let node = &mut self.nodes[i];
+        if !node.up || node.epoch != epoch {
+            return;
+        }
+        let events: Vec<_> = std::mem::take(&mut node.feed)
+            .iter()
+            .filter_map(|h| self.blobs.event(h))
+            .collect();
+        let mut out = AlertOut::default();
+        let now = node.now(self.now);
+        node.engine
+            .on_events(events.iter().map(|e| e.as_ref()), now, &mut out);
+        self.alert_out(i, out);
+    }
+
+    /// Performs what an engine asked: events written, notifications sent (and reported
+    /// delivered at once), timers armed.
+    fn alert_out(&mut self, i: usize, out: AlertOut) {
+        let epoch = self.nodes[i].epoch;
+        for (timer, after) in out.timers {
+            let at = self.now + (after.as_millis() as Ms).max(1);
+            self.q.push(
+                at,
+                Ev::Timer {
+                    node: i,
+                    epoch,
+                    timer,
+                },
+            );
+        }
+        for note in out.notes {
+            for a in note.message.alerts.iter().filter(|a| a.new) {
+                self.sent.push(Sent {
+                    at: self.now,
+                    node: i,
+                    key: (
+                        a.episode.clone(),
+                        note.receiver.clone(),
+                        format!("{:?}", a.status),
+                    ),
+                    split: self.net.is_split(),
+                });
+            }
+            let node = &mut self.nodes[i];
+            let mut more = AlertOut::default();
+            let now = node.now(self.now);
+            node.engine.on_delivery(&note.id, Ok(()), now, &mut more);
+            self.alert_out(i, more);
+        }
+        for ne in out.events {
+            self.write(i, ne);
+        }
+    }
+
+    /// Sends what the sync core queued (to live peers, or back to the peer that wrote to us)
+    /// and stores what it received.
+    pub(crate) fn perform(&mut self, i: usize, out: SyncOut, reply_to: Option<usize>) {
+        for (to, mut msg) in out.send {
+            // negentropy 0.5 lists the ids it needs in `HashSet` order (random per process):
+            // sort them, or no two runs of a seed would be alike. (Proposed for sync itself.)
+            if let SyncMessage::Fetch { hashes, .. } = &mut msg {
+                hashes.sort_unstable();
+            }
+            let Some(j) = node_index(&to).filter(|&j| j < self.s.nodes) else {
+                continue;
+            };
+            if !self.view[i][j] && reply_to != Some(j) {
+                continue;
+            }
+            let bytes = msg.encode();
+            if bytes.len() > MAX_MESSAGE_BYTES {
+                self.violations.push(format!(
+                    "{} sent a {}-byte sync message, over the {MAX_MESSAGE_BYTES}-byte limit",
+                    self.nodes[i].name,
+                    bytes.len()
+                ));
+                continue;
+            }
+            self.nodes[i].bytes_sent += bytes.len() as u64;
+            self.nodes[i].messages_sent += 1;
+            if let Some(delay) = self.net.transit(&mut self.rng, i, j) {
+                self.q.push(
+                    self.now + delay,
+                    Ev::Deliver {
+                        from: i,
+                        to: j,
+                        bytes,
+                    },
+                );
+            }
+        }
+        for batch in out.store {
+            for bytes in batch {
+                match self.blobs.accept(&bytes) {
+                    Ok((hash, _)) => self.store_event(i, hash),
+                    Err(e) => self.violations.push(format!(
+                        "{} refused a synced event: {e}",
+                        self.nodes[i].name
+                    )),
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        if !self.nodes[to].up || !self.net.allowed(from, to) {
+            return;
+        }
+        self.trace.record(self.now, from, to, &bytes);
+        self.nodes[to].bytes_received += bytes.len() as u64;
+        let msg = match SyncMessage::decode(&bytes) {
+            Ok(SyncMessage::World { .. }) => return,
+            Ok(m) => m,
+            Err(e) => {
+                self.violations
+                    .push(format!("undecodable sync message: {e}"));
+                return;
+            }
+        };
+        let from_name = self.nodes[from].name.clone();
+        let node = &mut self.nodes[to];
+        let mut out = SyncOut::default();
+        let src = Source {
+            store: &node.store,
+            blobs: &self.blobs,
+        };
+        if node
+            .core
+            .on_message(&mut out, &src, &from_name, msg)
+            .is_err()
+        {
+            node.sync_errors += 1;
+        }
+        self.perform(to, out, Some(from));
+    }
+}
