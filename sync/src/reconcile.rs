@@ -361,6 +361,7 @@ impl SyncCore {
             .reconcile_with_ids(reply, &mut have, &mut need)
             .map_err(|e| format!("reconcile: {e}"))?;
         // What we have and they lack: send it now, in batches.
+        have.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let ours: Vec<Vec<u8>> = have
             .iter()
             .filter_map(|id| src.bytes(id.as_bytes()))
@@ -385,11 +386,14 @@ impl SyncCore {
             }
         }
         // Ask for what we lack, in bounded requests.
-        let need = self
+        let mut need = self
             .sessions
             .get_mut(&session)
             .map(|s| std::mem::take(&mut s.need))
             .unwrap_or_default();
+        // negentropy returns `have`/`need` in an order that changes from process to process;
+        // sorted, the same sets give the same messages (the simulator's traces repeat).
+        need.sort_unstable();
         for chunk in need.chunks(FETCH_HASHES) {
             rt.send(
                 from,
