@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub role: Option<Role>,
     pub open: Vec<Alert>,
     pub silences: Vec<alerting::silence::Silence>,
+    /// Expectations declared by events (`labmesh expect`), newest declaration per name.
+    pub expectations: Vec<crate::expectations::Expectation>,
 }
 
 /// The handle the API holds.
@@ -60,6 +62,20 @@ impl AlertingDriver {
             .append(alerting::silence::clear_event(id))
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Writes an `expectation_set` event (the driver turns it into an expect rule).
+    pub fn add_expectation(
+        &self,
+        name: &str,
+        every: &str,
+        grace: Option<&str>,
+    ) -> Result<(), Result<String, String>> {
+        let event = crate::expectations::event(name, every, grace).map_err(Ok)?;
+        self.store
+            .append(event)
+            .map(|_| ())
+            .map_err(|e| Err(e.to_string()))
     }
 
     pub fn node(&self) -> &str {
@@ -207,6 +223,22 @@ impl Loop {
         snap.silences = self.engine.silences(now).cloned().collect();
     }
 
+    /// Adds or replaces the expect rule an `expectation_set` event declares.
+    fn expectation(&mut self, ev: &Event) {
+        let Some((x, rule)) = crate::expectations::from_event(ev) else {
+            return;
+        };
+        let mut snap = lock(&self.handle.snapshot);
+        match snap.expectations.iter_mut().find(|o| o.name == x.name) {
+            Some(o) if o.declared_at > x.declared_at => return,
+            Some(o) => *o = x.clone(),
+            None => snap.expectations.push(x.clone()),
+        }
+        drop(snap);
+        tracing::info!(rule = %rule.name, "alerting: expectation declared");
+        self.engine.set_rule(rule, x.declared_at);
+    }
+
     fn dispatch(&self, n: Notification) {
         let tx = self.results_tx.clone();
         let delivery = match self.engine.receiver(&n.receiver) {
@@ -307,6 +339,9 @@ impl Loop {
         .await
         .unwrap_or_default();
         tracing::info!(events = replay.len(), "alerting: replayed the retained log");
+        for ev in &replay {
+            self.expectation(ev);
+        }
         self.step(|e, now, fx| e.on_events(replay.iter(), now, fx));
         self.membership().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -316,6 +351,7 @@ impl Loop {
                 _ = stop.changed() => break,
                 Some(entry) = entries.recv() => {
                     if let Some(ev) = parse(&self.store, &entry) {
+                        self.expectation(&ev);
                         self.step(|e, now, fx| e.on_event(&ev, now, fx));
                     }
                 }

@@ -71,6 +71,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(crate::api_alerts::silences).post(crate::api_alerts::add_silence),
         )
         .route(
+            "/v1/expectations",
+            get(crate::api_alerts::expectations).post(crate::api_alerts::add_expectation),
+        )
+        .route(
             "/v1/silences/{id}/clear",
             axum::routing::post(crate::api_alerts::clear_silence),
         )

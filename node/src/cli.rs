@@ -100,6 +100,8 @@ pub enum Command {
     Check(CheckCommand),
     /// Open alerts as the local agent sees them, and the alerter; exit 1 if any is firing.
     Alerts(crate::cmd_alerts::AlertsArgs),
+    /// Declare that a job (events with source NAME) must report every window, or list them.
+    Expect(crate::cmd_alerts::ExpectArgs),
     /// Mute alerts for a while: add, list, clear.
     #[command(subcommand)]
     Silence(crate::cmd_alerts::SilenceCommand),

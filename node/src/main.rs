@@ -26,6 +26,7 @@ mod cmd_status;
 mod cmd_sync;
 mod cmd_world;
 mod exit;
+mod expectations;
 mod http_client;
 mod identity;
 mod metrics;
@@ -86,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Certs(cmd) => cmd_certs::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Check(cmd) => cmd_check::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Alerts(args) => cmd_alerts::alerts(&Settings::resolve(&cli.global)?, args),
+        Command::Expect(args) => cmd_alerts::expect(&Settings::resolve(&cli.global)?, args),
         Command::Silence(cmd) => cmd_alerts::silence(&Settings::resolve(&cli.global)?, cmd),
         Command::Join(args) => {
             let mut agent_args = args.agent.clone();
