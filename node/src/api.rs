@@ -66,6 +66,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/workers", get(workers_list))
         .route("/metrics", get(crate::metrics::handler))
         .route("/v1/alerts", get(crate::api_alerts::alerts))
+        .route("/v1/score", get(crate::score_card::handler))
         .route(
             "/v1/silences",
             get(crate::api_alerts::silences).post(crate::api_alerts::add_silence),
