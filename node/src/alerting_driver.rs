@@ -37,6 +37,7 @@ pub struct AlertingDriver {
     snapshot: Mutex<Snapshot>,
     store: Arc<EventStore>,
     node: String,
+    receivers: Vec<alerting::receiver::Receiver>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,6 +77,42 @@ impl AlertingDriver {
             .append(event)
             .map(|_| ())
             .map_err(|e| Err(e.to_string()))
+    }
+
+    /// Sends `title` and `text` (the digest) through the receiver `name` now.
+    pub async fn send_text(
+        &self,
+        name: &str,
+        title: &str,
+        text: &str,
+    ) -> Result<(), Result<String, String>> {
+        let r = self
+            .receivers
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Ok(format!("no receiver named {name:?}")))?;
+        let now = Utc::now();
+        let mut msg = alerting::NotificationMessage::new(
+            name,
+            "digest",
+            Default::default(),
+            Vec::new(),
+            &self.node,
+            now,
+            now,
+            None,
+            false,
+        );
+        msg.title = title.to_owned();
+        msg.text = text.to_owned();
+        let timeout = Duration::from_secs(30);
+        let delivery = alerting::build_delivery(r, &crate::alerting_config::HostSecrets, &msg)
+            .map_err(|e| Err(e.to_string()))?;
+        match delivery {
+            alerting::Delivery::Http(req) => crate::alerting_send::http(req, timeout).await,
+            alerting::Delivery::Email(mail) => crate::alerting_send::email(mail, timeout).await,
+        }
+        .map_err(Err)
     }
 
     pub fn node(&self) -> &str {
@@ -170,6 +207,7 @@ pub fn start(
         snapshot: Mutex::new(Snapshot::default()),
         store: store.clone(),
         node: settings.name.clone(),
+        receivers: config.receivers.clone(),
     });
     let receivers: Vec<String> = config.receivers.iter().map(|r| r.name.clone()).collect();
     let engine = Engine::new(

@@ -78,7 +78,7 @@ fn get(settings: &Settings, path: &str) -> anyhow::Result<Value> {
     resp.json()
 }
 
-fn post(settings: &Settings, path: &str, body: &Value) -> anyhow::Result<Value> {
+pub fn post(settings: &Settings, path: &str, body: &Value) -> anyhow::Result<Value> {
     let token = std::fs::read_to_string(settings.token_path()).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the API token {}: {e} (run this as the user that runs the agent, or point --data-dir at its data dir)",

@@ -1,0 +1,141 @@
+//! `labmesh digest --now` with the real binary: the week's builds, tests and incidents of an
+//! agent become the digest, with a section per node and the top action, printed or sent
+//! through a webhook receiver.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use labmesh_tests::{Agent, labmesh, run, stderr, stdout, wait_until};
+use serde_json::Value;
+
+#[test]
+fn digest_now_prints_the_node_section_and_the_top_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alpha");
+    // A webhook receiver that keeps every request as raw text.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 65536];
+            let mut raw = Vec::new();
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+            keep.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&raw));
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let config = data.with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{hook}/hook\"\n"
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_with(
+        &data,
+        &["--name", "alpha", "--probe-interval", "1s"],
+        |cmd| {
+            cmd.env("LABMESH_CONFIG", &config);
+        },
+    );
+    let api = agent.api.to_string();
+    let emit = |args: &[&str]| {
+        let out = run(labmesh(&data).args(["--name", "alpha", "emit"]).args(args));
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    let slow = r#"{"duration_seconds": 125}"#;
+    emit(&[
+        "--type",
+        "build_completed",
+        "--source",
+        "build.sh",
+        "--payload",
+        slow,
+    ]);
+    emit(&[
+        "--type",
+        "build_failed",
+        "--source",
+        "build.sh",
+        "--severity",
+        "error",
+    ]);
+    emit(&[
+        "--type",
+        "build_failed",
+        "--source",
+        "build.sh",
+        "--severity",
+        "error",
+    ]);
+    emit(&["--type", "test_completed", "--source", "pytest"]);
+    emit(&[
+        "--type",
+        "service_unhealthy",
+        "--severity",
+        "error",
+        "--service",
+        "jellyfin",
+    ]);
+
+    let digest = |extra: &[&str]| {
+        let out = run(labmesh(&data)
+            .args(["--api-addr", &api, "digest", "--now"])
+            .args(extra));
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let mut doc = Value::Null;
+    wait_until(
+        "a digest with the node's figures",
+        Duration::from_secs(30),
+        || {
+            doc = serde_json::from_str(&digest(&["--json"])).unwrap_or(Value::Null);
+            let text = doc["text"].as_str().unwrap_or_default();
+            text.contains("RAM:") && text.contains("1 opened")
+        },
+    );
+    let text = digest(&[]);
+    assert!(text.contains("Weekly mesh digest"), "{text}");
+    assert!(text.contains("alpha — score "), "{text}");
+    assert!(text.contains("Containers: 1 unhealthy"), "{text}");
+    assert!(text.contains("jellyfin"), "{text}");
+    assert!(text.contains("3 (33% ok)"), "{text}");
+    assert!(text.contains("slowest 2m build.sh on alpha"), "{text}");
+    assert!(text.contains("1 (100% ok)"), "{text}");
+    assert!(text.contains("1 opened, 0 resolved"), "{text}");
+    assert!(text.contains("Top action: "), "{text}");
+    assert_eq!(doc["cards"][0]["node"], "alpha", "{doc}");
+    assert!(!doc["top_action"].as_str().unwrap().is_empty(), "{doc}");
+
+    // Sent through a receiver (token-protected POST /v1/digest); an unknown one is refused.
+    let text = digest(&["--receiver", "hook"]);
+    assert!(text.contains("digest sent through hook"), "{text}");
+    assert!(
+        seen.lock().unwrap().contains("Weekly mesh digest"),
+        "{}",
+        seen.lock().unwrap()
+    );
+    let out =
+        run(labmesh(&data).args(["--api-addr", &api, "digest", "--now", "--receiver", "nope"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // Without --now it is a usage error (the agent sends it on its schedule).
+    let out = run(labmesh(&data).args(["--api-addr", &api, "digest"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
