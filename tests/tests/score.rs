@@ -42,13 +42,18 @@ fn status_score_explains_each_dimension_and_metrics_export_it() {
     };
     let mut card = Value::Null;
     wait_until(
-        "a card with services and memory known",
+        "a card with the unhealthy service and memory known",
         Duration::from_secs(30),
         || {
             card = serde_json::from_str(&score(&["--json"])).unwrap_or(Value::Null);
             let dims = card["dimensions"].as_array().cloned().unwrap_or_default();
             let known = |n: &str| dims.iter().any(|d| d["name"] == n && d["known"] == true);
-            known("memory") && known("services") && known("maintenance")
+            known("memory")
+                && known("services")
+                && known("maintenance")
+                && dims
+                    .iter()
+                    .any(|d| d["name"] == "services" && d["points"] == 15)
         },
     );
     assert_eq!(card["node"], "alpha", "{card}");
