@@ -115,6 +115,11 @@ impl AlertingDriver {
         .map_err(Err)
     }
 
+    /// The configured receivers' names.
+    pub fn receiver_names(&self) -> Vec<String> {
+        self.receivers.iter().map(|r| r.name.clone()).collect()
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }

@@ -28,6 +28,7 @@ mod cmd_status;
 mod cmd_sync;
 mod cmd_world;
 mod digest_build;
+mod digest_schedule;
 mod exit;
 mod expectations;
 mod http_client;

@@ -139,3 +139,78 @@ fn digest_now_prints_the_node_section_and_the_top_action() {
     let out = run(labmesh(&data).args(["--api-addr", &api, "digest"]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn the_alerter_sends_the_scheduled_digest_once() {
+    use chrono::{Datelike, Local};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alpha");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 65536];
+            let mut raw = Vec::new();
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+            keep.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&raw).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    // Today's slot at 00:00 local time has passed (and by less than a day): it is due now.
+    let day = Local::now().weekday();
+    let config = data.with_extension("toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerting]\nsettle = \"1s\"\ndigest = \"{day} 00:00\"\n\n\
+             [[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{hook}/hook\"\n"
+        ),
+    )
+    .unwrap();
+    let _agent = Agent::start_with(&data, &["--name", "alpha"], |cmd| {
+        cmd.env("LABMESH_CONFIG", &config);
+    });
+    let digests = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains("Weekly mesh digest"))
+            .count()
+    };
+    wait_until("the scheduled digest", Duration::from_secs(40), || {
+        digests() == 1
+    });
+    let out = run(labmesh(&data).args(["events", "list", "--json", "--type", "digest_sent"]));
+    let sent: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(sent.as_array().unwrap().len(), 1, "{sent}");
+    assert_eq!(sent[0]["payload"]["receivers"][0], "hook", "{sent}");
+    // The next check (10 s later) does not send the same week again.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(digests(), 1);
+
+    // A bad schedule keeps the agent from starting.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[alerting]\ndigest = \"Someday 8\"\n").unwrap();
+    let out = run(labmesh(&dir.path().join("beta"))
+        .env("LABMESH_CONFIG", &bad)
+        .args(["--name", "beta", "agent"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("[alerting] digest"),
+        "{}",
+        stderr(&out)
+    );
+}
