@@ -39,6 +39,9 @@ pub struct KnobsToml {
     pub attempt_stale_after: Option<String>,
     /// Link to this mesh's web page, put in notifications.
     pub external_url: Option<String>,
+    /// When the weekly digest goes out, local time: `"Mon 08:00"` (the default) or `"off"`.
+    /// The node reads and checks it; the core only carries it.
+    pub digest: Option<String>,
 }
 
 /// The alerting tables of a config file. The node may embed these fields in its own file
@@ -90,6 +93,8 @@ pub struct Config {
     pub receivers: Vec<Receiver>,
     pub pipeline: PipelineConfig,
     pub maintenance: Vec<MaintenanceWindow>,
+    /// `[alerting] digest`, as written, `"Mon 08:00"` when unset (the node parses it).
+    pub digest: Option<String>,
 }
 
 impl Default for Config {
@@ -102,6 +107,7 @@ impl Default for Config {
             receivers: Vec::new(),
             pipeline: PipelineConfig::default(),
             maintenance: Vec::new(),
+            digest: None,
         })
     }
 }
@@ -201,6 +207,7 @@ impl TryFrom<AlertingToml> for Config {
                 external_url: k.external_url.clone(),
             },
             maintenance,
+            digest: Some(k.digest.clone().unwrap_or_else(|| "Mon 08:00".to_owned())),
         })
     }
 }

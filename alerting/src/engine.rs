@@ -111,6 +111,18 @@ impl Engine {
         }
     }
 
+    /// Adds a rule, or replaces the one with its name, at run time (an expectation declared by
+    /// an event). An expect rule's window starts at `since` unless its job reported later.
+    pub fn set_rule(&mut self, rule: crate::rules::Rule, since: DateTime<Utc>) {
+        if matches!(rule.kind, RuleKind::Expect(_)) {
+            self.watch.seed_expect(&rule.name, since);
+        }
+        match self.rules.rules.iter_mut().find(|r| r.name == rule.name) {
+            Some(r) => *r = rule,
+            None => self.rules.rules.push(rule),
+        }
+    }
+
     /// A new membership snapshot (this node may be in it or not).
     pub fn on_membership(
         &mut self,

@@ -107,6 +107,12 @@ impl Watchdogs {
         }
     }
 
+    /// Starts an expect rule's window at `since` (or later, if its job reported after that).
+    pub fn seed_expect(&mut self, rule: &str, since: DateTime<Utc>) {
+        let last = self.expect_last.entry(rule.to_owned()).or_insert(since);
+        *last = (*last).max(since);
+    }
+
     /// An expect rule's view of one event: a matching event satisfies the window (clear).
     pub fn on_event(&mut self, rule: &Rule, e: &Event) -> Option<Observation> {
         let RuleKind::Expect(x) = &rule.kind else {

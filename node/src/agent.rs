@@ -252,6 +252,10 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         stopping: Some(stopping_rx),
         alerting: Some(alerting),
     });
+    tokio::spawn(crate::digest_schedule::run(
+        state.clone(),
+        settings.alerting.digest.clone(),
+    ));
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(async move {

@@ -86,6 +86,13 @@ pub fn validate_config(
             None => e.to_string(),
         }
     })?;
+    crate::digest_schedule::parse(
+        config
+            .digest
+            .as_deref()
+            .unwrap_or(crate::digest_schedule::DEFAULT),
+    )
+    .map_err(|e| format!("[alerting] digest: {e}"))?;
     for r in &file.receiver {
         let t = r.get_ref();
         for f in [&t.url_file, &t.token_file, &t.password_file]

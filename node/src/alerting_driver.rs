@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub role: Option<Role>,
     pub open: Vec<Alert>,
     pub silences: Vec<alerting::silence::Silence>,
+    /// Expectations declared by events (`labmesh expect`), newest declaration per name.
+    pub expectations: Vec<crate::expectations::Expectation>,
 }
 
 /// The handle the API holds.
@@ -35,6 +37,7 @@ pub struct AlertingDriver {
     snapshot: Mutex<Snapshot>,
     store: Arc<EventStore>,
     node: String,
+    receivers: Vec<alerting::receiver::Receiver>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,6 +63,61 @@ impl AlertingDriver {
             .append(alerting::silence::clear_event(id))
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Writes an `expectation_set` event (the driver turns it into an expect rule).
+    pub fn add_expectation(
+        &self,
+        name: &str,
+        every: &str,
+        grace: Option<&str>,
+    ) -> Result<(), Result<String, String>> {
+        let event = crate::expectations::event(name, every, grace).map_err(Ok)?;
+        self.store
+            .append(event)
+            .map(|_| ())
+            .map_err(|e| Err(e.to_string()))
+    }
+
+    /// Sends `title` and `text` (the digest) through the receiver `name` now.
+    pub async fn send_text(
+        &self,
+        name: &str,
+        title: &str,
+        text: &str,
+    ) -> Result<(), Result<String, String>> {
+        let r = self
+            .receivers
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Ok(format!("no receiver named {name:?}")))?;
+        let now = Utc::now();
+        let mut msg = alerting::NotificationMessage::new(
+            name,
+            "digest",
+            Default::default(),
+            Vec::new(),
+            &self.node,
+            now,
+            now,
+            None,
+            false,
+        );
+        msg.title = title.to_owned();
+        msg.text = text.to_owned();
+        let timeout = Duration::from_secs(30);
+        let delivery = alerting::build_delivery(r, &crate::alerting_config::HostSecrets, &msg)
+            .map_err(|e| Err(e.to_string()))?;
+        match delivery {
+            alerting::Delivery::Http(req) => crate::alerting_send::http(req, timeout).await,
+            alerting::Delivery::Email(mail) => crate::alerting_send::email(mail, timeout).await,
+        }
+        .map_err(Err)
+    }
+
+    /// The configured receivers' names.
+    pub fn receiver_names(&self) -> Vec<String> {
+        self.receivers.iter().map(|r| r.name.clone()).collect()
     }
 
     pub fn node(&self) -> &str {
@@ -154,6 +212,7 @@ pub fn start(
         snapshot: Mutex::new(Snapshot::default()),
         store: store.clone(),
         node: settings.name.clone(),
+        receivers: config.receivers.clone(),
     });
     let receivers: Vec<String> = config.receivers.iter().map(|r| r.name.clone()).collect();
     let engine = Engine::new(
@@ -205,6 +264,22 @@ impl Loop {
         snap.role = Some(role);
         snap.open = self.engine.open_alerts().cloned().collect();
         snap.silences = self.engine.silences(now).cloned().collect();
+    }
+
+    /// Adds or replaces the expect rule an `expectation_set` event declares.
+    fn expectation(&mut self, ev: &Event) {
+        let Some((x, rule)) = crate::expectations::from_event(ev) else {
+            return;
+        };
+        let mut snap = lock(&self.handle.snapshot);
+        match snap.expectations.iter_mut().find(|o| o.name == x.name) {
+            Some(o) if o.declared_at > x.declared_at => return,
+            Some(o) => *o = x.clone(),
+            None => snap.expectations.push(x.clone()),
+        }
+        drop(snap);
+        tracing::info!(rule = %rule.name, "alerting: expectation declared");
+        self.engine.set_rule(rule, x.declared_at);
     }
 
     fn dispatch(&self, n: Notification) {
@@ -307,6 +382,9 @@ impl Loop {
         .await
         .unwrap_or_default();
         tracing::info!(events = replay.len(), "alerting: replayed the retained log");
+        for ev in &replay {
+            self.expectation(ev);
+        }
         self.step(|e, now, fx| e.on_events(replay.iter(), now, fx));
         self.membership().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -316,6 +394,7 @@ impl Loop {
                 _ = stop.changed() => break,
                 Some(entry) = entries.recv() => {
                     if let Some(ev) = parse(&self.store, &entry) {
+                        self.expectation(&ev);
                         self.step(|e, now, fx| e.on_event(&ev, now, fx));
                     }
                 }

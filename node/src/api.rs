@@ -66,9 +66,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/workers", get(workers_list))
         .route("/metrics", get(crate::metrics::handler))
         .route("/v1/alerts", get(crate::api_alerts::alerts))
+        .route("/v1/score", get(crate::score_card::handler))
+        .route(
+            "/v1/digest",
+            get(crate::digest_build::handler).post(crate::digest_build::send),
+        )
         .route(
             "/v1/silences",
             get(crate::api_alerts::silences).post(crate::api_alerts::add_silence),
+        )
+        .route(
+            "/v1/expectations",
+            get(crate::api_alerts::expectations).post(crate::api_alerts::add_expectation),
         )
         .route(
             "/v1/silences/{id}/clear",

@@ -1,5 +1,6 @@
 //! Alerting routes: `GET /v1/alerts`, `GET /v1/silences`, token-protected
-//! `POST /v1/silences` and `POST /v1/silences/{id}/clear`.
+//! `POST /v1/silences` and `POST /v1/silences/{id}/clear`, `GET /v1/expectations` and
+//! token-protected `POST /v1/expectations`.
 
 use std::sync::Arc;
 
@@ -85,4 +86,36 @@ pub async fn clear_silence(
         .clear_silence(&id)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok(Json(json!({ "cleared": id })))
+}
+
+/// Expectations declared at run time (`labmesh expect`), as this node knows them.
+pub async fn expectations(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    let snap = driver(&state)?.snapshot();
+    Ok(Json(json!({ "expectations": snap.expectations })))
+}
+
+/// `{"name": "backup.sh", "every": "24h", "grace": "1h"}` (grace optional).
+pub async fn add_expectation(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+    Json(doc): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let name = doc["name"]
+        .as_str()
+        .ok_or_else(|| bad("`name` is required (the events' source)".into()))?;
+    let every = doc["every"]
+        .as_str()
+        .ok_or_else(|| bad("`every` is required, e.g. \"24h\"".into()))?;
+    let grace = doc["grace"].as_str();
+    driver(&state)?
+        .add_expectation(name, every, grace)
+        .map_err(|e| match e {
+            Ok(m) => bad(m),
+            Err(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+        })?;
+    Ok(Json(json!({
+        "expectation": { "name": name, "every": every, "grace": grace, "rule": format!("expect:{name}") }
+    })))
 }

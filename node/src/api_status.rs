@@ -82,7 +82,7 @@ pub async fn build(state: &ApiState) -> Value {
 }
 
 /// Every node's published key-values, this node's included.
-async fn gossip_keys(state: &ApiState) -> BTreeMap<String, BTreeMap<String, String>> {
+pub(crate) async fn gossip_keys(state: &ApiState) -> BTreeMap<String, BTreeMap<String, String>> {
     let Some(peer) = &state.peer else {
         return BTreeMap::new();
     };

@@ -1,5 +1,6 @@
 //! `labmesh alerts [--json]` and `labmesh silence add|list|clear`: the local agent's view of
-//! open alerts, and silences written as events through its token-protected API.
+//! open alerts, and silences and expectations (`labmesh expect`) written as events through
+//! its token-protected API.
 
 use std::io::Write;
 
@@ -13,6 +14,22 @@ use crate::settings::Settings;
 #[derive(Debug, Clone, Args)]
 pub struct AlertsArgs {
     /// Print JSON (the format of GET /v1/alerts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExpectArgs {
+    /// The job: events with this source must appear in every window. Without it: list the
+    /// declared expectations.
+    #[arg(value_name = "NAME")]
+    pub job: Option<String>,
+    /// The window: 24h, 1d, 30m.
+    #[arg(long, value_name = "DURATION", requires = "job")]
+    pub every: Option<String>,
+    /// Extra time before the alert (default: a tenth of --every).
+    #[arg(long, value_name = "DURATION", requires = "every")]
+    pub grace: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -61,7 +78,7 @@ fn get(settings: &Settings, path: &str) -> anyhow::Result<Value> {
     resp.json()
 }
 
-fn post(settings: &Settings, path: &str, body: &Value) -> anyhow::Result<Value> {
+pub fn post(settings: &Settings, path: &str, body: &Value) -> anyhow::Result<Value> {
     let token = std::fs::read_to_string(settings.token_path()).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the API token {}: {e} (run this as the user that runs the agent, or point --data-dir at its data dir)",
@@ -189,4 +206,52 @@ pub fn silence(settings: &Settings, cmd: &SilenceCommand) -> anyhow::Result<u8> 
             Ok(exit::OK)
         }
     }
+}
+
+/// `labmesh expect NAME --every 24h [--grace 1h]`, or the declared list without NAME.
+pub fn expect(settings: &Settings, args: &ExpectArgs) -> anyhow::Result<u8> {
+    let Some(name) = &args.job else {
+        let doc = get(settings, "/v1/expectations")?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            return Ok(exit::OK);
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{:<24} {:<8} {:<8} {:<20}  BY",
+            "NAME", "EVERY", "GRACE", "SINCE"
+        )?;
+        for x in doc["expectations"].as_array().cloned().unwrap_or_default() {
+            writeln!(
+                out,
+                "{:<24} {:<8} {:<8} {:<20}  {}",
+                text(&x["name"]),
+                text(&x["every"]),
+                text(&x["grace"]),
+                text(&x["declared_at"]),
+                text(&x["declared_by"])
+            )?;
+        }
+        return Ok(exit::OK);
+    };
+    let Some(every) = &args.every else {
+        return Err(UsageError("--every is required, e.g. --every 24h".into()).into());
+    };
+    crate::expectations::rule(name, every, args.grace.as_deref()).map_err(UsageError)?;
+    let body = json!({ "name": name, "every": every, "grace": args.grace });
+    let answer = post(settings, "/v1/expectations", &body)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!(
+            "expecting an event from {name} every {every}{} (rule {})",
+            args.grace
+                .as_deref()
+                .map(|g| format!(" (grace {g})"))
+                .unwrap_or_default(),
+            text(&answer["expectation"]["rule"])
+        );
+    }
+    Ok(exit::OK)
 }

@@ -17,19 +17,26 @@ use crate::status_view::{SUMMARY_HEADER, age, score_class, summary_cells, text};
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// Ask the agent at this API address instead of the local one (any node answers for the
-    /// whole mesh).
+    /// whole mesh); with --score, a node's name (or an address).
     #[arg(long, value_name = "HOST:PORT")]
     pub node: Option<String>,
     /// Print JSON (one document: nodes with their summaries, unhealthy services, open
     /// incidents, recent deployments).
     #[arg(long)]
     pub json: bool,
+    /// The score card (0-100) of every node with each dimension's points and why; with
+    /// `--node NAME`, of that node only.
+    #[arg(long, conflicts_with = "watch")]
+    pub score: bool,
     /// Refresh every SECS seconds (default 2) until interrupted.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
     pub watch: Option<f64>,
 }
 
 pub fn run(settings: &Settings, args: &StatusArgs) -> anyhow::Result<u8> {
+    if args.score {
+        return crate::cmd_score::run(settings, args.node.as_deref(), args.json);
+    }
     let addr = match &args.node {
         Some(target) => http_client::resolve(target)?,
         None => settings.api_addr,

@@ -18,14 +18,19 @@ mod cmd_admit;
 mod cmd_alerts;
 mod cmd_certs;
 mod cmd_check;
+mod cmd_digest;
 mod cmd_emit;
 mod cmd_events;
 mod cmd_fsck;
 mod cmd_probe;
+mod cmd_score;
 mod cmd_status;
 mod cmd_sync;
 mod cmd_world;
+mod digest_build;
+mod digest_schedule;
 mod exit;
+mod expectations;
 mod http_client;
 mod identity;
 mod metrics;
@@ -35,6 +40,7 @@ mod output;
 mod peer;
 mod probe_driver;
 mod probes;
+mod score_card;
 mod settings;
 mod status_view;
 mod sync_driver;
@@ -86,6 +92,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Certs(cmd) => cmd_certs::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Check(cmd) => cmd_check::run(&Settings::resolve(&cli.global)?, cmd),
         Command::Alerts(args) => cmd_alerts::alerts(&Settings::resolve(&cli.global)?, args),
+        Command::Expect(args) => cmd_alerts::expect(&Settings::resolve(&cli.global)?, args),
+        Command::Digest(args) => cmd_digest::run(&Settings::resolve(&cli.global)?, args),
         Command::Silence(cmd) => cmd_alerts::silence(&Settings::resolve(&cli.global)?, cmd),
         Command::Join(args) => {
             let mut agent_args = args.agent.clone();

@@ -207,6 +207,7 @@ async fn fill(state: &ApiState, out: &mut Out) {
         state.started.elapsed().as_secs_f64(),
     );
     crate::metrics_mesh::mesh(state, out, sample.as_deref()).await;
+    crate::score_card::metrics(state, out).await;
     store_and_sync(state, out);
     checks_and_workers(state, out);
 }

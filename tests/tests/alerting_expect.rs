@@ -1,0 +1,146 @@
+//! `labmesh expect` with the real binary: a declared job that does not report pages a webhook,
+//! its report resolves the alert, and the declaration is an event listed by the API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use labmesh_tests::{Agent, http_auth, labmesh, run, stderr, stdout, wait_until};
+use serde_json::Value;
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A receiver that records every request body and answers 200.
+fn recording_server() -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            let body = loop {
+                if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&data[..i]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if data.len() >= i + 4 + len {
+                        break Some(String::from_utf8_lossy(&data[i + 4..]).into_owned());
+                    }
+                }
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => data.extend_from_slice(&buf[..n]),
+                }
+            };
+            if let Some(b) = body {
+                out.lock().unwrap().push(b);
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (addr, seen)
+}
+
+/// Webhook bodies about the backup.sh expectation, by status.
+fn bodies(seen: &Seen, status: &str) -> Vec<Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+        .filter(|b| {
+            b["status"] == status
+                && b["alerts"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["rule"] == "expect:backup.sh"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_declared_job_that_misses_its_window_pages_and_its_report_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (receiver, seen) = recording_server();
+    let config = format!(
+        "[alerting]\nsettle = \"1s\"\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\n\
+         repeat_interval = \"1h\"\n\n\
+         [[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{receiver}/hook\"\n"
+    );
+    let path = data.with_extension("toml");
+    std::fs::write(&path, config).unwrap();
+    let agent = Agent::start_with(&data, &[], |cmd| {
+        cmd.env("LABMESH_CONFIG", &path);
+    });
+    let api = agent.api.to_string();
+
+    // Bad declarations are usage errors; without the token the API refuses.
+    let out =
+        run(labmesh(&data).args(["--api-addr", &api, "expect", "backup.sh", "--every", "soon"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let body = r#"{"name":"backup.sh","every":"2s"}"#;
+    let (status, _) = http_auth(agent.api, "POST", "/v1/expectations", None, Some(body)).unwrap();
+    assert_eq!(status, 401);
+
+    let out = run(labmesh(&data).args([
+        "--api-addr",
+        &api,
+        "expect",
+        "backup.sh",
+        "--every",
+        "2s",
+        "--grace",
+        "1s",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("expect:backup.sh"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The declaration is an event (it replicates) and the API lists it.
+    let out = run(labmesh(&data).args(["events", "list", "--json", "--type", "expectation_set"]));
+    let set: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(set.as_array().unwrap().len(), 1, "{set}");
+    assert_eq!(set[0]["payload"]["name"], "backup.sh");
+    assert_eq!(set[0]["payload"]["every"], "2s");
+    assert_eq!(set[0]["payload"]["grace"], "1s");
+    wait_until("the listed expectation", Duration::from_secs(10), || {
+        let list = agent.get_json("/v1/expectations");
+        list["expectations"][0]["name"] == "backup.sh"
+    });
+    let out = run(labmesh(&data).args(["--api-addr", &api, "expect"]));
+    assert!(
+        stdout(&out).contains("backup.sh"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // Nothing reports: the missed window pages.
+    let timeout = Duration::from_secs(30);
+    wait_until("the firing webhook", timeout, || {
+        !bodies(&seen, "firing").is_empty()
+    });
+    let firing = bodies(&seen, "firing");
+    let alert = &firing[0]["alerts"][0];
+    assert_eq!(alert["labels"]["source"], "backup.sh", "{alert}");
+
+    // The job reports: the alert resolves.
+    let out = run(labmesh(&data).args(["emit", "--type", "backup_done", "--source", "backup.sh"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("the resolved webhook", timeout, || {
+        !bodies(&seen, "resolved").is_empty()
+    });
+}
