@@ -4,83 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use labmesh_tests::receiver::{Seen, healthy_service, recording_server};
 use labmesh_tests::{Agent, free_port, labmesh, run, stderr, stdout, wait_until};
 use serde_json::Value;
-
-/// One request a receiver got: path and body.
-type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-/// Reads one HTTP/1.1 request (headers, then `Content-Length` bytes of body).
-fn read_request(stream: &mut std::net::TcpStream) -> Option<(String, String)> {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while data.len() < head_end + len {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    }
-    let body = String::from_utf8_lossy(&data[head_end..]).into_owned();
-    Some((path, body))
-}
-
-/// A receiver that records every request and answers 200.
-fn recording_server() -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let out = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            if let Some(req) = read_request(&mut stream) {
-                out.lock().unwrap().push(req);
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-        }
-    });
-    (addr, seen)
-}
-
-/// A service that answers 200 on `port` (the check's target coming back).
-fn healthy_service(port: u16) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = read_request(&mut stream);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-        }
-    });
-}
 
 fn events(data: &Path, event_type: &str) -> Vec<Value> {
     let out = run(labmesh(data).args(["events", "list", "--json", "--type", event_type]));

@@ -1,0 +1,82 @@
+//! Slack, Discord and Telegram receivers with the real binary, against a local HTTP server
+//! standing in for the services: a failing check pages each exactly once in the shape the
+//! service documents (Slack `text`, Discord `content`, Telegram `sendMessage` with `chat_id`),
+//! and its recovery once more. The Telegram bot token comes from the environment and never
+//! shows in the store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use labmesh_tests::receiver::{Seen, healthy_service, recording_server};
+use labmesh_tests::{Agent, free_port, labmesh, run, wait_until};
+use serde_json::Value;
+
+fn bodies(seen: &Seen, path: &str) -> Vec<Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == path)
+        .filter_map(|(_, b)| serde_json::from_str(b).ok())
+        .collect()
+}
+
+#[test]
+fn slack_discord_and_telegram_get_one_firing_and_one_resolved_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (recv, seen) = recording_server();
+    let port = free_port();
+    let config = format!(
+        "[[check]]\nname = \"jellyfin\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/\"\n\
+         interval = \"200ms\"\ntimeout = \"1s\"\nfall = 1\nrise = 1\n\n\
+         [alerting]\nsettle = \"1s\"\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\n\
+         repeat_interval = \"1h\"\n\n\
+         [[receiver]]\nkind = \"slack\"\nurl = \"http://{recv}/slack\"\n\n\
+         [[receiver]]\nkind = \"discord\"\nurl = \"http://{recv}/discord\"\n\n\
+         [[receiver]]\nkind = \"telegram\"\nserver = \"http://{recv}\"\n\
+         token_env = \"LM_TEST_TG_TOKEN\"\nchat_id = 4242\n"
+    );
+    let path = data.with_extension("toml");
+    std::fs::write(&path, config).unwrap();
+    let _agent = Agent::start_with(&data, &[], |cmd| {
+        cmd.env("LABMESH_CONFIG", &path)
+            .env("LM_TEST_TG_TOKEN", "123456:SECRET-token");
+    });
+    let telegram = "/bot123456:SECRET-token/sendMessage";
+    let all = |min: usize| {
+        bodies(&seen, "/slack").len() >= min
+            && bodies(&seen, "/discord").len() >= min
+            && bodies(&seen, telegram).len() >= min
+    };
+    wait_until("one firing message each", Duration::from_secs(30), || {
+        all(1)
+    });
+    let slack = &bodies(&seen, "/slack")[0];
+    assert!(
+        slack["text"].as_str().unwrap().contains("jellyfin"),
+        "{slack}"
+    );
+    let discord = &bodies(&seen, "/discord")[0];
+    assert!(
+        discord["content"].as_str().is_some_and(|c| !c.is_empty()),
+        "{discord}"
+    );
+    assert!(discord.to_string().contains("jellyfin"), "{discord}");
+    let tg = &bodies(&seen, telegram)[0];
+    assert_eq!(tg["chat_id"].to_string().trim_matches('"'), "4242", "{tg}");
+    assert!(tg["text"].as_str().unwrap().contains("jellyfin"), "{tg}");
+
+    healthy_service(port);
+    wait_until("one resolved message each", Duration::from_secs(30), || {
+        all(2)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(bodies(&seen, "/slack").len(), 2);
+    assert_eq!(bodies(&seen, "/discord").len(), 2);
+    assert_eq!(bodies(&seen, telegram).len(), 2);
+
+    // The token is a secret: not in any stored event.
+    let out = run(labmesh(&data).args(["events", "list", "--jsonl"]));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SECRET-token"));
+}
