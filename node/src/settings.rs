@@ -202,33 +202,9 @@ pub fn host_name() -> String {
         .into_owned()
 }
 
-/// Parses `250ms`, `30s`, `5m`, `2h`, `7d` (or a plain number of seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use e.g. 250ms, 30s, 5m, 2h, 7d"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        other => {
-            return Err(format!(
-                "{text:?} has an unknown unit {other:?}; use ms, s, m, h or d"
-            ));
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{text:?} must be a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// Parses `250ms`, `30s`, `5m`, `2h`, `7d`, `1w` (or a plain number of seconds): one parser for
+/// every duration in the config file, the alerting tables' included.
+pub use alerting::util::parse_duration;
 
 /// Admission floors: flag or environment, else the config file, else `base`.
 pub fn resolve_floors(
