@@ -275,3 +275,12 @@ impl Drop for Agent {
         }
     }
 }
+
+/// Issues a join bundle for `node` on the CA node whose data dir is `ca_data` (named `ca_name`),
+/// written to `out`, as `labmesh certs issue NODE --out FILE` does.
+pub fn issue_bundle(ca_data: &Path, ca_name: &str, node: &str, out: &Path) {
+    let res = run(labmesh(ca_data)
+        .args(["--name", ca_name, "certs", "issue", node, "--out"])
+        .arg(out));
+    assert!(res.status.success(), "certs issue {node}: {}", stderr(&res));
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use labmesh_tests::receiver::{Seen, healthy_service, recording_server};
-use labmesh_tests::{Agent, free_port, labmesh, run, stderr, stdout, wait_until};
+use labmesh_tests::{Agent, free_port, issue_bundle, labmesh, run, stderr, stdout, wait_until};
 use serde_json::Value;
 
 fn events(data: &Path, event_type: &str) -> Vec<Value> {
@@ -218,10 +218,7 @@ fn mesh_node(
     .collect();
     if let Some((ca_data, ca_name, seed)) = ca {
         let bundle = dir.join(format!("{name}.bundle.json"));
-        let res = run(labmesh(ca_data)
-            .args(["--name", ca_name, "certs", "issue", name, "--out"])
-            .arg(&bundle));
-        assert!(res.status.success(), "{}", stderr(&res));
+        issue_bundle(ca_data, ca_name, name, &bundle);
         args.extend([
             "--join".to_owned(),
             bundle.display().to_string(),

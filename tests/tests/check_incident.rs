@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_port, free_udp_port, labmesh, run, stderr, stdout, wait_until};
+use labmesh_tests::{
+    Agent, free_port, free_udp_port, issue_bundle, labmesh, run, stderr, stdout, wait_until,
+};
 use serde_json::Value;
 
 fn start(dir: &Path, name: &str, config: &str, join: Option<(&Path, &str)>) -> Agent {
@@ -28,10 +30,7 @@ fn start(dir: &Path, name: &str, config: &str, join: Option<(&Path, &str)>) -> A
     .collect();
     if let Some((ca_data, seed)) = join {
         let bundle = dir.join(format!("{name}.bundle.json"));
-        let out = run(labmesh(ca_data)
-            .args(["--name", "alpha", "certs", "issue", name, "--out"])
-            .arg(&bundle));
-        assert!(out.status.success(), "{}", stderr(&out));
+        issue_bundle(ca_data, "alpha", name, &bundle);
         args.extend([
             "--join".into(),
             bundle.display().to_string(),

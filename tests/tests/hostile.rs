@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_udp_port, labmesh, run, stderr, wait_until};
+use labmesh_tests::{Agent, free_udp_port, issue_bundle, labmesh, run, stderr, wait_until};
 use mesh::{MeshStats, QuicTransport, TransportConfig};
 use serde_json::{Value, json};
 use sync::reconcile::SyncMessage;
@@ -52,10 +52,7 @@ fn a_hostile_member_is_refused_with_reasons_and_the_agent_lives() {
     );
     // Mallory gets a genuine bundle from the CA.
     let bundle = dir.path().join("mallory.json");
-    let out = run(labmesh(&data)
-        .args(["--name", "alpha", "certs", "issue", "mallory", "--out"])
-        .arg(&bundle));
-    assert!(out.status.success(), "{}", stderr(&out));
+    issue_bundle(&data, "alpha", "mallory", &bundle);
     let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
     let identity = bundle.identity().unwrap();
 

@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_udp_port, labmesh, run, stderr, wait_until};
+use labmesh_tests::{Agent, free_udp_port, issue_bundle, labmesh, run, stderr, wait_until};
 use rustix::process::Signal;
 use serde_json::Value;
 
@@ -38,10 +38,7 @@ fn start_node(dir: &Path, name: &str, extra: &[&str]) -> Node {
 /// Issues a join bundle on `ca_node` for `name`.
 fn bundle(ca_node: &Node, name: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{name}.bundle.json"));
-    let res = run(labmesh(&ca_node.data)
-        .args(["--name", &ca_node.name, "certs", "issue", name, "--out"])
-        .arg(&out));
-    assert!(res.status.success(), "{}", stderr(&res));
+    issue_bundle(&ca_node.data, &ca_node.name, name, &out);
     out
 }
 

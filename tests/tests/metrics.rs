@@ -8,7 +8,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_udp_port, http_auth, labmesh, run, stderr, wait_until};
+use labmesh_tests::{
+    Agent, free_udp_port, http_auth, issue_bundle, labmesh, run, stderr, wait_until,
+};
 
 /// Feeds the body to `promtool check metrics` and fails on any output at all (lint warnings
 /// included), not only on a failing exit code.
@@ -217,10 +219,7 @@ fn a_joined_node_summary_shows_under_its_name() {
     args.extend_from_slice(&fast);
     let alpha = Agent::start(&alpha_data, &args);
     let bundle = dir.path().join("bravo.bundle.json");
-    let out = run(labmesh(&alpha_data)
-        .args(["--name", "alpha", "certs", "issue", "bravo", "--out"])
-        .arg(&bundle));
-    assert!(out.status.success(), "{}", stderr(&out));
+    issue_bundle(&alpha_data, "alpha", "bravo", &bundle);
     let bundle = bundle.display().to_string();
     let bravo_gossip = format!("127.0.0.1:{}", free_udp_port());
     let mut args = vec![

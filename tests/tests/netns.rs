@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use std::io::Write;
 
-use labmesh_tests::{Agent, labmesh, labmesh_bin, run, stderr, wait_until};
+use labmesh_tests::{Agent, issue_bundle, labmesh, labmesh_bin, wait_until};
 use serde_json::Value;
 
 fn sh(args: &[&str]) {
@@ -198,10 +198,7 @@ fn a_cut_host_is_seen_dead_then_back_after_the_link_heals() {
     let seed = format!("{}:7370", hosts.ip(0));
     for i in 1..3 {
         let bundle = dir.path().join(format!("{}.json", names[i]));
-        let out = run(labmesh(&data[0])
-            .args(["--name", "alpha", "certs", "issue", names[i], "--out"])
-            .arg(&bundle));
-        assert!(out.status.success(), "{}", stderr(&out));
+        issue_bundle(&data[0], "alpha", names[i], &bundle);
         let extra = vec![
             "--join".to_owned(),
             bundle.display().to_string(),
@@ -253,10 +250,7 @@ fn start_mesh(hosts: &Hosts, dir: &Path, names: &[&str]) -> (Vec<PathBuf>, Vec<A
     let seed = format!("{}:7370", hosts.ip(0));
     for i in 1..names.len() {
         let bundle = dir.join(format!("{}.json", names[i]));
-        let out = run(labmesh(&data[0])
-            .args(["--name", names[0], "certs", "issue", names[i], "--out"])
-            .arg(&bundle));
-        assert!(out.status.success(), "{}", stderr(&out));
+        issue_bundle(&data[0], names[0], names[i], &bundle);
         let extra = vec![
             "--join".to_owned(),
             bundle.display().to_string(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_udp_port, labmesh, run, stderr, stdout, wait_until};
+use labmesh_tests::{Agent, free_udp_port, issue_bundle, labmesh, run, stderr, stdout, wait_until};
 use serde_json::Value;
 
 fn json_of(out: &Output) -> Value {
@@ -217,10 +217,7 @@ fn anywhere_ranks_every_live_node() {
     args.extend_from_slice(&fast);
     let alpha = Agent::start(&alpha_data, &args);
     let bundle = dir.path().join("beta.bundle.json");
-    let out = run(labmesh(&alpha_data)
-        .args(["--name", "alpha", "certs", "issue", "beta", "--out"])
-        .arg(&bundle));
-    assert!(out.status.success(), "{}", stderr(&out));
+    issue_bundle(&alpha_data, "alpha", "beta", &bundle);
     let bundle = bundle.display().to_string();
     let beta_gossip = format!("127.0.0.1:{}", free_udp_port());
     let mut args = vec![

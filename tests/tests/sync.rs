@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_udp_port, labmesh, run, stderr, wait_until};
+use labmesh_tests::{Agent, free_udp_port, issue_bundle, labmesh, run, stderr, wait_until};
 use rustix::process::Signal;
 use serde_json::{Value, json};
 
@@ -46,10 +46,7 @@ fn start_ca(dir: &Path) -> Node {
 
 fn join(dir: &Path, ca: &Node, name: &str, extra: &[&str]) -> Node {
     let bundle = dir.join(format!("{name}.json"));
-    let out = run(labmesh(&ca.data)
-        .args(["--name", "alpha", "certs", "issue", name, "--out"])
-        .arg(&bundle));
-    assert!(out.status.success(), "{}", stderr(&out));
+    issue_bundle(&ca.data, "alpha", name, &bundle);
     let data = dir.join(name);
     let gossip = format!("127.0.0.1:{}", free_udp_port());
     let b = bundle.display().to_string();

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use labmesh_tests::{Agent, free_port, free_udp_port, labmesh, repo_path, run, stderr, wait_until};
+use labmesh_tests::{
+    Agent, free_port, free_udp_port, issue_bundle, labmesh, repo_path, run, stderr, wait_until,
+};
 use serde_json::{Value, json};
 
 /// The browser binary: `$CHROMIUM`, else the first of the usual names on PATH.
@@ -156,10 +158,7 @@ fn the_status_page_shows_the_mesh_live_in_a_real_browser() {
     args.extend_from_slice(&fast);
     let mut alpha = Agent::start(&alpha_data, &args);
     let bundle = dir.path().join("bravo.bundle.json");
-    let out = run(labmesh(&alpha_data)
-        .args(["--name", "alpha", "certs", "issue", "bravo", "--out"])
-        .arg(&bundle));
-    assert!(out.status.success(), "{}", stderr(&out));
+    issue_bundle(&alpha_data, "alpha", "bravo", &bundle);
     let bundle = bundle.display().to_string();
     let bravo_data = dir.path().join("bravo");
     let mut args = vec![
