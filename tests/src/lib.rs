@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod netns;
 pub mod receiver;
 
 use std::io::{Read, Write};
