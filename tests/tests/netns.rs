@@ -7,10 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use std::io::Write;
 
 use labmesh_tests::netns::{Hosts, emit_lines, liveness, start_mesh};
 use labmesh_tests::{Agent, issue_bundle, wait_until};
