@@ -84,7 +84,8 @@ impl Summary {
             vram_used: sum(|g| g.vram_used_bytes),
             vram_total: sum(|g| g.vram_total_bytes),
             vram_free: gpus.iter().filter_map(|g| g.vram_free_bytes).max(),
-            unhealthy: 0,
+            // Containers whose own HEALTHCHECK says unhealthy: the services the host runs.
+            unhealthy: s.docker.ok().map_or(0, |d| d.unhealthy),
             score: 0,
         };
         out.disk = out.disk.map(round1);
@@ -219,6 +220,18 @@ mod tests {
         s.cpu = Some(85.0); // 3
         s.unhealthy = 7; // 2
         assert_eq!(score(&s), 3 + 7 + 8 + 6 + 20 + 2);
+    }
+
+    #[test]
+    fn unhealthy_containers_reach_the_gossiped_summary() {
+        let mut sample = crate::probes::Prober::new("n1").failed("test");
+        sample.docker = super::super::Probe::Ok(super::super::Docker {
+            host: "unix:///var/run/docker.sock".to_owned(),
+            running: 3,
+            unhealthy: 2,
+            containers: Vec::new(),
+        });
+        assert_eq!(Summary::from_sample(&sample).unhealthy, 2);
     }
 
     #[test]
