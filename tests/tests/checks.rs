@@ -46,6 +46,62 @@ fn status_server(code: Arc<AtomicU16>) -> SocketAddr {
     addr
 }
 
+/// An HTTPS server for `localhost` whose certificate a fresh CA signed; returns its address and
+/// the CA's PEM (what an operator would put in `ca_file`).
+fn https_server() -> (SocketAddr, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                tls,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (addr, ca_cert.pem())
+}
+
 fn start_with_config(data: &Path, config: &str) -> Agent {
     let path = data.with_extension("toml");
     std::fs::write(&path, config).unwrap();
@@ -126,6 +182,41 @@ fn http_check_goes_unhealthy_after_fall_failures_and_recovers() {
 }
 
 #[test]
+fn an_https_check_trusts_the_ca_file_it_is_given_and_only_that() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (server, ca_pem) = https_server();
+    let ca = dir.path().join("homelab-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let url = format!("https://localhost:{}/health", server.port());
+    let agent = start_with_config(
+        &data,
+        &format!(
+            "[[check]]\nname = \"own-ca\"\nkind = \"http\"\nurl = \"{url}\"\n\
+             ca_file = \"{}\"\ninterval = \"200ms\"\ntimeout = \"2s\"\n\n\
+             [[check]]\nname = \"system-roots\"\nkind = \"http\"\nurl = \"{url}\"\n\
+             interval = \"200ms\"\ntimeout = \"2s\"\n",
+            ca.display()
+        ),
+    );
+    let timeout = Duration::from_secs(20);
+    wait_until("the check with ca_file passes", timeout, || {
+        check_state(&agent, "own-ca")["status"] == "ok"
+    });
+    wait_until(
+        "the check without it fails on the certificate",
+        timeout,
+        || {
+            let c = check_state(&agent, "system-roots");
+            c["status"] == "critical"
+                && c["output"]
+                    .as_str()
+                    .is_some_and(|o| o.to_ascii_lowercase().contains("certificate"))
+        },
+    );
+}
+
+#[test]
 fn ttl_check_is_fed_by_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -200,6 +291,14 @@ fn bad_check_definitions_stop_the_agent_with_file_line_and_key() {
         start("[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://x/\"\ninterval = 0\n");
     assert!(
         err.contains("line 5, column 12 (`check.interval`): must be more than zero"),
+        "{err}"
+    );
+    let err = start(
+        "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"https://x/\"\n\
+         ca_file = \"/nonexistent/ca.pem\"\n",
+    );
+    assert!(
+        err.contains("(`check.ca_file`)") && err.contains("/nonexistent/ca.pem cannot be read"),
         "{err}"
     );
 }

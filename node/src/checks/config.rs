@@ -9,14 +9,15 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::fields::{
-    count, duration, opt_duration, status_ranges, validate_address, validate_command,
-    validate_name, validate_service, validate_url,
+    count, duration, opt_duration, status_ranges, validate_address, validate_ca_file,
+    validate_command, validate_name, validate_service, validate_url,
 };
 
 /// One `[[check]]` table as written. Every field is optional here so that a missing one is our
@@ -34,6 +35,7 @@ pub struct RawCheck {
     pub url: Option<Spanned<String>>,
     pub expect_status: Option<Spanned<StatusValue>>,
     pub body_contains: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
     pub address: Option<Spanned<String>>,
     pub command: Option<Spanned<CommandValue>>,
     pub container: Option<Spanned<String>>,
@@ -87,6 +89,9 @@ pub enum Probe {
         /// Inclusive ranges of accepted status codes.
         expect: Vec<(u16, u16)>,
         body_contains: Option<String>,
+        /// PEM file of the CA(s) that signed the service's certificate (a homelab's own CA,
+        /// or a self-signed certificate itself); `None` trusts the system's roots.
+        ca_file: Option<PathBuf>,
     },
     Tcp {
         address: String,
@@ -184,7 +189,7 @@ pub(super) fn err(span: Range<usize>, key: &str, message: impl Into<String>) -> 
 /// Keys each kind accepts besides the common ones.
 fn kind_keys(kind: &str) -> &'static [&'static str] {
     match kind {
-        "http" => &["url", "expect_status", "body_contains"],
+        "http" => &["url", "expect_status", "body_contains", "ca_file"],
         "tcp" => &["address"],
         "command" => &["command"],
         "docker" => &["container"],
@@ -289,6 +294,7 @@ pub fn validate(table: &Spanned<RawCheck>) -> Result<CheckDef, CheckError> {
                     None => vec![(200, 399)],
                 },
                 body_contains: raw.body_contains.as_ref().map(|b| b.get_ref().clone()),
+                ca_file: raw.ca_file.as_ref().map(validate_ca_file).transpose()?,
             }
         }
         "tcp" => {
@@ -345,7 +351,7 @@ pub fn validate(table: &Spanned<RawCheck>) -> Result<CheckDef, CheckError> {
 
 /// A key set for another kind (e.g. `url` on a tcp check) is an error: it would do nothing.
 fn reject_foreign_keys(raw: &RawCheck, kind: &str) -> Result<(), CheckError> {
-    let spans: [(&str, Option<Range<usize>>); 9] = [
+    let spans: [(&str, Option<Range<usize>>); 10] = [
         ("url", raw.url.as_ref().map(Spanned::span)),
         (
             "expect_status",
@@ -355,6 +361,7 @@ fn reject_foreign_keys(raw: &RawCheck, kind: &str) -> Result<(), CheckError> {
             "body_contains",
             raw.body_contains.as_ref().map(Spanned::span),
         ),
+        ("ca_file", raw.ca_file.as_ref().map(Spanned::span)),
         ("address", raw.address.as_ref().map(Spanned::span)),
         ("command", raw.command.as_ref().map(Spanned::span)),
         ("container", raw.container.as_ref().map(Spanned::span)),

@@ -1,8 +1,11 @@
 //! Validation of single `[[check]]` values: each returns the value in its final form, or a
 //! [`CheckError`] with the value's span, the key, and how to fix it.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use toml::Spanned;
 
 use super::config::{CheckError, CommandValue, DurationValue, MIN_INTERVAL, StatusValue, err};
@@ -36,6 +39,34 @@ pub(super) fn validate_service(service: &Spanned<String>) -> Result<String, Chec
         ));
     }
     Ok(s.to_owned())
+}
+
+/// Reads the CA file now, so a typo or an unreadable file stops the agent at start with the
+/// line of the key, not as a failing check later.
+pub(super) fn validate_ca_file(file: &Spanned<String>) -> Result<PathBuf, CheckError> {
+    let path = PathBuf::from(file.get_ref().trim());
+    load_ca_file(&path).map_err(|why| err(file.span(), "ca_file", why))?;
+    Ok(path)
+}
+
+/// The certificates of a PEM file, or why there are none.
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "{} cannot be read ({e}); give the PEM file of the CA that signed the service's certificate",
+            path.display()
+        )
+    })?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} is not a PEM certificate file ({e})", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 pub(super) fn validate_url(url: &Spanned<String>) -> Result<String, CheckError> {

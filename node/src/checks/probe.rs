@@ -54,17 +54,10 @@ pub struct Prober {
 
 impl Prober {
     pub fn new(def: &CheckDef) -> Prober {
-        let http = matches!(def.probe, Probe::Http { .. }).then(|| {
-            reqwest::Client::builder()
-                .timeout(def.timeout)
-                .connect_timeout(def.timeout)
-                // A health check talks to the service itself, never through a proxy.
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::limited(5))
-                .user_agent(concat!("labmesh/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| format!("cannot set up the HTTP client: {e}"))
-        });
+        let http = match &def.probe {
+            Probe::Http { ca_file, .. } => Some(http_client(def, ca_file.as_deref())),
+            _ => None,
+        };
         let docker = matches!(def.probe, Probe::Docker { .. }).then(|| {
             Docker::connect_with_local_defaults().map_err(|e| {
                 format!("cannot set up the Docker client: {e} (is DOCKER_HOST right?)")
@@ -81,6 +74,7 @@ impl Prober {
                 url,
                 expect,
                 body_contains,
+                ..
             } => self.http(url, expect, body_contains.as_deref()).await,
             Probe::Tcp { address } => tcp(address, def.timeout).await,
             Probe::Command { argv } => return super::command::run(argv, def.timeout).await,
@@ -254,6 +248,43 @@ async fn tcp(address: &str, timeout: Duration) -> (Status, String) {
             ),
         ),
     }
+}
+
+/// The check's HTTP client; with a `ca_file`, only that file's CAs are trusted (a homelab
+/// service behind its own CA or a self-signed certificate).
+fn http_client(
+    def: &CheckDef,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(def.timeout)
+        .connect_timeout(def.timeout)
+        // A health check talks to the service itself, never through a proxy.
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .user_agent(concat!("labmesh/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in super::fields::load_ca_file(path)? {
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "{}: a certificate is unusable as a CA ({e})",
+                    path.display()
+                )
+            })?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
 /// reqwest's error with its causes (the useful part, e.g. "connection refused", is a cause).
