@@ -225,7 +225,11 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
             .context("checks task failed")?
     };
     let checks_task = tokio::spawn(checks.clone().run(stop_peer_rx.clone()));
-    let workers = Workers::new(settings.workers, store.clone());
+    let workers = Workers::new(
+        settings.workers,
+        store.clone(),
+        Some(settings.state_dir().join("workers.json")),
+    );
     let workers_task = tokio::spawn(workers.clone().run(stop_peer_rx.clone()));
     let (alerting, alerting_task) = crate::alerting_driver::start(
         &settings,

@@ -5,10 +5,16 @@
 //! `heartbeat_missed` event (warning) per staleness episode. Its next heartbeat makes it
 //! `fresh` again and writes `heartbeat_resumed` (info) with the same correlation id. The table
 //! is a pure state machine fed with the time ([`WorkerTable`]); the driver below sleeps until
-//! the next deadline and writes the events. Workers live in memory: after a restart of the
-//! agent they appear again with their next heartbeat.
+//! the next deadline and writes the events.
+//!
+//! The table survives a restart (`state/workers.json`, written when a worker appears, changes
+//! interval or health, goes stale or resumes — not on every heartbeat): a worker that died
+//! while the agent was down is still reported. A restored worker's silence is counted from the
+//! restart, since heartbeats sent while the agent was down were never seen: an alive worker is
+//! not reported, a dead one is, one stale period after the restart.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -145,6 +151,8 @@ pub enum Change {
 pub struct WorkerTable {
     settings: WorkerSettings,
     workers: BTreeMap<String, Worker>,
+    /// A change the saved table does not hold yet.
+    dirty: bool,
 }
 
 impl WorkerTable {
@@ -152,7 +160,84 @@ impl WorkerTable {
         WorkerTable {
             settings,
             workers: BTreeMap::new(),
+            dirty: false,
         }
+    }
+
+    /// True once since the last call when something worth saving changed.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// What `state/workers.json` holds.
+    pub fn snapshot(&self) -> Value {
+        let workers: Vec<Value> = self
+            .workers
+            .iter()
+            .map(|(id, w)| {
+                json!({
+                    "worker_id": id,
+                    "health_status": w.health_status,
+                    "interval_ms": u64::try_from(w.interval.as_millis()).unwrap_or(u64::MAX),
+                    "last_heartbeat": sync::event::format_timestamp(w.last_wall),
+                    "stale": w.stale_since.is_some(),
+                    "heartbeats": w.heartbeats,
+                })
+            })
+            .collect();
+        json!({ "v": 1, "workers": workers })
+    }
+
+    /// Loads a saved table; each restored worker's silence counts from `now` (see the module
+    /// doc). Returns how many were restored and the entries that were skipped, with why.
+    pub fn restore(&mut self, doc: &Value, now: Instant) -> (usize, Vec<String>) {
+        let mut skipped = Vec::new();
+        let Some(list) = doc.get("workers").and_then(Value::as_array) else {
+            return (0, vec!["no `workers` list".to_owned()]);
+        };
+        let mut restored = 0;
+        for (i, entry) in list.iter().enumerate() {
+            let id = entry.get("worker_id").and_then(Value::as_str);
+            let last_wall = entry
+                .get("last_heartbeat")
+                .and_then(Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let interval = entry
+                .get("interval_ms")
+                .and_then(Value::as_u64)
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis);
+            let (Some(id), Some(last_wall), Some(interval)) = (id, last_wall, interval) else {
+                skipped.push(format!(
+                    "entry {i}: needs worker_id, last_heartbeat and interval_ms"
+                ));
+                continue;
+            };
+            if id.is_empty() || id.len() > MAX_ID_LEN {
+                skipped.push(format!("entry {i}: bad worker_id"));
+                continue;
+            }
+            let stale = entry.get("stale").and_then(Value::as_bool).unwrap_or(false);
+            self.workers.insert(
+                id.to_owned(),
+                Worker {
+                    health_status: entry
+                        .get("health_status")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                        .to_owned(),
+                    metrics: None,
+                    interval,
+                    last: now,
+                    last_wall,
+                    stale_since: stale.then_some(now),
+                    heartbeats: entry.get("heartbeats").and_then(Value::as_u64).unwrap_or(0),
+                },
+            );
+            restored += 1;
+        }
+        (restored, skipped)
     }
 
     fn stale_after(&self, interval: Duration) -> Duration {
@@ -168,6 +253,9 @@ impl WorkerTable {
     ) -> Option<Change> {
         let interval = hb.interval.unwrap_or(self.settings.default_interval);
         let previous = self.workers.remove(&hb.worker_id);
+        self.dirty |= previous.as_ref().is_none_or(|p| {
+            p.interval != interval || p.health_status != hb.health_status || p.stale_since.is_some()
+        });
         let heartbeats = previous.as_ref().map_or(0, |p| p.heartbeats) + 1;
         let resumed = previous.and_then(|p| {
             p.stale_since.map(|since| Change::Resumed {
@@ -201,6 +289,7 @@ impl WorkerTable {
             let silent = now.saturating_duration_since(w.last);
             if w.stale_since.is_none() && silent >= w.interval.saturating_mul(missed) {
                 w.stale_since = Some(now);
+                self.dirty = true;
                 changes.push(Change::Missed {
                     worker_id: id.clone(),
                     interval: w.interval,
@@ -295,17 +384,61 @@ pub struct Workers {
     missed_intervals: u32,
     /// Workers that went stale, since the agent started (for `labmesh_workers_stale_total`).
     went_stale: std::sync::atomic::AtomicU64,
+    /// Where the table is saved; `None` keeps it in memory (tests).
+    state_file: Option<PathBuf>,
 }
 
 impl Workers {
-    pub fn new(settings: WorkerSettings, store: Arc<EventStore>) -> Arc<Workers> {
+    /// The table, restored from `state_file` when it exists. A file that cannot be read is
+    /// reported and set aside (renamed `.bad`), never fatal: heartbeats rebuild the table.
+    pub fn new(
+        settings: WorkerSettings,
+        store: Arc<EventStore>,
+        state_file: Option<PathBuf>,
+    ) -> Arc<Workers> {
+        let mut table = WorkerTable::new(settings);
+        if let Some(path) = &state_file {
+            restore_from(&mut table, path);
+        }
         Arc::new(Workers {
-            table: Mutex::new(WorkerTable::new(settings)),
+            table: Mutex::new(table),
             store,
             wake: tokio::sync::Notify::new(),
             missed_intervals: settings.missed_intervals,
             went_stale: std::sync::atomic::AtomicU64::new(0),
+            state_file,
         })
+    }
+
+    /// Saves the table if it changed since the last save.
+    async fn save_if_changed(&self) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        let snapshot = {
+            let mut table = self.table();
+            if !table.take_dirty() {
+                return;
+            }
+            table.snapshot()
+        };
+        let bytes = snapshot.to_string().into_bytes();
+        let written = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            sync::durable::write_file_atomic(&path, &bytes).map_err(|e| e.to_string())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // Try again with the next change rather than never.
+                self.table().dirty = true;
+                tracing::error!(error = %e, "cannot save the worker table");
+            }
+            Err(e) => tracing::error!(error = %e, "worker table task failed"),
+        }
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, WorkerTable> {
@@ -334,6 +467,7 @@ impl Workers {
             tracing::info!(worker = %id, "worker heartbeat resumed");
             self.append(event_for(&change, self.missed_intervals)).await;
         }
+        self.save_if_changed().await;
         listed
     }
 
@@ -371,6 +505,7 @@ impl Workers {
                 }
                 self.append(event_for(&change, self.missed_intervals)).await;
             }
+            self.save_if_changed().await;
         }
     }
 
@@ -380,6 +515,31 @@ impl Workers {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot record a worker event"),
             Err(e) => tracing::error!(error = %e, "event task failed"),
+        }
+    }
+}
+
+fn restore_from(table: &mut WorkerTable, path: &std::path::Path) {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the saved worker table; starting empty");
+            return;
+        }
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(doc) => {
+            let (restored, skipped) = table.restore(&doc, Instant::now());
+            for why in skipped {
+                tracing::warn!(file = %path.display(), "skipped a saved worker: {why}");
+            }
+            tracing::info!(workers = restored, "worker table restored");
+        }
+        Err(e) => {
+            let aside = path.with_extension("json.bad");
+            tracing::warn!(file = %path.display(), error = %e, moved_to = %aside.display(), "the saved worker table is not JSON; set aside, starting empty");
+            let _ = std::fs::rename(path, aside);
         }
     }
 }

@@ -153,3 +153,63 @@ fn events_pair_by_correlation_id() {
     assert_eq!(a.payload["silent_for_ms"], 2000);
     assert_eq!(b.payload["stale_for_ms"], 5000);
 }
+
+#[test]
+fn a_saved_table_comes_back_and_counts_silence_from_the_restart() {
+    let t0 = Instant::now();
+    let mut table = WorkerTable::new(settings());
+    assert!(
+        table
+            .heartbeat(hb("alive", Some(10)), t0, wall(0))
+            .is_none()
+    );
+    assert!(table.heartbeat(hb("dead", Some(10)), t0, wall(0)).is_none());
+    assert!(table.take_dirty(), "new workers are worth saving");
+    // A plain heartbeat of a known worker is not.
+    table.heartbeat(hb("alive", Some(10)), t0 + Duration::from_secs(5), wall(5));
+    assert!(!table.take_dirty());
+    let missed = table.tick(t0 + Duration::from_secs(21));
+    assert_eq!(missed.len(), 1);
+    assert!(table.take_dirty(), "going stale is worth saving");
+    let saved = table.snapshot();
+
+    // Restart much later: the stale one stays stale (no second heartbeat_missed), the other
+    // gets one stale period from the restart.
+    let t1 = t0 + Duration::from_secs(3600);
+    let mut back = WorkerTable::new(settings());
+    let (restored, skipped) = back.restore(&saved, t1);
+    assert_eq!((restored, skipped.len()), (2, 0));
+    assert!(back.tick(t1).is_empty());
+    assert_eq!(back.next_deadline(), Some(t1 + Duration::from_secs(20)));
+    let changes = back.tick(t1 + Duration::from_secs(20));
+    assert!(
+        matches!(&changes[..], [Change::Missed { worker_id, last_wall, .. }] if worker_id == "alive" && *last_wall == wall(5)),
+        "{changes:?}"
+    );
+    // The dead one resuming names the episode of the heartbeat before its silence.
+    let resumed = back.heartbeat(
+        hb("dead", Some(10)),
+        t1 + Duration::from_secs(21),
+        wall(3621),
+    );
+    assert!(
+        matches!(resumed, Some(Change::Resumed { last_wall, .. }) if last_wall == wall(0)),
+        "{resumed:?}"
+    );
+}
+
+#[test]
+fn a_damaged_saved_table_skips_what_it_cannot_read() {
+    let doc = serde_json::json!({"v": 1, "workers": [
+        {"worker_id": "ok", "interval_ms": 1000, "last_heartbeat": "2026-11-30T10:00:00Z"},
+        {"worker_id": "no-interval", "last_heartbeat": "2026-11-30T10:00:00Z"},
+        {"worker_id": 7},
+        "garbage"
+    ]});
+    let mut table = WorkerTable::new(settings());
+    let (restored, skipped) = table.restore(&doc, Instant::now());
+    assert_eq!(restored, 1);
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    let (restored, skipped) = table.restore(&serde_json::json!([1, 2]), Instant::now());
+    assert_eq!((restored, skipped.len()), (0, 1));
+}

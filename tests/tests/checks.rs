@@ -363,3 +363,36 @@ fn heartbeats_go_stale_and_resume() {
         assert!(err["error"].as_str().unwrap().contains("Bearer"), "{body}");
     }
 }
+
+#[test]
+fn a_worker_that_dies_while_the_agent_is_down_is_still_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut agent = Agent::start(&data, &[]);
+    let token = std::fs::read_to_string(data.join("api-token")).unwrap();
+    let beat = r#"{"worker_id": "nightly-render", "health_status": "healthy", "interval_s": 1}"#;
+    let (status, body) = http_auth(
+        agent.api,
+        "POST",
+        "/v1/heartbeat",
+        Some(token.trim()),
+        Some(beat),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    agent.stop_with(rustix::process::Signal::TERM);
+    drop(agent);
+    // The worker never beats again; the restarted agent still knows it and reports it.
+    let agent = Agent::start(&data, &[]);
+    let workers = agent.get_json("/v1/workers");
+    assert_eq!(workers[0]["worker_id"], "nightly-render", "{workers}");
+    wait_until(
+        "heartbeat_missed after the restart",
+        Duration::from_secs(15),
+        || !events(&data, "heartbeat_missed").is_empty(),
+    );
+    assert_eq!(
+        events(&data, "heartbeat_missed")[0]["service"],
+        "nightly-render"
+    );
+}
