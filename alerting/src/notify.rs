@@ -34,6 +34,9 @@ pub struct EmailMessage {
     pub subject: String,
     pub text_body: String,
     pub smtp: String,
+    pub tls: crate::receiver::SmtpTls,
+    /// PEM file of the CAs to trust instead of the system's.
+    pub ca_file: Option<String>,
     pub username: Option<String>,
     pub password: Option<Secret>,
 }
@@ -261,6 +264,8 @@ pub fn build(
             to,
             from,
             smtp,
+            tls,
+            ca_file,
             username,
             password,
         } => Delivery::Email(EmailMessage {
@@ -273,6 +278,8 @@ pub fn build(
                 format_timestamp(msg.sent_at)
             ),
             smtp: smtp.clone(),
+            tls: *tls,
+            ca_file: ca_file.clone(),
             username: username.clone(),
             password: password.as_ref().map(resolve).transpose()?,
         }),

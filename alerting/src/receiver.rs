@@ -49,6 +49,12 @@ pub struct ReceiverToml {
     pub from: Option<String>,
     /// SMTP relay `host:port` (587 uses STARTTLS, 465 TLS).
     pub smtp: Option<String>,
+    /// `auto` (by port: 465 implicit TLS, 587 STARTTLS required, else STARTTLS when offered),
+    /// `implicit`, `starttls` (required) or `none`.
+    pub tls: Option<String>,
+    /// PEM file of the CA(s) to trust for the relay instead of the system's (a homelab's own
+    /// mail server).
+    pub ca_file: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub password_file: Option<String>,
@@ -112,9 +118,36 @@ pub enum ReceiverKind {
         to: Vec<String>,
         from: String,
         smtp: String,
+        tls: SmtpTls,
+        ca_file: Option<String>,
         username: Option<String>,
         password: Option<SecretRef>,
     },
+}
+
+/// How the email receiver secures its SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// By port: 465 implicit TLS, 587 STARTTLS required, any other STARTTLS when offered.
+    Auto,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Implicit,
+    /// STARTTLS, and fail when the server does not offer it.
+    Starttls,
+    /// Plain text: a local relay on a trusted network only.
+    None,
+}
+
+impl SmtpTls {
+    fn parse(text: &str) -> Option<SmtpTls> {
+        match text {
+            "auto" => Some(SmtpTls::Auto),
+            "implicit" => Some(SmtpTls::Implicit),
+            "starttls" => Some(SmtpTls::Starttls),
+            "none" => Some(SmtpTls::None),
+            _ => None,
+        }
+    }
 }
 
 /// Why a receiver was refused.
@@ -225,15 +258,27 @@ impl TryFrom<ReceiverToml> for Receiver {
                     .smtp
                     .clone()
                     .ok_or_else(|| err("an email receiver needs `smtp = \"host:587\"`".into()))?;
+                let tls = match t.tls.as_deref() {
+                    None => SmtpTls::Auto,
+                    Some(text) => SmtpTls::parse(text).ok_or_else(|| {
+                        err(format!(
+                            "`tls = \"{text}\"`: use auto, implicit, starttls or none"
+                        ))
+                    })?,
+                };
                 (
                     ReceiverKind::Email {
                         to,
                         from,
                         smtp,
+                        tls,
+                        ca_file: t.ca_file.clone(),
                         username: t.username.clone(),
                         password,
                     },
-                    &["to", "from", "smtp", "username", "password"],
+                    &[
+                        "to", "from", "smtp", "tls", "ca_file", "username", "password",
+                    ],
                 )
             }
             other => {
@@ -262,6 +307,8 @@ impl TryFrom<ReceiverToml> for Receiver {
             ("to", t.to.is_some()),
             ("from", t.from.is_some()),
             ("smtp", t.smtp.is_some()),
+            ("tls", t.tls.is_some()),
+            ("ca_file", t.ca_file.is_some()),
             ("username", t.username.is_some()),
         ];
         if let Some((field, _)) = set.iter().find(|(f, s)| *s && !allowed.contains(f)) {

@@ -34,12 +34,13 @@ pub async fn http(req: alerting::HttpRequest, timeout: Duration) -> Result<(), S
     }
 }
 
-/// Sends over SMTP: port 465 with TLS, 587 with STARTTLS required, other ports (25, a local
-/// relay, mailpit) with STARTTLS when offered. Errors name the stage, never the password.
+/// Sends over SMTP. `tls = "auto"` goes by port: 465 with TLS, 587 with STARTTLS required,
+/// other ports (25, a local relay, mailpit) with STARTTLS when offered. Errors name the stage, never the password.
 pub async fn email(mail: alerting::EmailMessage, timeout: Duration) -> Result<(), String> {
+    use alerting::receiver::SmtpTls;
     use lettre::message::{Mailbox, header::ContentType};
     use lettre::transport::smtp::authentication::Credentials;
-    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
     let from: Mailbox = mail
         .from
@@ -64,17 +65,29 @@ pub async fn email(mail: alerting::EmailMessage, timeout: Duration) -> Result<()
         ),
         None => (mail.smtp.clone(), 587),
     };
-    let mut transport = match port {
-        465 => AsyncSmtpTransport::<Tokio1Executor>::relay(&host),
-        587 => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host),
-        _ => TlsParameters::new(host.clone()).map(|tls| {
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
-                .tls(Tls::Opportunistic(tls))
-        }),
+    let mut params = TlsParameters::builder(host.clone());
+    if let Some(path) = &mail.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("`ca_file` {path}: {e}"))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| format!("`ca_file` {path} is not a PEM certificate file: {e}"))?;
+        // Only that CA: the homelab's own mail server, not anything a public CA signed.
+        params = params
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(cert);
     }
-    .map_err(|e| format!("SMTP relay {host}: {e}"))?
-    .port(port)
-    .timeout(Some(timeout));
+    let params = params
+        .build_rustls()
+        .map_err(|e| format!("SMTP relay {host}: {e}"))?;
+    let tls = match (mail.tls, port) {
+        (SmtpTls::Implicit, _) | (SmtpTls::Auto, 465) => Tls::Wrapper(params),
+        (SmtpTls::Starttls, _) | (SmtpTls::Auto, 587) => Tls::Required(params),
+        (SmtpTls::Auto, _) => Tls::Opportunistic(params),
+        (SmtpTls::None, _) => Tls::None,
+    };
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+        .tls(tls)
+        .port(port)
+        .timeout(Some(timeout));
     if let (Some(user), Some(pass)) = (&mail.username, &mail.password) {
         transport = transport.credentials(Credentials::new(user.clone(), pass.expose().to_owned()));
     }

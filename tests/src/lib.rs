@@ -9,6 +9,7 @@
 
 pub mod netns;
 pub mod receiver;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

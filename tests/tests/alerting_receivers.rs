@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -94,57 +94,130 @@ fn a_real_alertmanager_receives_the_alert() {
     assert!(!sent.is_empty(), "{sent:?}");
 }
 
-/// A minimal SMTP server (no STARTTLS offered) that records each message's DATA.
-fn smtp_server() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader};
+/// How the test SMTP server secures its sessions.
+#[derive(Clone, Copy, PartialEq)]
+enum SmtpMode {
+    /// Plain text, no STARTTLS offered.
+    Plain,
+    /// STARTTLS offered (and the mail only taken after it).
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+}
+
+/// One recorded mail: whether it came over TLS, and its DATA.
+type Mails = Arc<Mutex<Vec<(bool, String)>>>;
+
+/// A minimal SMTP server that records each message's DATA; the TLS modes use a `localhost`
+/// certificate of a throwaway CA (returned as PEM, for the receiver's `ca_file`).
+fn smtp_server(mode: SmtpMode) -> (SocketAddr, Mails, String) {
+    let tls = labmesh_tests::tls::localhost_tls();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let mails: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mails: Mails = Arc::default();
     let out = mails.clone();
+    let config = tls.server.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut w) = stream else { continue };
-            let _ = w.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(w.try_clone().unwrap());
-            let _ = w.write_all(b"220 test ESMTP\r\n");
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let cmd = line.trim_end().to_ascii_uppercase();
-                let reply: &[u8] = if cmd.starts_with("EHLO") {
-                    b"250-test\r\n250 8BITMIME\r\n"
-                } else if cmd == "DATA" {
-                    let _ = w.write_all(b"354 go on\r\n");
-                    let mut data = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == ".\r\n" {
-                            break;
-                        }
-                        data.push_str(&line);
-                    }
-                    out.lock().unwrap().push(data);
-                    b"250 queued\r\n"
-                } else if cmd == "QUIT" {
-                    let _ = w.write_all(b"221 bye\r\n");
-                    break;
-                } else {
-                    b"250 ok\r\n"
+            let Ok(mut plain) = stream else { continue };
+            let _ = plain.set_read_timeout(Some(Duration::from_secs(5)));
+            let out = out.clone();
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let wrap = |s: std::net::TcpStream| {
+                    rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), s)
                 };
-                let _ = w.write_all(reply);
-            }
+                match mode {
+                    SmtpMode::Implicit => {
+                        let mut s = wrap(plain);
+                        smtp_dialogue(&mut s, true, true, false, &out);
+                    }
+                    SmtpMode::Plain => {
+                        smtp_dialogue(&mut plain, true, false, false, &out);
+                    }
+                    SmtpMode::Starttls => {
+                        if smtp_dialogue(&mut plain, true, false, true, &out) {
+                            let mut s = wrap(plain);
+                            smtp_dialogue(&mut s, false, true, false, &out);
+                        }
+                    }
+                }
+            });
         }
     });
-    (addr, mails)
+    (addr, mails, tls.ca_pem)
+}
+
+fn say(s: &mut impl Write, text: &str) {
+    let _ = s.write_all(text.as_bytes());
+    let _ = s.flush();
+}
+
+fn read_line(s: &mut impl Read) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Serves SMTP on `s` until QUIT; true when the client asked for STARTTLS (the caller then
+/// wraps the stream and serves again without a greeting: after STARTTLS the client speaks
+/// first). A session that offers STARTTLS refuses mail before it (a real relay's policy).
+fn smtp_dialogue(
+    s: &mut (impl Read + Write),
+    greet: bool,
+    tls: bool,
+    offer_starttls: bool,
+    out: &Mails,
+) -> bool {
+    if greet {
+        say(s, "220 test ESMTP\r\n");
+    }
+    loop {
+        let Some(line) = read_line(s) else {
+            return false;
+        };
+        let cmd = line.trim_end().to_ascii_uppercase();
+        if cmd.starts_with("EHLO") {
+            if offer_starttls {
+                say(s, "250-test\r\n250-8BITMIME\r\n250 STARTTLS\r\n");
+            } else {
+                say(s, "250-test\r\n250 8BITMIME\r\n");
+            }
+        } else if cmd == "STARTTLS" && offer_starttls {
+            say(s, "220 go ahead\r\n");
+            return true;
+        } else if cmd == "DATA" && offer_starttls {
+            say(s, "530 Must issue a STARTTLS command first\r\n");
+        } else if cmd == "DATA" {
+            say(s, "354 go on\r\n");
+            let mut data = String::new();
+            loop {
+                match read_line(s) {
+                    Some(l) if l != ".\r\n" => data.push_str(&l),
+                    _ => break,
+                }
+            }
+            out.lock().unwrap().push((tls, data));
+            say(s, "250 queued\r\n");
+        } else if cmd == "QUIT" {
+            say(s, "221 bye\r\n");
+            return false;
+        } else {
+            say(s, "250 ok\r\n");
+        }
+    }
 }
 
 #[test]
 fn an_email_receiver_sends_over_smtp() {
     let dir = tempfile::tempdir().unwrap();
-    let (smtp, mails) = smtp_server();
+    let (smtp, mails, _) = smtp_server(SmtpMode::Plain);
     let data = dir.path().join("data");
     let service_port = free_port();
     let config = format!(
@@ -164,9 +237,69 @@ fn an_email_receiver_sends_over_smtp() {
             .lock()
             .unwrap()
             .iter()
-            .any(|m| m.contains("service_unhealthy") && m.contains("me@lab.example"))
+            .any(|(_, m)| m.contains("service_unhealthy") && m.contains("me@lab.example"))
     });
     wait_until("notification_sent", Duration::from_secs(10), || {
         !events(&data, "notification_sent").is_empty()
     });
+}
+
+#[test]
+fn email_goes_over_starttls_or_implicit_tls_to_a_relay_of_the_homelab_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (starttls, starttls_mails, ca_pem) = smtp_server(SmtpMode::Starttls);
+    let (implicit, implicit_mails, implicit_ca) = smtp_server(SmtpMode::Implicit);
+    let (plain, plain_mails, _) = smtp_server(SmtpMode::Plain);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, format!("{ca_pem}{implicit_ca}")).unwrap();
+    let ca = ca.display();
+    let data = dir.path().join("data");
+    let service_port = free_port();
+    let email = |name: &str, port: u16, tls: &str| {
+        format!(
+            "[[receiver]]\nname = \"{name}\"\nkind = \"email\"\nsmtp = \"localhost:{port}\"\n\
+             tls = \"{tls}\"\nca_file = \"{ca}\"\n\
+             from = \"labmesh@lab.example\"\nto = [\"me@lab.example\"]\n\n"
+        )
+    };
+    let config = format!(
+        "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{service_port}/\"\n\
+         interval = \"200ms\"\ntimeout = \"1s\"\nfall = 1\n\n\
+         [alerting]\nsettle = \"1s\"\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\n\n{}{}{}",
+        email("starttls", starttls.port(), "starttls"),
+        email("smtps", implicit.port(), "implicit"),
+        // STARTTLS required, and this relay does not offer it: nothing goes out in clear.
+        email("no-downgrade", plain.port(), "starttls"),
+    );
+    let path = data.with_extension("toml");
+    std::fs::write(&path, config).unwrap();
+    let _agent = Agent::start_with(&data, &[], |cmd| {
+        cmd.env("LABMESH_CONFIG", &path);
+    });
+    for (what, mails) in [
+        ("STARTTLS", &starttls_mails),
+        ("implicit TLS", &implicit_mails),
+    ] {
+        wait_until(
+            &format!("the email over {what}"),
+            Duration::from_secs(30),
+            || {
+                mails
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(tls, m)| *tls && m.contains("service_unhealthy"))
+            },
+        );
+    }
+    wait_until(
+        "the refused downgrade recorded",
+        Duration::from_secs(30),
+        || {
+            events(&data, "notification_failed")
+                .iter()
+                .any(|e| e["payload"]["receiver"] == "no-downgrade")
+        },
+    );
+    assert!(plain_mails.lock().unwrap().is_empty());
 }

@@ -49,30 +49,10 @@ fn status_server(code: Arc<AtomicU16>) -> SocketAddr {
 /// An HTTPS server for `localhost` whose certificate a fresh CA signed; returns its address and
 /// the CA's PEM (what an operator would put in `ca_file`).
 fn https_server() -> (SocketAddr, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap(),
-    );
+    let labmesh_tests::tls::LocalhostTls {
+        ca_pem,
+        server: config,
+    } = labmesh_tests::tls::localhost_tls();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -99,7 +79,7 @@ fn https_server() -> (SocketAddr, String) {
             let _ = tls.flush();
         }
     });
-    (addr, ca_cert.pem())
+    (addr, ca_pem)
 }
 
 fn start_with_config(data: &Path, config: &str) -> Agent {
