@@ -12,18 +12,19 @@
 //! A go through a second proxy the same way. Nothing in the agents changes: the advertised
 //! gossip addresses stay the hosts' own, so chitchat's view of who is where is the real one.
 //!
-//! NAT only applies to new conntrack flows, and a flow lives as long as traffic keeps it alive.
-//! So every host's UDP is left untracked (`notrack`) except the flows of a delayed link: adding a
-//! delay starts tracking (and NATting) exactly those flows, and removing it untracks them again,
-//! which sends the packets straight to the peer at once. Create `NetFaults` before the agents
-//! start, so no tracked flow exists that would bypass a later delay. A link can be delayed once
-//! per test: a second delay on it within conntrack's UDP timeout (120 s) would find the first
-//! flow's NAT mapping.
+//! NAT only applies to new conntrack flows, and the agents' flows never go idle. So each delay
+//! moves its flows into a conntrack zone of its own (`ct zone set`), where they are new and get
+//! NATted at once; removing the delay moves them back to zone 0, where they were never NATted.
+//! A delay can therefore be added and removed at any time, as often as a test likes.
+//!
+//! Traffic through a proxy comes from the bridge address, which [`Hosts::partition`]'s blackhole
+//! routes do not cover: delay links within one side of a partition, or cut the hosts' links.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use crate::delay_proxy::{DelayConfig, DelayProxy};
 use crate::netns::Hosts;
@@ -33,10 +34,11 @@ pub const GOSSIP_PORT: u16 = 7370;
 
 const TABLE: &str = "lmchaos";
 
-/// The chaos table of each host, with every UDP flow untracked until a delay tracks it.
+/// The chaos table of each host: empty chains, in the hooks and at the priorities the faults
+/// need (`raw` runs before conntrack, so a zone set there decides which flow a packet is).
 const SETUP: &str = "table inet lmchaos {
-  chain raw_out { type filter hook output priority raw; policy accept; meta l4proto udp notrack; }
-  chain raw_pre { type filter hook prerouting priority raw; policy accept; meta l4proto udp notrack; }
+  chain raw_out { type filter hook output priority raw; policy accept; }
+  chain raw_pre { type filter hook prerouting priority raw; policy accept; }
   chain nat_out { type nat hook output priority -100; policy accept; }
   chain filter_out { type filter hook output priority filter; policy accept; }
   chain filter_in { type filter hook input priority filter; policy accept; }
@@ -138,12 +140,13 @@ impl DelayedLink {
     }
 }
 
-/// The chaos tables of a test's hosts. Create right after [`Hosts::create`], before the agents
-/// (see the module doc); drop before the hosts (declare it after them).
+/// The chaos tables of a test's hosts; drop before the hosts (declare it after them).
 pub struct NetFaults {
     names: Vec<String>,
     ips: Vec<String>,
     bridge_ip: String,
+    /// The conntrack zone the next delay's flows go to (see the module doc).
+    next_zone: AtomicU16,
 }
 
 impl NetFaults {
@@ -152,6 +155,7 @@ impl NetFaults {
             names: hosts.names.clone(),
             ips: (0..hosts.names.len()).map(|i| hosts.ip(i)).collect(),
             bridge_ip: format!("{}.254", hosts.subnet),
+            next_zone: AtomicU16::new(1),
         };
         for ns in &faults.names {
             let mut child = Command::new("ip")
@@ -267,21 +271,38 @@ impl NetFaults {
             },
         )
         .expect("start delay proxy");
+        // A zone per delay: its flows are new there, so they are NATted even though the same
+        // 5-tuples have been live (and un-NATted) in zone 0 all along.
+        let zone = self.next_zone.fetch_add(1, Ordering::Relaxed);
         let mut rules = Fault::empty();
         for (from, to, proxy) in [(a, b, &forward), (b, a, &backward)] {
             let ns = &self.names[from];
             let peer = &self.ips[to];
             let via = proxy.addr();
-            // Track (and so NAT) only this flow, and the proxy's answers on their way back.
             let to_peer = format!("ip daddr {peer} udp dport {GOSSIP_PORT}");
-            rules.rule(ns, "raw_out", &format!("{to_peer} accept"), true);
+            rules.rule(
+                ns,
+                "raw_out",
+                &format!("{to_peer} ct zone set {zone}"),
+                true,
+            );
+            // The proxy's answers must meet their flow in its zone to be un-NATted.
             rules.rule(
                 ns,
                 "raw_pre",
-                &format!("ip saddr {} udp sport {} accept", via.ip(), via.port()),
+                &format!(
+                    "ip saddr {} udp sport {} ct zone set {zone}",
+                    via.ip(),
+                    via.port()
+                ),
                 true,
             );
-            rules.rule(ns, "nat_out", &format!("{to_peer} dnat ip to {via}"), false);
+            rules.rule(
+                ns,
+                "nat_out",
+                &format!("{to_peer} ct zone {zone} dnat ip to {via}"),
+                false,
+            );
         }
         DelayedLink {
             rules,

@@ -257,6 +257,20 @@ fn nft_loss_cuts_and_a_delayed_link_apply_and_go_away_with_their_guards() {
         got == 5 && from_peer,
         "the link works straight again once the delay is removed"
     );
+    // The same link delayed again (its flow is still in conntrack from the first time).
+    let again = faults.delay_link(
+        0,
+        1,
+        DelayConfig::new(Duration::from_millis(30), Duration::ZERO),
+    );
+    let (got, min, from_peer) = probe(&h0, to1, 5);
+    eprintln!("delayed again, 30 ms each way: {got}/5 echoes, min round trip {min:?}");
+    assert!(
+        got == 5 && from_peer && min >= Duration::from_millis(60),
+        "{min:?}"
+    );
+    drop(again);
+    assert_eq!(probe(&h0, to1, 5).0, 5);
 
     // A failing test still removes its faults: the guards drop while the panic unwinds.
     let before = rule_count(&hosts.names[0]);
@@ -575,13 +589,6 @@ fn an_offline_laptop_under_loss_and_delay_catches_up_in_both_directions() {
     let dir = tempfile::tempdir().unwrap();
     let hosts = Hosts::create(4);
     let faults = NetFaults::new(&hosts);
-    // 50–150 ms each way between bravo and charlie, for the whole run (see faults_net's doc:
-    // a delay is routed before the agents start).
-    let delayed = faults.delay_link(
-        1,
-        2,
-        DelayConfig::new(Duration::from_millis(100), Duration::from_millis(50)),
-    );
     let names = ["alpha", "bravo", "charlie", "laptop"];
     let (data, agents) = start_agents(&hosts, dir.path(), &names, "", |i| {
         if i == 3 {
@@ -590,7 +597,14 @@ fn an_offline_laptop_under_loss_and_delay_catches_up_in_both_directions() {
             Vec::new()
         }
     });
+    // Once the mesh is up: 5 % loss on the three fixed hosts, and 50–150 ms each way between
+    // bravo and charlie, on their live connections.
     let _loss = faults.loss_on(&[0, 1, 2], 5);
+    let delayed = faults.delay_link(
+        1,
+        2,
+        DelayConfig::new(Duration::from_millis(100), Duration::from_millis(50)),
+    );
     let watch = LivenessWatch::start(pairs_among(&names, &agents, &[0, 1, 2]));
     let mut acked = BTreeSet::new();
     acked.extend(emit_acked(&data[0], "alpha", &workload("alpha", 0, 20)));
