@@ -58,9 +58,9 @@ impl DelayConfig {
 
 /// Counts of what passed through, both directions together.
 #[derive(Debug, Default)]
-pub struct ProxyStats {
-    pub forwarded: AtomicU64,
-    pub dropped: AtomicU64,
+struct ProxyStats {
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
 }
 
 /// A running proxy; its threads stop and its sockets close on drop.
@@ -139,6 +139,8 @@ fn front_loop(front: &Arc<UdpSocket>, upstream: SocketAddr, timer: &Arc<Timer>) 
             Err(e) if is_timeout(&e) => continue,
             Err(e) => {
                 eprintln!("delay proxy: receive failed: {e}");
+                // Never spin on an error that repeats.
+                std::thread::sleep(POLL);
                 continue;
             }
         };
@@ -185,7 +187,10 @@ fn reply_loop(sock: &UdpSocket, front: &Arc<UdpSocket>, client: SocketAddr, time
         match sock.recv_from(&mut buf) {
             Ok((n, _)) => timer.schedule(front.clone(), client, buf[..n].to_vec()),
             Err(e) if is_timeout(&e) => {}
-            Err(e) => eprintln!("delay proxy: receive from upstream failed: {e}"),
+            Err(e) => {
+                eprintln!("delay proxy: receive from upstream failed: {e}");
+                std::thread::sleep(POLL);
+            }
         }
     }
 }

@@ -88,6 +88,29 @@ impl Fault {
         self.rules.push((ns.to_owned(), chain, handle));
     }
 
+    /// Packets this fault's rules have dropped so far: proof that a fault bit, and how hard.
+    pub fn dropped_packets(&self) -> u64 {
+        self.rules
+            .iter()
+            .map(|(ns, chain, handle)| {
+                let out = Command::new("ip")
+                    .args([
+                        "netns", "exec", ns, "nft", "-a", "list", "chain", "inet", TABLE, chain,
+                    ])
+                    .output()
+                    .expect("run nft");
+                let suffix = format!("# handle {handle}");
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .find(|l| l.trim_end().ends_with(&suffix))
+                    .and_then(|l| l.split("counter packets ").nth(1))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
     /// Removes the rules now (also what drop does).
     pub fn remove(mut self) {
         self.clear();
@@ -228,7 +251,7 @@ impl NetFaults {
         f.rule(
             &self.names[from],
             "filter_out",
-            &format!("ip daddr {ip} drop"),
+            &format!("ip daddr {ip} counter drop"),
             true,
         );
         f
@@ -242,13 +265,13 @@ impl NetFaults {
             f.rule(
                 &self.names[from],
                 "filter_out",
-                &format!("ip daddr {ip} drop"),
+                &format!("ip daddr {ip} counter drop"),
                 true,
             );
             f.rule(
                 &self.names[from],
                 "filter_in",
-                &format!("ip saddr {ip} drop"),
+                &format!("ip saddr {ip} counter drop"),
                 true,
             );
         }
@@ -322,7 +345,7 @@ impl Drop for NetFaults {
 
 fn random_drop(matcher: &str, percent: u32) -> String {
     format!(
-        "{matcher}meta l4proto udp numgen random mod 100 < {} drop",
+        "{matcher}meta l4proto udp numgen random mod 100 < {} counter drop",
         percent.min(100)
     )
 }

@@ -209,6 +209,7 @@ fn nft_loss_cuts_and_a_delayed_link_apply_and_go_away_with_their_guards() {
     // One-way: host 0 cannot send to host 1; host 2 is untouched.
     let cut = faults.one_way_cut(0, 1);
     assert_eq!(probe(&h0, to1, 5).0, 0);
+    assert_eq!(cut.dropped_packets(), 5, "the cut counts what it drops");
     assert_eq!(probe(&h0, to2, 5).0, 5);
     assert_eq!(
         probe(&hosts.names[1], gossip_addr(&hosts, 0), 1).0,
@@ -763,5 +764,41 @@ fn a_split_five_node_mesh_has_one_alerter_per_side_and_one_after_heal() {
         report.false_deaths.len()
     );
     assert!(report.false_deaths.is_empty(), "{:#?}", report.false_deaths);
+    drop(agents);
+}
+
+#[test]
+fn a_one_way_link_makes_no_peer_dead_and_events_go_around_it() {
+    if !labmesh_tests::netns::can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = Hosts::create(3);
+    let faults = NetFaults::new(&hosts);
+    let names = ["alpha", "bravo", "charlie"];
+    let (data, agents) = start_agents(&hosts, dir.path(), &names, "", |_| Vec::new());
+    let watch = LivenessWatch::start(pairs_among(&names, &agents, &[0, 1, 2]));
+    // alpha's datagrams never reach bravo; bravo's still reach alpha. Neither can finish a QUIC
+    // handshake with the other, but both still hear of each other through charlie.
+    let cut = faults.one_way_cut(0, 1);
+    let t = Instant::now();
+    let mut acked = BTreeSet::new();
+    acked.extend(emit_acked(&data[0], "alpha", &workload("alpha", 0, 30)));
+    acked.extend(emit_acked(&data[1], "bravo", &workload("bravo", 0, 30)));
+    let converge = wait_converged(&agents, &acked, "around the one-way link");
+    eprintln!("one-way link: event sets equal {converge:?} after the writes");
+    // Long past --offline-after (3 s): a peer heard of only indirectly would be gone by now.
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(t.elapsed()));
+    let report = watch.finish();
+    eprintln!(
+        "one-way link: {} liveness polls, {} suspicions, {} false deaths",
+        report.polls,
+        report.suspicions,
+        report.false_deaths.len()
+    );
+    assert!(report.false_deaths.is_empty(), "{:#?}", report.false_deaths);
+    let lost = cut.dropped_packets();
+    eprintln!("one-way link: {lost} of alpha's datagrams to bravo dropped");
+    assert!(lost > 0, "alpha kept sending to bravo, and lost it");
     drop(agents);
 }
