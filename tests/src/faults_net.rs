@@ -90,6 +90,11 @@ impl Fault {
 
     /// Packets this fault's rules have dropped so far: proof that a fault bit, and how hard.
     pub fn dropped_packets(&self) -> u64 {
+        self.counted()
+    }
+
+    /// The sum of the rules' nft counters (0 for a rule without one).
+    fn counted(&self) -> u64 {
         self.rules
             .iter()
             .map(|(ns, chain, handle)| {
@@ -140,6 +145,8 @@ pub struct DelayedLink {
     // Declared first so it drops first: traffic goes straight to the peer again before the
     // proxies stop, and never into a closed port.
     rules: Fault,
+    /// Counters on what still goes straight to the peer (see [`DelayedLink::bypassed`]).
+    escapes: Fault,
     /// Carries what the first host dials (to the second host's gossip port).
     pub forward: DelayProxy,
     /// Carries what the second host dials.
@@ -147,6 +154,12 @@ pub struct DelayedLink {
 }
 
 impl DelayedLink {
+    /// Datagrams that went straight between the two hosts' gossip ports since the delay was
+    /// set up, past the proxies: 0 when the delay holds for every packet.
+    pub fn bypassed(&self) -> u64 {
+        self.escapes.counted()
+    }
+
     /// Datagrams both proxies forwarded, both directions.
     pub fn forwarded(&self) -> u64 {
         self.forward.forwarded() + self.backward.forwarded()
@@ -155,10 +168,12 @@ impl DelayedLink {
     pub fn remove(self) {
         let DelayedLink {
             rules,
+            escapes,
             forward,
             backward,
         } = self;
         rules.remove();
+        escapes.remove();
         drop((forward, backward));
     }
 }
@@ -303,11 +318,13 @@ impl NetFaults {
             let peer = &self.ips[to];
             let via = proxy.addr();
             let to_peer = format!("ip daddr {peer} udp dport {GOSSIP_PORT}");
+            // Zone rule last: a packet that entered the zone before the NAT rule existed would
+            // make a flow there that is never NATted. Removal runs backwards, zone rule first.
             rules.rule(
                 ns,
-                "raw_out",
-                &format!("{to_peer} ct zone set {zone}"),
-                true,
+                "nat_out",
+                &format!("{to_peer} ct zone {zone} dnat ip to {via}"),
+                false,
             );
             // The proxy's answers must meet their flow in its zone to be un-NATted.
             rules.rule(
@@ -322,13 +339,26 @@ impl NetFaults {
             );
             rules.rule(
                 ns,
-                "nat_out",
-                &format!("{to_peer} ct zone {zone} dnat ip to {via}"),
-                false,
+                "raw_out",
+                &format!("{to_peer} ct zone set {zone}"),
+                true,
+            );
+        }
+        // After NAT (priority -100) a delayed packet is addressed to the proxy: whatever still
+        // matches the peer's gossip port here escaped the delay.
+        let mut escapes = Fault::empty();
+        for (from, to) in [(a, b), (b, a)] {
+            let peer = &self.ips[to];
+            escapes.rule(
+                &self.names[from],
+                "filter_out",
+                &format!("ip daddr {peer} udp dport {GOSSIP_PORT} counter"),
+                true,
             );
         }
         DelayedLink {
             rules,
+            escapes,
             forward,
             backward,
         }

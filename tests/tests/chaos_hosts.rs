@@ -26,6 +26,13 @@ use labmesh_tests::netns::{Hosts, liveness};
 use labmesh_tests::{Agent, http, issue_bundle, labmesh, wait_until};
 use serde_json::{Value, json};
 
+/// `Hosts` names its namespaces after the process id: nextest gives each test a process, but
+/// `cargo test` runs this file's tests as threads of one, where they would share names.
+fn hosts_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The delay proxy on its own (loopback, no root).
 
@@ -197,6 +204,7 @@ fn nft_loss_cuts_and_a_delayed_link_apply_and_go_away_with_their_guards() {
     if !labmesh_tests::netns::can_run() {
         return;
     }
+    let _one_at_a_time = hosts_lock();
     let hosts = Hosts::create(3);
     let faults = NetFaults::new(&hosts);
     let _echo0 = udp_echo(&hosts.names[0], gossip_addr(&hosts, 0));
@@ -247,6 +255,7 @@ fn nft_loss_cuts_and_a_delayed_link_apply_and_go_away_with_their_guards() {
         "the echo seems to come from host 1, not the proxy"
     );
     assert!(delayed.forward.forwarded() >= 20);
+    assert_eq!(delayed.bypassed(), 0);
     let (got, min2, _) = probe(&h0, to2, 5);
     assert!(
         got == 5 && min2 < Duration::from_millis(100),
@@ -587,6 +596,7 @@ fn an_offline_laptop_under_loss_and_delay_catches_up_in_both_directions() {
     if !labmesh_tests::netns::can_run() {
         return;
     }
+    let _one_at_a_time = hosts_lock();
     let dir = tempfile::tempdir().unwrap();
     let hosts = Hosts::create(4);
     let faults = NetFaults::new(&hosts);
@@ -659,6 +669,7 @@ fn an_offline_laptop_under_loss_and_delay_catches_up_in_both_directions() {
         delayed.forwarded() > 0,
         "bravo and charlie talked through the delay proxies"
     );
+    assert_eq!(delayed.bypassed(), 0, "and only through them");
     let counts: Vec<_> = agents.iter().map(sync_state).collect();
     assert!(all_equal(&counts), "{counts:?}");
     drop(agents);
@@ -669,6 +680,7 @@ fn a_split_five_node_mesh_has_one_alerter_per_side_and_one_after_heal() {
     if !labmesh_tests::netns::can_run() {
         return;
     }
+    let _one_at_a_time = hosts_lock();
     let dir = tempfile::tempdir().unwrap();
     let hosts = Hosts::create(5);
     let faults = NetFaults::new(&hosts);
@@ -691,6 +703,12 @@ fn a_split_five_node_mesh_has_one_alerter_per_side_and_one_after_heal() {
     );
 
     let _loss = faults.loss_on(&all, 5);
+    // 20–60 ms each way between delta and echo: within one side, so the partition holds.
+    let delayed = faults.delay_link(
+        3,
+        4,
+        DelayConfig::new(Duration::from_millis(40), Duration::from_millis(20)),
+    );
     let mut watch_pairs = pairs_among(&names, &agents, &side_a);
     watch_pairs.extend(pairs_among(&names, &agents, &side_b));
     let watch = LivenessWatch::start(watch_pairs);
@@ -764,6 +782,11 @@ fn a_split_five_node_mesh_has_one_alerter_per_side_and_one_after_heal() {
         report.false_deaths.len()
     );
     assert!(report.false_deaths.is_empty(), "{:#?}", report.false_deaths);
+    assert!(
+        delayed.forwarded() > 0,
+        "delta and echo talked through the delay proxies"
+    );
+    assert_eq!(delayed.bypassed(), 0, "and only through them");
     drop(agents);
 }
 
@@ -772,6 +795,7 @@ fn a_one_way_link_makes_no_peer_dead_and_events_go_around_it() {
     if !labmesh_tests::netns::can_run() {
         return;
     }
+    let _one_at_a_time = hosts_lock();
     let dir = tempfile::tempdir().unwrap();
     let hosts = Hosts::create(3);
     let faults = NetFaults::new(&hosts);
