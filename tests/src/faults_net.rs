@@ -45,7 +45,7 @@ const SETUP: &str = "table inet lmchaos {
 }
 ";
 
-/// Runs one nft command in a host's namespace; with `echo`, returns the new rule's handle.
+/// Runs one nft command in a host's namespace; returns the handle nft echoes for a new rule.
 fn nft(ns: &str, command: &str) -> Result<Option<u64>, String> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "nft", "-e", "-a", command])

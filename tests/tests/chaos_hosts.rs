@@ -256,10 +256,13 @@ fn nft_loss_cuts_and_a_delayed_link_apply_and_go_away_with_their_guards() {
     );
     assert!(delayed.forward.forwarded() >= 20);
     assert_eq!(delayed.bypassed(), 0);
-    let (got, min2, _) = probe(&h0, to2, 5);
-    assert!(
-        got == 5 && min2 < Duration::from_millis(100),
-        "host 2 is not delayed: {min2:?}"
+    // Host 2 is not behind the proxies (a count, not a time: load cannot make it flaky).
+    let through_proxies = delayed.forwarded();
+    assert_eq!(probe(&h0, to2, 5).0, 5);
+    assert_eq!(
+        delayed.forwarded(),
+        through_proxies,
+        "host 2 is not delayed"
     );
     delayed.remove();
     let (got, _, from_peer) = probe(&h0, to1, 5);
