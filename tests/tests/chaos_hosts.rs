@@ -449,6 +449,15 @@ fn event_ids(agent: &Agent, source: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every node of `side` names the same alerter, and it is one of them.
+fn one_alerter_in(names: &[&str], agents: &[Agent], side: &[usize]) -> bool {
+    let seen: Vec<Option<String>> = side.iter().map(|&i| alerter(&agents[i])).collect();
+    all_equal(&seen)
+        && seen[0]
+            .as_ref()
+            .is_some_and(|a| side.iter().any(|&i| names[i] == a))
+}
+
 fn all_equal<T: PartialEq>(items: &[Option<T>]) -> bool {
     items.iter().all(|i| i.is_some() && *i == items[0])
 }
@@ -650,6 +659,14 @@ fn an_offline_laptop_under_loss_and_delay_catches_up_in_both_directions() {
         sync_state(&agents[0]),
         "the laptop is still apart"
     );
+    // One alerter among the connected three; the laptop alone (transient, not eligible)
+    // never makes itself one.
+    wait_until(
+        "one alerter among the three",
+        Duration::from_secs(60),
+        || one_alerter_in(&names, &agents, &[0, 1, 2]),
+    );
+    assert_ne!(alerter(&agents[3]).as_deref(), Some("laptop"));
 
     hosts.heal(3);
     let t = Instant::now();
@@ -691,13 +708,7 @@ fn a_split_five_node_mesh_has_one_alerter_per_side_and_one_after_heal() {
     let config = "[alerting]\nsettle = \"2s\"\n";
     let (data, agents) = start_agents(&hosts, dir.path(), &names, config, |_| Vec::new());
     let (side_a, side_b) = ([0usize, 1], [2usize, 3, 4]);
-    let one_alerter = |side: &[usize]| {
-        let seen: Vec<Option<String>> = side.iter().map(|&i| alerter(&agents[i])).collect();
-        all_equal(&seen)
-            && seen[0]
-                .as_ref()
-                .is_some_and(|a| side.iter().any(|&i| names[i] == a))
-    };
+    let one_alerter = |side: &[usize]| one_alerter_in(&names, &agents, side);
     let all: Vec<usize> = (0..names.len()).collect();
     wait_until(
         "one alerter before the split",
