@@ -289,13 +289,17 @@ fn nft_loss_cuts_and_a_delayed_link_apply_and_go_away_with_their_guards() {
     let before = rule_count(&hosts.names[0]);
     let faults = Arc::new(faults);
     let (f, ns0) = (faults.clone(), hosts.names[0].clone());
-    let panicked = std::thread::spawn(move || {
-        let _cut = f.one_way_cut(0, 1);
-        let _loss = f.loss(0, 50);
-        assert_eq!(rule_count(&ns0), before + 2);
-        panic!("a failing assertion while faults are active");
-    })
-    .join();
+    // Named, so the panic message it prints reads as the expected one it is.
+    let panicked = std::thread::Builder::new()
+        .name("expected-panic".into())
+        .spawn(move || {
+            let _cut = f.one_way_cut(0, 1);
+            let _loss = f.loss(0, 50);
+            assert_eq!(rule_count(&ns0), before + 2);
+            panic!("expected: a failing test while faults are active");
+        })
+        .unwrap()
+        .join();
     assert!(panicked.is_err());
     assert_eq!(rule_count(&hosts.names[0]), before);
     assert_eq!(probe(&h0, to1, 5).0, 5);
