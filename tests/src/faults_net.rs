@@ -17,7 +17,7 @@
 //! NATted at once; removing the delay moves them back to zone 0, where they were never NATted.
 //! A delay can therefore be added and removed at any time, as often as a test likes. (Removing
 //! one under running agents changes the address the far side sees its peer at, from the proxy's
-//! back to the host's: QUIC's migration has to absorb that; no test exercises it yet.)
+//! back to the host's: QUIC's migration absorbs that.)
 //!
 //! Traffic through a proxy comes from the bridge address, which [`Hosts::partition`]'s blackhole
 //! routes do not cover: delay links within one side of a partition, or cut the hosts' links.
