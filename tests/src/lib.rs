@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod delay_proxy;
+pub mod faults_net;
 pub mod netns;
 pub mod receiver;
 pub mod tls;
