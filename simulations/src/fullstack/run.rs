@@ -33,6 +33,8 @@ pub enum FullScenario {
     Crash,
     /// Clocks are skewed and drift; one node's clock jumps an hour ahead mid-run.
     Skew,
+    /// The first node can receive but not send (a one-way cut) while everyone writes.
+    Oneway,
 }
 
 impl FullScenario {
@@ -42,8 +44,9 @@ impl FullScenario {
             "split" => Ok(FullScenario::Split),
             "crash" => Ok(FullScenario::Crash),
             "skew" => Ok(FullScenario::Skew),
+            "oneway" => Ok(FullScenario::Oneway),
             other => Err(format!(
-                "unknown full-stack scenario {other:?} (steady, split, crash, skew)"
+                "unknown full-stack scenario {other:?} (steady, split, crash, skew, oneway)"
             )),
         }
     }
@@ -54,6 +57,7 @@ impl FullScenario {
             FullScenario::Split => "split",
             FullScenario::Crash => "crash",
             FullScenario::Skew => "skew",
+            FullScenario::Oneway => "oneway",
         }
     }
 }
@@ -72,6 +76,9 @@ pub struct FullstackConfig {
     /// Events each node writes, one per `write_every`, during the write phase.
     pub writes_per_node: usize,
     pub write_every: Duration,
+    /// How long a partition, one-way cut or crash lasts. Longer than the QUIC idle timeout
+    /// (10 s) by default, so connections across it die as they would in a real outage.
+    pub fault_for: Duration,
     /// Give up waiting for convergence after this long (virtual).
     pub settle_limit: Duration,
     pub gossip_interval: Duration,
@@ -89,6 +96,7 @@ impl FullstackConfig {
             latency_max: Duration::from_millis(5),
             writes_per_node: 5,
             write_every: Duration::from_secs(1),
+            fault_for: Duration::from_secs(15),
             settle_limit: Duration::from_secs(60),
             gossip_interval: Duration::from_millis(300),
             sync: SyncTimings::default(),
@@ -154,6 +162,10 @@ struct Cluster<'a> {
     trace: Sha256,
     rng: StdRng,
     acknowledged: BTreeMap<[u8; 32], String>,
+    /// The HLC stamp (NTP64) of every event written, by content hash.
+    stamps: BTreeMap<[u8; 32], u64>,
+    /// Writes whose HLC stamp broke causality or did not follow the node's own clock.
+    clock_violations: Vec<String>,
     writes: u64,
     false_dead: u64,
     false_suspicions: u64,
@@ -275,6 +287,8 @@ impl<'a> Cluster<'a> {
             trace,
             rng,
             acknowledged: BTreeMap::new(),
+            stamps: BTreeMap::new(),
+            clock_violations: Vec::new(),
             writes: 0,
             false_dead: 0,
             false_suspicions: 0,
@@ -301,7 +315,7 @@ impl<'a> Cluster<'a> {
             .map_err(|e| format!("simulation failed: {e}"))?;
         self.time.set_ms(self.now_ms());
         let now = self.now_ms();
-        if now % 50 == 0
+        if now.is_multiple_of(50)
             && let Some((since, observers, subjects)) = &self.watch
             && self.sees(observers, subjects, false)
         {
@@ -340,6 +354,13 @@ impl<'a> Cluster<'a> {
     fn run_for(&mut self, d: Duration) -> Result<(), String> {
         let until = self.now_ms() + d.as_millis() as u64;
         while self.now_ms() < until {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    fn run_until_elapsed(&mut self, at_ms: u64) -> Result<(), String> {
+        while self.now_ms() < at_ms {
             self.step()?;
         }
         Ok(())
@@ -445,8 +466,10 @@ impl<'a> Cluster<'a> {
         self.writes += 1;
         let mut payload = serde_json::Map::new();
         payload.insert("seq".into(), self.writes.into());
+        let hlc = store.stamp_hlc();
+        self.check_stamp(i, &store, ms, &hlc);
         let mut extra = serde_json::Map::new();
-        extra.insert("hlc".into(), store.stamp_hlc().into());
+        extra.insert("hlc".into(), hlc.clone().into());
         let event = Event {
             id: uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid(),
             timestamp: at,
@@ -465,10 +488,48 @@ impl<'a> Cluster<'a> {
         for a in appended {
             self.acknowledged
                 .insert(a.entry.hash, format!("{} {}", self.names[i], event.id));
+            if let Some(stamp) = hlc_ntp(&hlc) {
+                self.stamps.insert(a.entry.hash, stamp);
+            }
         }
         let line = format!("write {} {} {}", self.names[i], event.id, ms);
         self.note(&line);
         Ok(())
+    }
+
+    /// A node's new stamp must be later than every stamp it holds that is within the HLC's
+    /// 10-minute tolerance of its clock (causality), and no later than its own clock or such a
+    /// stamp (so the HLC reads this node's clock, not the process's).
+    fn check_stamp(&mut self, i: usize, store: &sync::EventStore, clock_ms: u64, hlc: &str) {
+        const TOLERANCE_MS: u64 = 600_000;
+        let Some(stamp) = hlc_ntp(hlc) else {
+            self.clock_violations.push(format!(
+                "{} stamped an unreadable HLC {hlc:?}",
+                self.names[i]
+            ));
+            return;
+        };
+        let held = store
+            .sync_items(0)
+            .into_iter()
+            .filter_map(|(_, h)| self.stamps.get(&h).copied())
+            .filter(|s| ntp_ms(*s) <= clock_ms + TOLERANCE_MS)
+            .max();
+        if let Some(h) = held
+            && stamp <= h
+        {
+            self.clock_violations.push(format!(
+                "{} stamped {hlc}, not after {h:016x} which it holds",
+                self.names[i]
+            ));
+        }
+        let bound = held.map_or(0, ntp_ms).max(clock_ms) + 1_000;
+        if ntp_ms(stamp) > bound {
+            self.clock_violations.push(format!(
+                "{} stamped {hlc}, ahead of its clock ({clock_ms} ms) and of what it holds",
+                self.names[i]
+            ));
+        }
     }
 
     /// One write on each running node in `on`, `count` rounds, `every` apart.
@@ -569,6 +630,7 @@ impl<'a> Cluster<'a> {
                 }
             }
         }
+        violations.extend(self.clock_violations.iter().take(5).cloned());
         if cfg.loss <= 0.05 && self.false_dead > 0 {
             violations.push(format!(
                 "{} peer(s) declared dead while reachable at {:.0} % loss",
@@ -628,6 +690,16 @@ impl<'a> Cluster<'a> {
     }
 }
 
+/// The time of an HLC stamp (`<NTP64 hex>/<id>`).
+fn hlc_ntp(stamp: &str) -> Option<u64> {
+    u64::from_str_radix(stamp.get(..16)?, 16).ok()
+}
+
+/// NTP64 (32.32 fixed point seconds since the Unix epoch) in ms.
+fn ntp_ms(ntp: u64) -> u64 {
+    (ntp >> 32) * 1000 + (((ntp & 0xffff_ffff) * 1000) >> 32)
+}
+
 #[derive(Default)]
 struct Figures {
     join_ms: Option<u64>,
@@ -668,6 +740,7 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
             let left: Vec<usize> = (0..2.min(n - 1)).collect();
             let right: Vec<usize> = (left.len()..n).collect();
             c.partition(&left, &right);
+            let cut_at = c.now_ms();
             // Each side must see the other down: watch left seeing right, then the reverse
             // would need a second watch; both sides run the same detector, so one suffices.
             c.watch = Some((c.now_ms(), left.clone(), right.clone()));
@@ -676,6 +749,7 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
                 c.sees(&left, &right, false) && c.sees(&right, &left, false)
             })?;
             figures.detection_ms = c.detected_ms;
+            c.run_until_elapsed(cut_at + cfg.fault_for.as_millis() as u64)?;
             c.heal(&left, &right);
             figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
         }
@@ -683,11 +757,35 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
             let victim = n - 1;
             let others: Vec<usize> = (0..victim).collect();
             c.crash(victim);
+            let cut_at = c.now_ms();
             c.watch = Some((c.now_ms(), others.clone(), vec![victim]));
             c.write_rounds(&others, cfg.writes_per_node, cfg.write_every)?;
             c.run_until(settle, |c| c.sees(&others, &[victim], false))?;
             figures.detection_ms = c.detected_ms;
+            c.run_until_elapsed(cut_at + cfg.fault_for.as_millis() as u64)?;
             c.restart(victim);
+            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
+        }
+        FullScenario::Oneway => {
+            let others: Vec<usize> = (1..n).collect();
+            for &o in &others {
+                c.sim.partition_oneway(c.ips[0], c.ips[o]);
+            }
+            let pairs = c.all_pairs(&[0], &others);
+            let from_ms = c.now_ms();
+            c.faults.push(Fault {
+                pairs,
+                from_ms,
+                to_ms: None,
+            });
+            c.note("one-way cut n0 -> everyone");
+            c.write_rounds(&all, cfg.writes_per_node, cfg.write_every)?;
+            c.run_until_elapsed(from_ms + cfg.fault_for.as_millis() as u64)?;
+            for &o in &others {
+                c.sim.repair_oneway(c.ips[0], c.ips[o]);
+            }
+            c.end_faults();
+            c.note("one-way cut repaired");
             figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
         }
     }
