@@ -1,6 +1,8 @@
 //! The `fullstack` subcommand: runs the shipping mesh and sync code on turmoil over seeds and
 //! prints the figures and the invariants' verdict.
 
+use std::time::Duration;
+
 use simulations::fullstack::{self, FullScenario, FullstackConfig, Outcome};
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -63,10 +65,27 @@ pub fn run(args: &[String], json: bool) -> Result<bool, String> {
         .unwrap_or("0")
         .parse()
         .map_err(|_| "--loss wants a fraction, e.g. 0.02".to_owned())?;
+    let latency = match flag(args, "--latency") {
+        Some(spec) => {
+            let bad = || format!("--latency wants MIN..MAX in ms, got {spec}");
+            let (a, b) = spec.split_once("..").ok_or_else(bad)?;
+            let a: u64 = a.parse().map_err(|_| bad())?;
+            let b: u64 = b.parse().map_err(|_| bad())?;
+            if a > b {
+                return Err(bad());
+            }
+            Some((Duration::from_millis(a), Duration::from_millis(b)))
+        }
+        None => None,
+    };
     let mut outcomes = Vec::new();
     for seed in seeds(args)? {
         let mut cfg = FullstackConfig::new(nodes, seed, scenario);
         cfg.loss = loss;
+        if let Some((min, max)) = latency {
+            cfg.latency_min = min;
+            cfg.latency_max = max;
+        }
         let o = fullstack::run(&cfg)?;
         eprintln!(
             "seed {seed}: {} in {} ms (virtual {} ms), trace {}",
