@@ -36,8 +36,14 @@ fn split_two_three_with_writes_on_both_sides_heals_to_equal_sets() {
 #[test]
 fn crashed_node_restarts_with_its_data_and_catches_up() {
     let o = run_ok(&FullstackConfig::new(5, 5, FullScenario::Crash));
-    // The four survivors wrote while the fifth was down; it holds them all at the end.
-    assert_eq!(o.events_acknowledged, 20);
+    // One round by everyone, then the four survivors wrote while the fifth was down; it
+    // holds them all at the end.
+    assert_eq!(o.events_acknowledged, 25);
+    // It restarted on its data dir: the store it reopened held what it had before the crash
+    // (at least its own event of the first round).
+    let starts = &o.opened_with["n4"];
+    assert_eq!(starts.len(), 2, "{o:?}");
+    assert!(starts[1] >= 1, "{o:?}");
     assert!(o.detection_ms.is_some(), "{o:?}");
     assert!(o.convergence_ms.is_some_and(|c| c > 0), "{o:?}");
 }

@@ -86,6 +86,8 @@ pub struct Probe {
     pub refused: u64,
     /// How many times the node started.
     pub starts: u64,
+    /// Events its store held when it opened, per start (a restart finds its data dir).
+    pub opened_with: Vec<usize>,
 }
 
 pub type SharedProbe = Arc<Mutex<Probe>>;
@@ -153,7 +155,11 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     store.set_listener(Box::new(move |entry: &IndexEntry| {
         let _ = new_tx.send(entry.clone());
     }));
-    lock(&probe).store = Some(store.clone());
+    {
+        let mut p = lock(&probe);
+        p.store = Some(store.clone());
+        p.opened_with.push(store.len());
+    }
     let Some(inbound) = mesh.transport().take_app_receiver() else {
         return Err("the application channel was already taken".into());
     };

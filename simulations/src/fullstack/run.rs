@@ -126,6 +126,8 @@ pub struct Outcome {
     pub false_dead: u64,
     pub false_suspicions: u64,
     pub sessions_completed: u64,
+    /// Per node, the events its store held at each start.
+    pub opened_with: BTreeMap<String, Vec<usize>>,
     pub virtual_ms: u64,
     pub wall_ms: u64,
     /// SHA-256 over what the seed decides: the schedule of writes and faults as executed (with
@@ -656,6 +658,12 @@ impl<'a> Cluster<'a> {
             .map(|c| c.datagrams_lost.load(Ordering::Relaxed))
             .sum();
         let sessions = self.probes.iter().map(|p| lock(p).sessions_completed).sum();
+        let opened_with = self
+            .names
+            .iter()
+            .zip(&self.probes)
+            .map(|(n, p)| (n.clone(), lock(p).opened_with.clone()))
+            .collect();
         let first_violation = violations.first().cloned();
         if let Some(v) = first_violation {
             violations[0] = format!(
@@ -682,6 +690,7 @@ impl<'a> Cluster<'a> {
             false_dead: self.false_dead,
             false_suspicions: self.false_suspicions,
             sessions_completed: sessions,
+            opened_with,
             virtual_ms,
             wall_ms: wall.elapsed().as_millis() as u64,
             trace_hash: hex::encode(self.trace.finalize()),
@@ -756,6 +765,8 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
         FullScenario::Crash => {
             let victim = n - 1;
             let others: Vec<usize> = (0..victim).collect();
+            // One round first, so the victim has events of its own on disk when it goes down.
+            c.write_rounds(&all, 1, cfg.write_every)?;
             c.crash(victim);
             let cut_at = c.now_ms();
             c.watch = Some((c.now_ms(), others.clone(), vec![victim]));
