@@ -17,7 +17,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, not std's: identical in the agent, and the simulator's virtual time in a
+// simulation (backoffs must not depend on how fast the host machine runs the simulation).
+use tokio::time::Instant;
 
 use chitchat::ChitchatMessage;
 use chitchat::transport::{Socket, Transport};
@@ -204,21 +208,6 @@ impl QuicTransport {
         is_revoked: RevocationCheck,
     ) -> Result<QuicTransport, TransportError> {
         let runtime = quinn::default_runtime().ok_or(TransportError::NoRuntime)?;
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_idle_timeout(quinn::IdleTimeout::try_from(cfg.idle_timeout).ok())
-            .keep_alive_interval(Some(cfg.keep_alive))
-            .max_concurrent_uni_streams(256u32.into())
-            .max_concurrent_bidi_streams(16u32.into());
-        let transport = Arc::new(transport);
-        let server_crypto = QuicServerConfig::try_from(cfg.server_tls.clone())
-            .map_err(|e| TransportError::Tls(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server.transport_config(transport.clone());
-        let client_crypto = QuicClientConfig::try_from(cfg.client_tls.clone())
-            .map_err(|e| TransportError::Tls(e.to_string()))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
-        client.transport_config(transport);
         let socket =
             std::net::UdpSocket::bind(cfg.bind).map_err(|source| TransportError::Bind {
                 addr: cfg.bind,
@@ -235,6 +224,34 @@ impl QuicTransport {
                 addr: cfg.bind,
                 source,
             })?;
+        Self::with_socket(cfg, stats, is_revoked, udp, runtime)
+    }
+
+    /// Runs the transport on a socket and runtime the caller provides instead of a bound UDP
+    /// socket: the simulator passes a simulated network's socket and clock. Everything above
+    /// the socket (the datagram counters included) is the code [`QuicTransport::bind`] runs.
+    pub fn with_socket(
+        cfg: TransportConfig,
+        stats: Arc<MeshStats>,
+        is_revoked: RevocationCheck,
+        udp: Arc<dyn quinn::AsyncUdpSocket>,
+        runtime: Arc<dyn quinn::Runtime>,
+    ) -> Result<QuicTransport, TransportError> {
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_idle_timeout(quinn::IdleTimeout::try_from(cfg.idle_timeout).ok())
+            .keep_alive_interval(Some(cfg.keep_alive))
+            .max_concurrent_uni_streams(256u32.into())
+            .max_concurrent_bidi_streams(16u32.into());
+        let transport = Arc::new(transport);
+        let server_crypto = QuicServerConfig::try_from(cfg.server_tls.clone())
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(transport.clone());
+        let client_crypto = QuicClientConfig::try_from(cfg.client_tls.clone())
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+        client.transport_config(transport);
         let mut endpoint_cfg = quinn::EndpointConfig::default();
         // Never grease the fixed bit: the garbage counter relies on it being set.
         endpoint_cfg.grease_quic_bit(false);

@@ -27,3 +27,5 @@ pub use scenario::Scenario;
 pub fn run_seed(scenario: &Scenario, seed: u64) -> Result<Report, String> {
     Ok(Sim::new(scenario, seed)?.run())
 }
+
+pub mod fullstack;

@@ -1,11 +1,14 @@
 //! `cargo run -p simulations -- run SCENARIO [--seeds A..B] [--json]` and
 //! `cargo run -p simulations -- sweep [--sizes 10,100] [--json]`.
+//! `cargo run -p simulations -- fullstack [--scenario S] [--nodes N] [--seed N] [--json]`.
 
 use std::process::ExitCode;
 
 use simulations::{Report, Scenario, run_seed, sweep};
 
-const USAGE: &str = "usage: simulations run SCENARIO [--seeds A..B] [--json]\n       simulations sweep [--sizes 10,100,300,1000] [--sync-only] [--json]";
+mod fullstack_cmd;
+
+const USAGE: &str = "usage: simulations run SCENARIO [--seeds A..B] [--json]\n       simulations sweep [--sizes 10,100,300,1000] [--sync-only] [--json]\n       simulations fullstack [--scenario steady|split|crash|skew|oneway] [--nodes 5] [--seeds A..B] [--loss 0.02] [--latency 1..5] [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -85,6 +88,9 @@ const HEADER: &str = "scenario           nodes   seed  events  p50_ms    p99_ms 
 
 fn real_main(args: &[String]) -> Result<bool, String> {
     let json = args.iter().any(|a| a == "--json");
+    if args.first().map(String::as_str) == Some("fullstack") {
+        return fullstack_cmd::run(args, json);
+    }
     let reports: Vec<Report> = match args.first().map(String::as_str) {
         Some("run") => {
             let name = args.get(1).ok_or("run needs a scenario")?;

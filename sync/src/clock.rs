@@ -6,9 +6,13 @@
 //! the world state orders by it (`world::order`), falling back to `timestamp` for events
 //! written without one.
 
+use std::cell::Cell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use uhlc::{HLC, HLCBuilder, NTP64, Timestamp};
+
+use crate::store::Clock;
 
 /// Milliseconds added to the system clock (tests of clock skew; `LABMESH_CLOCK_OFFSET_MS`).
 static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
@@ -18,7 +22,17 @@ pub fn set_offset_ms(ms: i64) {
     OFFSET_MS.store(ms, Ordering::Relaxed);
 }
 
+thread_local! {
+    /// The reading of a node's own [`Clock`] while its HLC is being consulted (see
+    /// [`HybridClock::with_clock`]): uhlc takes a plain `fn` as its clock, so a per-node clock
+    /// can only reach it through the thread, for the length of one synchronous call.
+    static READING: Cell<Option<NTP64>> = const { Cell::new(None) };
+}
+
 fn skewed_clock() -> NTP64 {
+    if let Some(now) = READING.with(Cell::get) {
+        return now;
+    }
     let now = uhlc::system_time_clock();
     let offset = OFFSET_MS.load(Ordering::Relaxed);
     let delta = NTP64::from(std::time::Duration::from_millis(offset.unsigned_abs()));
@@ -29,9 +43,17 @@ fn skewed_clock() -> NTP64 {
     }
 }
 
+fn to_ntp64(time: chrono::DateTime<chrono::Utc>) -> NTP64 {
+    let ms = u64::try_from(time.timestamp_millis()).unwrap_or(0);
+    NTP64::from(std::time::Duration::from_millis(ms))
+}
+
 /// One node's hybrid logical clock.
 pub struct HybridClock {
     hlc: HLC,
+    /// The node's own clock, when it is not the process's (the simulator runs many nodes, each
+    /// with its own offset and drift, in one process).
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl Default for HybridClock {
@@ -48,7 +70,27 @@ impl HybridClock {
                 // Accept peers' clocks up to 10 minutes ahead before refusing to follow them.
                 .with_max_delta(std::time::Duration::from_secs(600))
                 .build(),
+            clock: None,
         }
+    }
+
+    /// A clock whose physical part is read from `clock` instead of the process's clock.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        HybridClock {
+            clock: Some(clock),
+            ..Self::new()
+        }
+    }
+
+    /// Runs `f` with the HLC reading this node's clock.
+    fn read<R>(&self, f: impl FnOnce(&HLC) -> R) -> R {
+        let Some(clock) = &self.clock else {
+            return f(&self.hlc);
+        };
+        let previous = READING.with(|r| r.replace(Some(to_ntp64(clock.now()))));
+        let out = f(&self.hlc);
+        READING.with(|r| r.set(previous));
+        out
     }
 
     /// A clock for a short-lived writer on a node: starts past the hint the agent leaves in
@@ -63,14 +105,14 @@ impl HybridClock {
 
     /// A fresh stamp, later than every stamp this clock produced or observed.
     pub fn stamp(&self) -> String {
-        format_hlc(&self.hlc.new_timestamp())
+        self.read(|hlc| format_hlc(&hlc.new_timestamp()))
     }
 
     /// Moves the clock past a stamp seen on an event from another node. Malformed or far-future
     /// stamps are ignored (the event is still stored; it just does not drag our clock along).
     pub fn observe(&self, text: &str) {
         if let Some(ts) = parse_hlc(text) {
-            let _ = self.hlc.update_with_timestamp(&ts);
+            let _ = self.read(|hlc| hlc.update_with_timestamp(&ts));
         }
     }
 }
@@ -109,5 +151,26 @@ mod tests {
         );
         c.observe(&later);
         assert!(c.stamp() > later);
+    }
+
+    struct Fixed(chrono::DateTime<chrono::Utc>);
+
+    impl Clock for Fixed {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            self.0
+        }
+    }
+
+    #[test]
+    fn each_clock_reads_its_own_time() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let ahead = HybridClock::with_clock(Arc::new(Fixed(at("2040-01-01T00:00:00Z"))));
+        let behind = HybridClock::with_clock(Arc::new(Fixed(at("2030-01-01T00:00:00Z"))));
+        let system = HybridClock::new();
+        let secs = |c: &HybridClock| u64::from(parse_hlc(&c.stamp()).unwrap().get_time().as_secs());
+        assert_eq!(secs(&ahead), at("2040-01-01T00:00:00Z").timestamp() as u64);
+        assert_eq!(secs(&behind), at("2030-01-01T00:00:00Z").timestamp() as u64);
+        let now = chrono::Utc::now().timestamp() as u64;
+        assert!(secs(&system).abs_diff(now) < 60);
     }
 }

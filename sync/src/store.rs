@@ -352,6 +352,8 @@ impl EventStore {
                 durable::sync_dir(dir)?;
             }
         }
+        // Events and their HLC stamps read the same clock, so a node's skew shows in both.
+        let hlc = crate::clock::HybridClock::with_clock(cfg.clock.clone());
         let store = EventStore {
             cfg,
             writer,
@@ -363,7 +365,7 @@ impl EventStore {
             folder_mtimes: Mutex::new(HashMap::new()),
             unsettled: Mutex::new(HashMap::new()),
             listener: RwLock::new(None),
-            hlc: crate::clock::HybridClock::new(),
+            hlc,
         };
         let report = store.scan(true)?;
         Ok((store, report))

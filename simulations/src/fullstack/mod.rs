@@ -1,0 +1,12 @@
+//! The full-stack simulation: 5–30 nodes of the shipping mesh and sync code in one process on
+//! turmoil (virtual time, seeded network), each with real certificates from a mesh CA, quinn
+//! on a simulated UDP socket ([`socket`]), chitchat through `mesh::Mesh`, and the sync core with
+//! a real `EventStore` in a data dir of its own that survives crashes. See the "Full stack"
+//! section of `docs/simulation.md`.
+
+pub mod clock;
+pub mod node;
+pub mod run;
+pub mod socket;
+
+pub use run::{FullScenario, FullstackConfig, Outcome, run};

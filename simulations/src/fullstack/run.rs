@@ -1,0 +1,806 @@
+//! One run: builds the hosts, plays the scenario's faults and writes between simulation steps,
+//! samples what the nodes see, and checks the invariants at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use mesh::liveness::Liveness;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sync::{Event, Severity};
+
+use super::clock::{NodeClock, VirtualTime};
+use super::node::{self, NodeSpec, SharedProbe, SyncTimings, lock};
+use super::socket::{LossTable, WireCounters};
+
+/// The simulation's epoch: 2026-01-01T00:00:00Z, fixed so that runs do not depend on the date.
+pub const EPOCH_SECS: i64 = 1_767_225_600;
+
+/// What happens during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FullScenario {
+    /// Everyone writes; nothing fails.
+    Steady,
+    /// The first two nodes are cut off from the rest; both sides write; the cut heals.
+    Split,
+    /// The last node crashes while the others write, and restarts with its data dir.
+    Crash,
+    /// Clocks are skewed and drift; one node's clock jumps an hour ahead mid-run.
+    Skew,
+    /// The first node can receive but not send (a one-way cut) while everyone writes.
+    Oneway,
+}
+
+impl FullScenario {
+    pub fn parse(name: &str) -> Result<FullScenario, String> {
+        match name {
+            "steady" => Ok(FullScenario::Steady),
+            "split" => Ok(FullScenario::Split),
+            "crash" => Ok(FullScenario::Crash),
+            "skew" => Ok(FullScenario::Skew),
+            "oneway" => Ok(FullScenario::Oneway),
+            other => Err(format!(
+                "unknown full-stack scenario {other:?} (steady, split, crash, skew, oneway)"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FullScenario::Steady => "steady",
+            FullScenario::Split => "split",
+            FullScenario::Crash => "crash",
+            FullScenario::Skew => "skew",
+            FullScenario::Oneway => "oneway",
+        }
+    }
+}
+
+/// Run settings; each field's doc says what it trades.
+#[derive(Debug, Clone)]
+pub struct FullstackConfig {
+    pub nodes: usize,
+    pub seed: u64,
+    pub scenario: FullScenario,
+    /// Independent loss per datagram on every link, 0 to 1.
+    pub loss: f64,
+    /// One-way latency range per datagram (turmoil draws within it): jitter is the width.
+    pub latency_min: Duration,
+    pub latency_max: Duration,
+    /// Events each node writes, one per `write_every`, during the write phase.
+    pub writes_per_node: usize,
+    pub write_every: Duration,
+    /// How long a partition, one-way cut or crash lasts. Longer than the QUIC idle timeout
+    /// (10 s) by default, so connections across it die as they would in a real outage.
+    pub fault_for: Duration,
+    /// Give up waiting for convergence after this long (virtual).
+    pub settle_limit: Duration,
+    pub gossip_interval: Duration,
+    pub sync: SyncTimings,
+}
+
+impl FullstackConfig {
+    pub fn new(nodes: usize, seed: u64, scenario: FullScenario) -> Self {
+        FullstackConfig {
+            nodes,
+            seed,
+            scenario,
+            loss: 0.0,
+            latency_min: Duration::from_millis(1),
+            latency_max: Duration::from_millis(5),
+            writes_per_node: 5,
+            write_every: Duration::from_secs(1),
+            fault_for: Duration::from_secs(15),
+            settle_limit: Duration::from_secs(60),
+            gossip_interval: Duration::from_millis(300),
+            sync: SyncTimings::default(),
+        }
+    }
+}
+
+/// Figures and verdict of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub scenario: &'static str,
+    pub nodes: usize,
+    pub seed: u64,
+    pub loss: f64,
+    /// Virtual time until every node saw every other as up.
+    pub join_ms: Option<u64>,
+    /// Virtual time from a crash or cut until every affected observer saw the other side down.
+    pub detection_ms: Option<u64>,
+    /// Virtual time from the heal (or restart, or end of writes) until every node held the same
+    /// events, all acknowledged writes included.
+    pub convergence_ms: Option<u64>,
+    pub events_acknowledged: usize,
+    /// UDP payload bytes (QUIC packets) per node per virtual second.
+    pub bytes_per_node_per_s: f64,
+    pub datagrams_lost: u64,
+    /// Peers declared dead / suspect while no fault separated them from the observer.
+    pub false_dead: u64,
+    pub false_suspicions: u64,
+    pub sessions_completed: u64,
+    /// Per node, the events its store held at each start.
+    pub opened_with: BTreeMap<String, Vec<usize>>,
+    pub virtual_ms: u64,
+    pub wall_ms: u64,
+    /// SHA-256 over what the seed decides: the schedule of writes and faults as executed (with
+    /// event ids and timestamps) and each node's final event set.
+    pub trace_hash: String,
+    pub violations: Vec<String>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// A fault window between an observer and a subject: declaring the subject dead inside it (or
+/// shortly after) is legitimate.
+#[derive(Debug, Clone)]
+struct Fault {
+    pairs: BTreeSet<(usize, usize)>,
+    from_ms: u64,
+    to_ms: Option<u64>,
+}
+
+struct Cluster<'a> {
+    sim: turmoil::Sim<'a>,
+    names: Vec<String>,
+    ips: Vec<IpAddr>,
+    probes: Vec<SharedProbe>,
+    clocks: Vec<Arc<NodeClock>>,
+    counters: Vec<Arc<WireCounters>>,
+    time: Arc<VirtualTime>,
+    running: Vec<bool>,
+    faults: Vec<Fault>,
+    trace: Sha256,
+    rng: StdRng,
+    acknowledged: BTreeMap<[u8; 32], String>,
+    /// The HLC stamp (NTP64) of every event written, by content hash.
+    stamps: BTreeMap<[u8; 32], u64>,
+    /// Writes whose HLC stamp broke causality or did not follow the node's own clock.
+    clock_violations: Vec<String>,
+    writes: u64,
+    false_dead: u64,
+    false_suspicions: u64,
+    /// A failure being watched for detection: since when, who must see whom go down.
+    watch: Option<(u64, Vec<usize>, Vec<usize>)>,
+    detected_ms: Option<u64>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn data_root() -> Result<tempfile::TempDir, String> {
+    // fsyncs on tmpfs cost nothing; the store's durability path still runs unchanged.
+    let shm = std::path::Path::new("/dev/shm");
+    let builder = tempfile::Builder::new()
+        .prefix("labmesh-fullstack-")
+        .clone();
+    let dir = if shm.is_dir() {
+        builder.tempdir_in(shm)
+    } else {
+        builder.tempdir()
+    };
+    dir.map_err(|e| format!("cannot make a data dir: {e}"))
+}
+
+impl<'a> Cluster<'a> {
+    fn build(cfg: &FullstackConfig) -> Result<Cluster<'a>, String> {
+        if !(2..=30).contains(&cfg.nodes) {
+            return Err(format!("{} nodes: the full stack runs 2 to 30", cfg.nodes));
+        }
+        let epoch = DateTime::<Utc>::from_timestamp(EPOCH_SECS, 0).unwrap_or_default();
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(cfg.seed)
+            .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS as u64))
+            .simulation_duration(Duration::from_secs(30 * 24 * 3600))
+            .tick_duration(Duration::from_millis(1))
+            .min_message_latency(cfg.latency_min)
+            .max_message_latency(cfg.latency_max)
+            .udp_capacity(1 << 16)
+            .build();
+        let ca = certs::MeshCa::generate("simmesh", 365).map_err(|e| e.to_string())?;
+        let mesh_id = format!(
+            "simmesh-{}",
+            &certs::fingerprint_hex(&ca.fingerprint())[..8]
+        );
+        let names: Vec<String> = (0..cfg.nodes).map(|i| format!("n{i}")).collect();
+        let ips: Vec<IpAddr> = names.iter().map(|n| sim.lookup(n.as_str())).collect();
+        let time = Arc::new(VirtualTime::default());
+        let loss = LossTable::default();
+        if cfg.loss > 0.0 {
+            for a in &ips {
+                for b in &ips {
+                    if a != b {
+                        loss.set(*a, *b, cfg.loss);
+                    }
+                }
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let root = data_root()?;
+        let mut probes = Vec::new();
+        let mut clocks = Vec::new();
+        let mut counters = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let (offset, drift) = if cfg.scenario == FullScenario::Skew {
+                (
+                    rng.random_range(-300_000..=300_000),
+                    rng.random_range(-200..=200),
+                )
+            } else {
+                (0, 0)
+            };
+            let clock = Arc::new(NodeClock::new(time.clone(), epoch, offset, drift));
+            let identity = ca.issue(name, &[ips[i]], 365).map_err(|e| e.to_string())?;
+            let addr = SocketAddr::new(ips[i], node::PORT);
+            let seeds = (0..cfg.nodes.min(2))
+                .filter(|&s| s != i)
+                .map(|s| SocketAddr::new(ips[s], node::PORT).to_string())
+                .collect();
+            let probe = SharedProbe::default();
+            let counter = Arc::new(WireCounters::default());
+            let spec = NodeSpec {
+                name: name.clone(),
+                addr,
+                seeds,
+                mesh_id: mesh_id.clone(),
+                identity,
+                data_dir: root.path().join(name),
+                clock: clock.clone(),
+                loss: loss.clone(),
+                counters: counter.clone(),
+                seed: cfg.seed.wrapping_mul(31).wrapping_add(i as u64),
+                gossip_interval: cfg.gossip_interval,
+                sync: cfg.sync.clone(),
+            };
+            let host_probe = probe.clone();
+            sim.host(name.as_str(), move || {
+                node::run(spec.clone(), host_probe.clone())
+            });
+            probes.push(probe);
+            clocks.push(clock);
+            counters.push(counter);
+        }
+        let mut trace = Sha256::new();
+        trace.update(format!(
+            "{} {} {}\n",
+            cfg.scenario.name(),
+            cfg.nodes,
+            cfg.seed
+        ));
+        Ok(Cluster {
+            sim,
+            running: vec![true; names.len()],
+            names,
+            ips,
+            probes,
+            clocks,
+            counters,
+            time,
+            faults: Vec::new(),
+            trace,
+            rng,
+            acknowledged: BTreeMap::new(),
+            stamps: BTreeMap::new(),
+            clock_violations: Vec::new(),
+            writes: 0,
+            false_dead: 0,
+            false_suspicions: 0,
+            watch: None,
+            detected_ms: None,
+            _dirs: vec![root],
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.sim.elapsed().as_millis() as u64
+    }
+
+    fn note(&mut self, what: &str) {
+        let line = format!("{} {what}\n", self.now_ms());
+        tracing::debug!(target: "fullstack", "{}", line.trim_end());
+        self.trace.update(line.as_bytes());
+    }
+
+    /// Advances the simulation by one tick and collects what the nodes saw.
+    fn step(&mut self) -> Result<(), String> {
+        self.sim
+            .step()
+            .map_err(|e| format!("simulation failed: {e}"))?;
+        self.time.set_ms(self.now_ms());
+        let now = self.now_ms();
+        if now.is_multiple_of(50)
+            && let Some((since, observers, subjects)) = &self.watch
+            && self.sees(observers, subjects, false)
+        {
+            self.detected_ms = Some(now - since);
+            self.watch = None;
+        }
+        for observer in 0..self.probes.len() {
+            let seen = std::mem::take(&mut lock(&self.probes[observer]).seen);
+            for s in seen {
+                if !matches!(s.to, Liveness::Dead | Liveness::Suspect) {
+                    continue;
+                }
+                let Some(subject) = self.names.iter().position(|n| *n == s.subject) else {
+                    continue;
+                };
+                // A declaration up to 60 s after a fault ended still belongs to it (chitchat
+                // and the tracker take a few seconds to see the end of a fault).
+                let excused = self.faults.iter().any(|f| {
+                    f.pairs.contains(&(observer, subject))
+                        && f.from_ms <= now
+                        && f.to_ms.is_none_or(|to| now <= to + 60_000)
+                });
+                if !excused {
+                    if s.to == Liveness::Dead {
+                        self.false_dead += 1;
+                        tracing::info!(target: "fullstack", at = now, observer = %self.names[observer], subject = %s.subject, "declared dead while reachable");
+                    } else {
+                        self.false_suspicions += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_for(&mut self, d: Duration) -> Result<(), String> {
+        let until = self.now_ms() + d.as_millis() as u64;
+        while self.now_ms() < until {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    fn run_until_elapsed(&mut self, at_ms: u64) -> Result<(), String> {
+        while self.now_ms() < at_ms {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// Steps until `done` holds (checked every 100 ms of virtual time) or `limit` passes;
+    /// returns the virtual time it took.
+    fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Cluster<'a>) -> bool,
+    ) -> Result<Option<u64>, String> {
+        let start = self.now_ms();
+        loop {
+            if done(self) {
+                return Ok(Some(self.now_ms() - start));
+            }
+            if self.now_ms() - start >= limit.as_millis() as u64 {
+                return Ok(None);
+            }
+            self.run_for(Duration::from_millis(100))?;
+        }
+    }
+
+    fn all_pairs(&self, a: &[usize], b: &[usize]) -> BTreeSet<(usize, usize)> {
+        let mut pairs = BTreeSet::new();
+        for &x in a {
+            for &y in b {
+                pairs.insert((x, y));
+                pairs.insert((y, x));
+            }
+        }
+        pairs
+    }
+
+    fn partition(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.sim.partition(self.ips[x], self.ips[y]);
+            }
+        }
+        let pairs = self.all_pairs(a, b);
+        let from_ms = self.now_ms();
+        self.faults.push(Fault {
+            pairs,
+            from_ms,
+            to_ms: None,
+        });
+        self.note(&format!("partition {a:?} | {b:?}"));
+    }
+
+    fn heal(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.sim.repair(self.ips[x], self.ips[y]);
+            }
+        }
+        self.end_faults();
+        self.note(&format!("heal {a:?} | {b:?}"));
+    }
+
+    fn end_faults(&mut self) {
+        let now = self.now_ms();
+        for f in &mut self.faults {
+            f.to_ms.get_or_insert(now);
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        let name = self.names[i].clone();
+        self.sim.crash(name.as_str());
+        lock(&self.probes[i]).store = None;
+        self.running[i] = false;
+        let others: Vec<usize> = (0..self.names.len()).filter(|&o| o != i).collect();
+        let pairs = self.all_pairs(&[i], &others);
+        let from_ms = self.now_ms();
+        self.faults.push(Fault {
+            pairs,
+            from_ms,
+            to_ms: None,
+        });
+        self.note(&format!("crash {name}"));
+    }
+
+    fn restart(&mut self, i: usize) {
+        let name = self.names[i].clone();
+        self.sim.bounce(name.as_str());
+        self.running[i] = true;
+        self.end_faults();
+        self.note(&format!("restart {name}"));
+    }
+
+    /// Writes one event on node `i` through its store (the agent's append path: validated,
+    /// fsynced, indexed, then pushed by the sync loop). Ids come from the run's RNG and
+    /// timestamps from the node's clock, so the same seed writes the same events.
+    fn write(&mut self, i: usize) -> Result<(), String> {
+        let Some(store) = lock(&self.probes[i]).store.clone() else {
+            return Ok(());
+        };
+        let at = sync::Clock::now(self.clocks[i].as_ref());
+        let random: [u8; 10] = self.rng.random();
+        let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+        self.writes += 1;
+        let mut payload = serde_json::Map::new();
+        payload.insert("seq".into(), self.writes.into());
+        let hlc = store.stamp_hlc();
+        self.check_stamp(i, &store, ms, &hlc);
+        let mut extra = serde_json::Map::new();
+        extra.insert("hlc".into(), hlc.clone().into());
+        let event = Event {
+            id: uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid(),
+            timestamp: at,
+            node: self.names[i].clone(),
+            event_type: "sim_write".into(),
+            severity: Severity::Info,
+            source: "fullstack".into(),
+            service: "all".into(),
+            correlation_id: String::new(),
+            payload,
+            extra,
+        };
+        let appended = store
+            .append_batch(std::slice::from_ref(&event))
+            .map_err(|e| format!("{} cannot write: {e}", self.names[i]))?;
+        for a in appended {
+            self.acknowledged
+                .insert(a.entry.hash, format!("{} {}", self.names[i], event.id));
+            if let Some(stamp) = hlc_ntp(&hlc) {
+                self.stamps.insert(a.entry.hash, stamp);
+            }
+        }
+        let line = format!("write {} {} {}", self.names[i], event.id, ms);
+        self.note(&line);
+        Ok(())
+    }
+
+    /// A node's new stamp must be later than every stamp it holds that is within the HLC's
+    /// 10-minute tolerance of its clock (causality), and no later than its own clock or such a
+    /// stamp (so the HLC reads this node's clock, not the process's).
+    fn check_stamp(&mut self, i: usize, store: &sync::EventStore, clock_ms: u64, hlc: &str) {
+        const TOLERANCE_MS: u64 = 600_000;
+        let Some(stamp) = hlc_ntp(hlc) else {
+            self.clock_violations.push(format!(
+                "{} stamped an unreadable HLC {hlc:?}",
+                self.names[i]
+            ));
+            return;
+        };
+        let held = store
+            .sync_items(0)
+            .into_iter()
+            .filter_map(|(_, h)| self.stamps.get(&h).copied())
+            .filter(|s| ntp_ms(*s) <= clock_ms + TOLERANCE_MS)
+            .max();
+        if let Some(h) = held
+            && stamp <= h
+        {
+            self.clock_violations.push(format!(
+                "{} stamped {hlc}, not after {h:016x} which it holds",
+                self.names[i]
+            ));
+        }
+        let bound = held.map_or(0, ntp_ms).max(clock_ms) + 1_000;
+        if ntp_ms(stamp) > bound {
+            self.clock_violations.push(format!(
+                "{} stamped {hlc}, ahead of its clock ({clock_ms} ms) and of what it holds",
+                self.names[i]
+            ));
+        }
+    }
+
+    /// One write on each running node in `on`, `count` rounds, `every` apart.
+    fn write_rounds(&mut self, on: &[usize], count: usize, every: Duration) -> Result<(), String> {
+        for _ in 0..count {
+            for &i in on {
+                if self.running[i] {
+                    self.write(i)?;
+                }
+            }
+            self.run_for(every)?;
+        }
+        Ok(())
+    }
+
+    /// Every running node holds the same events, and every acknowledged event among them.
+    fn converged(&self) -> bool {
+        let mut first: Option<BTreeSet<[u8; 32]>> = None;
+        for (i, probe) in self.probes.iter().enumerate() {
+            if !self.running[i] {
+                continue;
+            }
+            let Some(store) = lock(probe).store.clone() else {
+                return false;
+            };
+            let set: BTreeSet<[u8; 32]> = store.sync_items(0).into_iter().map(|(_, h)| h).collect();
+            if !self.acknowledged.keys().all(|h| set.contains(h)) {
+                return false;
+            }
+            match &first {
+                None => first = Some(set),
+                Some(f) if *f != set => return false,
+                Some(_) => {}
+            }
+        }
+        true
+    }
+
+    /// Every running observer in `observers` sees every node in `subjects` as up (`up`) or
+    /// none of them (`!up`).
+    fn sees(&self, observers: &[usize], subjects: &[usize], up: bool) -> bool {
+        observers.iter().filter(|&&o| self.running[o]).all(|&o| {
+            let probe = lock(&self.probes[o]);
+            subjects
+                .iter()
+                .filter(|&&s| s != o)
+                .all(|&s| probe.up.contains(&self.names[s]) == up)
+        })
+    }
+
+    fn everyone(&self) -> Vec<usize> {
+        (0..self.names.len()).collect()
+    }
+
+    fn finish(
+        mut self,
+        cfg: &FullstackConfig,
+        figures: Figures,
+        wall: std::time::Instant,
+    ) -> Outcome {
+        let mut violations = Vec::new();
+        let mut sets: Vec<(String, BTreeSet<[u8; 32]>)> = Vec::new();
+        for (i, probe) in self.probes.iter().enumerate() {
+            let Some(store) = lock(probe).store.clone() else {
+                violations.push(format!("{} is not running at the end", self.names[i]));
+                continue;
+            };
+            let set: BTreeSet<[u8; 32]> = store.sync_items(0).into_iter().map(|(_, h)| h).collect();
+            // The final set by event id and timestamp (the bytes carry HLC ids, which are
+            // random per process).
+            let mut ids: Vec<String> = store
+                .query(&sync::Query::default())
+                .iter()
+                .map(|e| format!("{}@{}", e.id, e.millis))
+                .collect();
+            ids.sort();
+            self.trace
+                .update(format!("final {} {}\n", self.names[i], ids.join(",")).as_bytes());
+            sets.push((self.names[i].clone(), set));
+        }
+        if let Some((first_name, first)) = sets.first() {
+            for (name, set) in &sets[1..] {
+                if set != first {
+                    violations.push(format!(
+                        "event sets differ after heal: {first_name} holds {} events, {name} {} ({} only on {first_name}, {} only on {name})",
+                        first.len(),
+                        set.len(),
+                        first.difference(set).count(),
+                        set.difference(first).count()
+                    ));
+                }
+            }
+        }
+        for (hash, what) in &self.acknowledged {
+            for (name, set) in &sets {
+                if !set.contains(hash) {
+                    violations.push(format!("acknowledged event {what} missing on {name}"));
+                }
+            }
+        }
+        violations.extend(self.clock_violations.iter().take(5).cloned());
+        if cfg.loss <= 0.05 && self.false_dead > 0 {
+            violations.push(format!(
+                "{} peer(s) declared dead while reachable at {:.0} % loss",
+                self.false_dead,
+                cfg.loss * 100.0
+            ));
+        }
+        if figures.convergence_ms.is_none() {
+            violations.push(format!(
+                "no convergence within {} s",
+                cfg.settle_limit.as_secs()
+            ));
+        }
+        let virtual_ms = self.now_ms();
+        let bytes: u64 = self
+            .counters
+            .iter()
+            .map(|c| c.bytes_sent.load(Ordering::Relaxed))
+            .sum();
+        let lost = self
+            .counters
+            .iter()
+            .map(|c| c.datagrams_lost.load(Ordering::Relaxed))
+            .sum();
+        let sessions = self.probes.iter().map(|p| lock(p).sessions_completed).sum();
+        let opened_with = self
+            .names
+            .iter()
+            .zip(&self.probes)
+            .map(|(n, p)| (n.clone(), lock(p).opened_with.clone()))
+            .collect();
+        let first_violation = violations.first().cloned();
+        if let Some(v) = first_violation {
+            violations[0] = format!(
+                "seed {}: {v} (reproduce: cargo run -p simulations -- fullstack --scenario {} --nodes {} --seed {})",
+                cfg.seed,
+                cfg.scenario.name(),
+                cfg.nodes,
+                cfg.seed
+            );
+        }
+        Outcome {
+            scenario: cfg.scenario.name(),
+            nodes: cfg.nodes,
+            seed: cfg.seed,
+            loss: cfg.loss,
+            join_ms: figures.join_ms,
+            detection_ms: figures.detection_ms,
+            convergence_ms: figures.convergence_ms,
+            events_acknowledged: self.acknowledged.len(),
+            bytes_per_node_per_s: bytes as f64
+                / self.names.len() as f64
+                / (virtual_ms.max(1) as f64 / 1000.0),
+            datagrams_lost: lost,
+            false_dead: self.false_dead,
+            false_suspicions: self.false_suspicions,
+            sessions_completed: sessions,
+            opened_with,
+            virtual_ms,
+            wall_ms: wall.elapsed().as_millis() as u64,
+            trace_hash: hex::encode(self.trace.finalize()),
+            violations,
+        }
+    }
+}
+
+/// The time of an HLC stamp (`<NTP64 hex>/<id>`).
+fn hlc_ntp(stamp: &str) -> Option<u64> {
+    u64::from_str_radix(stamp.get(..16)?, 16).ok()
+}
+
+/// NTP64 (32.32 fixed point seconds since the Unix epoch) in ms.
+fn ntp_ms(ntp: u64) -> u64 {
+    (ntp >> 32) * 1000 + (((ntp & 0xffff_ffff) * 1000) >> 32)
+}
+
+#[derive(Default)]
+struct Figures {
+    join_ms: Option<u64>,
+    detection_ms: Option<u64>,
+    convergence_ms: Option<u64>,
+}
+
+/// Runs one scenario with one seed.
+pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
+    let wall = std::time::Instant::now();
+    let mut c = Cluster::build(cfg)?;
+    let all = c.everyone();
+    let mut figures = Figures {
+        join_ms: c.run_until(Duration::from_secs(30), |c| c.sees(&all, &all, true))?,
+        ..Figures::default()
+    };
+    if figures.join_ms.is_none() {
+        return Err(format!(
+            "seed {}: the mesh did not form within 30 s of virtual time",
+            cfg.seed
+        ));
+    }
+    c.note("joined");
+    let n = cfg.nodes;
+    let settle = cfg.settle_limit;
+    match cfg.scenario {
+        FullScenario::Steady | FullScenario::Skew => {
+            let half = cfg.writes_per_node / 2;
+            c.write_rounds(&all, half, cfg.write_every)?;
+            if cfg.scenario == FullScenario::Skew {
+                c.clocks[0].jump(3_600_000);
+                c.note("clock jump n0 +1h");
+            }
+            c.write_rounds(&all, cfg.writes_per_node - half, cfg.write_every)?;
+            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
+        }
+        FullScenario::Split => {
+            let left: Vec<usize> = (0..2.min(n - 1)).collect();
+            let right: Vec<usize> = (left.len()..n).collect();
+            c.partition(&left, &right);
+            let cut_at = c.now_ms();
+            // Each side must see the other down: watch left seeing right, then the reverse
+            // would need a second watch; both sides run the same detector, so one suffices.
+            c.watch = Some((c.now_ms(), left.clone(), right.clone()));
+            c.write_rounds(&all, cfg.writes_per_node, cfg.write_every)?;
+            c.run_until(settle, |c| {
+                c.sees(&left, &right, false) && c.sees(&right, &left, false)
+            })?;
+            figures.detection_ms = c.detected_ms;
+            c.run_until_elapsed(cut_at + cfg.fault_for.as_millis() as u64)?;
+            c.heal(&left, &right);
+            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
+        }
+        FullScenario::Crash => {
+            let victim = n - 1;
+            let others: Vec<usize> = (0..victim).collect();
+            // One round first, so the victim has events of its own on disk when it goes down.
+            c.write_rounds(&all, 1, cfg.write_every)?;
+            c.crash(victim);
+            let cut_at = c.now_ms();
+            c.watch = Some((c.now_ms(), others.clone(), vec![victim]));
+            c.write_rounds(&others, cfg.writes_per_node, cfg.write_every)?;
+            c.run_until(settle, |c| c.sees(&others, &[victim], false))?;
+            figures.detection_ms = c.detected_ms;
+            c.run_until_elapsed(cut_at + cfg.fault_for.as_millis() as u64)?;
+            c.restart(victim);
+            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
+        }
+        FullScenario::Oneway => {
+            let others: Vec<usize> = (1..n).collect();
+            for &o in &others {
+                c.sim.partition_oneway(c.ips[0], c.ips[o]);
+            }
+            let pairs = c.all_pairs(&[0], &others);
+            let from_ms = c.now_ms();
+            c.faults.push(Fault {
+                pairs,
+                from_ms,
+                to_ms: None,
+            });
+            c.note("one-way cut n0 -> everyone");
+            c.write_rounds(&all, cfg.writes_per_node, cfg.write_every)?;
+            c.run_until_elapsed(from_ms + cfg.fault_for.as_millis() as u64)?;
+            for &o in &others {
+                c.sim.repair_oneway(c.ips[0], c.ips[o]);
+            }
+            c.end_faults();
+            c.note("one-way cut repaired");
+            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
+        }
+    }
+    // A little more time, so that a declaration of death right after convergence is caught.
+    c.run_for(Duration::from_secs(2))?;
+    Ok(c.finish(cfg, figures, wall))
+}

@@ -1,0 +1,114 @@
+//! The `fullstack` subcommand: runs the shipping mesh and sync code on turmoil over seeds and
+//! prints the figures and the invariants' verdict.
+
+use std::time::Duration;
+
+use simulations::fullstack::{self, FullScenario, FullstackConfig, Outcome};
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn seeds(args: &[String]) -> Result<Vec<u64>, String> {
+    let spec = flag(args, "--seeds")
+        .or(flag(args, "--seed"))
+        .unwrap_or("1");
+    let bad = || format!("--seeds wants A..B or N, got {spec}");
+    match spec.split_once("..") {
+        Some((a, b)) => {
+            let a: u64 = a.parse().map_err(|_| bad())?;
+            let b: u64 = b.trim_start_matches('=').parse().map_err(|_| bad())?;
+            Ok((a..=b).collect())
+        }
+        None => Ok(vec![spec.parse().map_err(|_| bad())?]),
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |x| x.to_string())
+}
+
+const HEADER: &str = "scenario nodes  seed loss  join_ms detect_ms converge_ms events  B/node/s lost  false_dead suspicions sessions virt_ms wall_ms result";
+
+fn line(o: &Outcome) -> String {
+    format!(
+        "{:<8} {:>5} {:>5} {:>4.2} {:>8} {:>9} {:>11} {:>6} {:>9.0} {:>5} {:>10} {:>10} {:>8} {:>7} {:>7} {}",
+        o.scenario,
+        o.nodes,
+        o.seed,
+        o.loss,
+        opt(o.join_ms),
+        opt(o.detection_ms),
+        opt(o.convergence_ms),
+        o.events_acknowledged,
+        o.bytes_per_node_per_s,
+        o.datagrams_lost,
+        o.false_dead,
+        o.false_suspicions,
+        o.sessions_completed,
+        o.virtual_ms,
+        o.wall_ms,
+        if o.ok() { "ok" } else { "FAIL" }
+    )
+}
+
+pub fn run(args: &[String], json: bool) -> Result<bool, String> {
+    let scenario = FullScenario::parse(flag(args, "--scenario").unwrap_or("steady"))?;
+    let nodes: usize = flag(args, "--nodes")
+        .unwrap_or("5")
+        .parse()
+        .map_err(|_| "--nodes wants a number from 2 to 30".to_owned())?;
+    let loss: f64 = flag(args, "--loss")
+        .unwrap_or("0")
+        .parse()
+        .map_err(|_| "--loss wants a fraction, e.g. 0.02".to_owned())?;
+    let latency = match flag(args, "--latency") {
+        Some(spec) => {
+            let bad = || format!("--latency wants MIN..MAX in ms, got {spec}");
+            let (a, b) = spec.split_once("..").ok_or_else(bad)?;
+            let a: u64 = a.parse().map_err(|_| bad())?;
+            let b: u64 = b.parse().map_err(|_| bad())?;
+            if a > b {
+                return Err(bad());
+            }
+            Some((Duration::from_millis(a), Duration::from_millis(b)))
+        }
+        None => None,
+    };
+    let mut outcomes = Vec::new();
+    for seed in seeds(args)? {
+        let mut cfg = FullstackConfig::new(nodes, seed, scenario);
+        cfg.loss = loss;
+        if let Some((min, max)) = latency {
+            cfg.latency_min = min;
+            cfg.latency_max = max;
+        }
+        let o = fullstack::run(&cfg)?;
+        eprintln!(
+            "seed {seed}: {} in {} ms (virtual {} ms), trace {}",
+            if o.ok() { "ok" } else { "FAIL" },
+            o.wall_ms,
+            o.virtual_ms,
+            o.trace_hash
+        );
+        for v in &o.violations {
+            eprintln!("  {v}");
+        }
+        outcomes.push(o);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcomes).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{HEADER}");
+        for o in &outcomes {
+            println!("{}", line(o));
+        }
+    }
+    Ok(outcomes.iter().all(Outcome::ok))
+}
