@@ -187,7 +187,8 @@ impl Engine {
         }
     }
 
-    /// The driver's report on a notification. Unknown ids (a previous process) are ignored.
+    /// The driver's report on a notification's latest attempt. Unknown ids (a previous
+    /// process) and reports on an attempt the core already gave up at its deadline are ignored.
     pub fn on_delivery(
         &mut self,
         id: &str,
@@ -196,6 +197,21 @@ impl Engine {
         rt: &mut impl Runtime,
     ) {
         self.pipeline.on_result(id, result, now, rt);
+        self.step(now, rt);
+    }
+
+    /// [`Engine::on_delivery`] for one attempt ([`Notification::attempt`]): a late report of
+    /// an earlier attempt is ignored, so it cannot fail the retry that is under way.
+    pub fn on_attempt_delivery(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        result: Result<(), String>,
+        now: DateTime<Utc>,
+        rt: &mut impl Runtime,
+    ) {
+        self.pipeline
+            .on_attempt_result(id, Some(attempt), result, now, rt);
         self.step(now, rt);
     }
 
