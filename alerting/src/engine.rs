@@ -123,6 +123,18 @@ impl Engine {
         }
     }
 
+    /// Drops a rule added at run time (a cleared expectation). Its open alerts resolve at
+    /// `at`: an alert of a rule that no longer exists would otherwise stay open forever. The
+    /// next step records and sends the resolution like any other. Returns whether it existed.
+    pub fn remove_rule(&mut self, name: &str, at: DateTime<Utc>) -> bool {
+        let Some(pos) = self.rules.rules.iter().position(|r| r.name == name) else {
+            return false;
+        };
+        self.rules.rules.remove(pos);
+        self.book.resolve_rule(name, at);
+        true
+    }
+
     /// A new membership snapshot (this node may be in it or not).
     pub fn on_membership(
         &mut self,

@@ -100,7 +100,8 @@ pub enum Command {
     Check(CheckCommand),
     /// Open alerts as the local agent sees them, and the alerter; exit 1 if any is firing.
     Alerts(crate::cmd_alerts::AlertsArgs),
-    /// Declare that a job (events with source NAME) must report every window, or list them.
+    /// Declare that a job (events with source NAME) must report every window, remove such a
+    /// declaration (--remove), or list them (no NAME).
     Expect(crate::cmd_alerts::ExpectArgs),
     /// The weekly mesh digest (scores, builds, tests, incidents, top action), now.
     Digest(crate::cmd_digest::DigestArgs),
