@@ -333,6 +333,11 @@ pub struct AgentArgs {
     #[arg(long, env = "LABMESH_PROBE_INTERVAL", value_name = "DURATION")]
     pub probe_interval: Option<String>,
 
+    /// How often this host's figures (CPU steal, memory, swap, disks) are recorded as a
+    /// `host_sample` event for the weekly digest, e.g. 1h.
+    #[arg(long, env = "LABMESH_HISTORY_INTERVAL", value_name = "DURATION")]
+    pub history_interval: Option<String>,
+
     #[command(flatten)]
     pub floors: FloorArgs,
 
