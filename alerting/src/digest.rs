@@ -42,6 +42,7 @@ pub struct MountSample {
     pub mount: String,
     pub used_percent: f64,
     pub used_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
 }
 
 /// One `host_sample` event's figures. Absent figures (a probe that failed) stay `None`.
@@ -80,6 +81,7 @@ pub fn host_sample(e: &Event) -> Option<HostSample> {
                         mount: d.get("mount")?.as_str()?.to_owned(),
                         used_percent: d.get("used_percent").and_then(number)?,
                         used_bytes: d.get("used_bytes").and_then(serde_json::Value::as_u64),
+                        total_bytes: d.get("total_bytes").and_then(serde_json::Value::as_u64),
                     })
                 })
                 .collect()

@@ -76,6 +76,8 @@ pub struct Engine {
     armed: BTreeMap<Timer, DateTime<Utc>>,
     /// How long disk samples are kept (the longest disk_full window).
     disk_keep: Duration,
+    /// Nodes whose disks the projection learns from `host_sample` events.
+    sampled: std::collections::BTreeSet<String>,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ impl Engine {
             receivers: config.receivers,
             armed: BTreeMap::new(),
             disk_keep,
+            sampled: Default::default(),
         }
     }
 
@@ -148,7 +151,12 @@ impl Engine {
 
     /// A node's gossiped summary.
     pub fn on_summary(&mut self, summary: &NodeSummary, now: DateTime<Utc>, rt: &mut impl Runtime) {
-        self.watch.record_summary(summary, self.disk_keep);
+        // A node that records host samples projects from those (per mount, kept in the event
+        // log across restarts); the summary's one "fullest" figure would be a second
+        // projection of the same disk.
+        if !self.sampled.contains(&summary.node) {
+            self.watch.record_summary(summary, self.disk_keep);
+        }
         for rule in &self.rules.rules {
             for obs in rule.observe_summary(summary) {
                 self.book.observe(obs, None, now);
@@ -179,6 +187,9 @@ impl Engine {
     }
 
     fn ingest(&mut self, e: &Event, now: DateTime<Utc>) {
+        if let Some(s) = crate::digest::host_sample(e) {
+            self.disk_history(&s);
+        }
         self.election.on_event(e);
         self.pipeline.on_event(e);
         let rules = &self.rules;
@@ -197,6 +208,28 @@ impl Engine {
                 self.book.observe(obs, None, now);
             }
         }
+    }
+
+    /// Feeds a `host_sample`'s disks to the disk-full projection. The replay of the log at
+    /// start brings the week back, so a restart does not wait a day before projecting again.
+    fn disk_history(&mut self, s: &crate::digest::HostSample) {
+        let mut summary = NodeSummary::new(&s.node, s.at);
+        summary.disks = s
+            .disks
+            .iter()
+            .filter_map(|d| {
+                Some(crate::summary::DiskUsage {
+                    mount: d.mount.clone(),
+                    used_bytes: d.used_bytes?,
+                    total_bytes: d.total_bytes.filter(|t| *t > 0)?,
+                })
+            })
+            .collect();
+        if summary.disks.is_empty() {
+            return;
+        }
+        self.sampled.insert(s.node.clone());
+        self.watch.record_summary(&summary, self.disk_keep);
     }
 
     /// The driver's report on a notification's latest attempt. Unknown ids (a previous
