@@ -247,3 +247,74 @@ fn a_removed_expectation_resolves_its_alert_and_stays_removed_after_a_restart() 
     let firing: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(firing.as_array().unwrap().len(), 1, "{firing}");
 }
+
+/// An agent named `name` in the mesh whose CA node is `ca` (data dir, name, gossip address).
+fn mesh_node(
+    dir: &std::path::Path,
+    name: &str,
+    ca: Option<(&std::path::Path, &str, &str)>,
+) -> (Agent, std::path::PathBuf, String) {
+    let data = dir.join(name);
+    let gossip = format!("127.0.0.1:{}", labmesh_tests::free_udp_port());
+    let mut args: Vec<String> = [
+        "--name",
+        name,
+        "--gossip-addr",
+        &gossip,
+        "--gossip-interval",
+        "100ms",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if let Some((ca_data, ca_name, seed)) = ca {
+        let bundle = dir.join(format!("{name}.bundle.json"));
+        labmesh_tests::issue_bundle(ca_data, ca_name, name, &bundle);
+        args.extend([
+            "--join".to_owned(),
+            bundle.display().to_string(),
+            "--seed".to_owned(),
+            seed.to_owned(),
+        ]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Agent::start(&data, &refs), data, gossip)
+}
+
+fn listed(agent: &Agent) -> Vec<Value> {
+    agent.get_json("/v1/expectations")["expectations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_removal_on_one_node_replicates_to_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alpha, alpha_data, seed) = mesh_node(dir.path(), "alpha", None);
+    let ca = Some((alpha_data.as_path(), "alpha", seed.as_str()));
+    let (bravo, bravo_data, _) = mesh_node(dir.path(), "bravo", ca);
+    let out = run(labmesh(&alpha_data).args([
+        "--api-addr",
+        &alpha.api.to_string(),
+        "expect",
+        "backup.sh",
+        "--every",
+        "1h",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let timeout = Duration::from_secs(60);
+    wait_until("bravo knows the declaration", timeout, || {
+        listed(&bravo).iter().any(|x| x["name"] == "backup.sh")
+    });
+    let out = run(labmesh(&bravo_data).args([
+        "--api-addr",
+        &bravo.api.to_string(),
+        "expect",
+        "backup.sh",
+        "--remove",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("alpha drops it", timeout, || listed(&alpha).is_empty());
+    assert!(listed(&bravo).is_empty());
+}
