@@ -216,6 +216,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     );
     let history_task = crate::host_history::start(
         store.clone(),
+        settings.name.clone(),
         host.clone(),
         settings.history_interval,
         stop_peer_rx.clone(),

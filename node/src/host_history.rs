@@ -66,23 +66,45 @@ fn record(store: &EventStore, sample: &HostSample) {
     }
 }
 
-/// Records the first sample as soon as there is one (so a fresh node has a week that starts
-/// now), then one every `every`, until `stop` turns true.
+/// How long until the next sample is due: one interval after this node's newest recorded one,
+/// so restarts neither add samples nor, when frequent, starve the history; a node that has
+/// none records its first one interval after it starts (the digest shows its current figures
+/// until then).
+fn first_delay(store: &EventStore, node: &str, every: Duration) -> Duration {
+    let query = sync::Query {
+        nodes: vec![node.to_owned()],
+        types: vec![alerting::digest::HOST_SAMPLE.to_owned()],
+        order: sync::Order::Desc,
+        limit: Some(1),
+        ..Default::default()
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    match store.query(&query).first() {
+        Some(last) => {
+            let due = last.millis.saturating_add(every.as_millis() as i64);
+            Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64)
+        }
+        None => every,
+    }
+}
+
+/// Records a sample every `every`, the first as [`first_delay`] says, until `stop` turns true.
 pub fn start(
     store: Arc<EventStore>,
-    mut host: LatestSample,
+    node: String,
+    host: LatestSample,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let first = tokio::select! {
-            r = host.wait_for(Option::is_some) => r.is_ok(),
-            _ = stop.changed() => false,
+        let delay = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || first_delay(&store, &node, every))
+                .await
+                .unwrap_or(every)
         };
-        if !first {
-            return;
-        }
-        let mut tick = tokio::time::interval(every);
+        let start = tokio::time::Instant::now() + delay;
+        let mut tick = tokio::time::interval_at(start, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
