@@ -2,7 +2,8 @@
 //! node (score, steal, disk and freed space, RAM, swap peak, unhealthy containers), then the
 //! mesh's builds and tests (count, success rate, slowest), incidents opened and resolved, and
 //! the single action that would help most. The driver gathers the week's figures from its
-//! world state and events; this is only the text, so it is testable to the character.
+//! world state and events (each node's `host_sample` events, aggregated by [`sampled_week`]);
+//! this is only the aggregation and the text, so it is testable to the character.
 
 use std::time::Duration;
 
@@ -26,6 +27,133 @@ pub struct NodeWeek {
     pub mem_available_avg_bytes: Option<u64>,
     pub swap_peak_bytes: Option<u64>,
     pub unhealthy_containers: Vec<String>,
+    /// How many `host_sample` events of the week the figures come from; 0 when they are the
+    /// node's current summary (no samples yet).
+    pub samples: usize,
+}
+
+/// The event type of a host's periodic figures (written by every agent, hourly by default):
+/// the digest's per-node figures are the week of these, not one current value.
+pub const HOST_SAMPLE: &str = "host_sample";
+
+/// One mount in a [`HostSample`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MountSample {
+    pub mount: String,
+    pub used_percent: f64,
+    pub used_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+}
+
+/// One `host_sample` event's figures. Absent figures (a probe that failed) stay `None`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostSample {
+    pub node: String,
+    pub at: DateTime<Utc>,
+    pub steal_percent: Option<f64>,
+    pub mem_available_bytes: Option<u64>,
+    pub mem_available_percent: Option<f64>,
+    pub swap_used_bytes: Option<u64>,
+    pub root_free_bytes: Option<u64>,
+    pub disks: Vec<MountSample>,
+}
+
+fn number(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64().filter(|x| x.is_finite())
+}
+
+/// Reads a `host_sample` event; `None` for other events. Figures that do not parse are left
+/// out rather than refusing the sample (a hand-written event may carry only some).
+pub fn host_sample(e: &Event) -> Option<HostSample> {
+    if e.event_type != HOST_SAMPLE {
+        return None;
+    }
+    let p = &e.payload;
+    let bytes = |k: &str| p.get(k).and_then(serde_json::Value::as_u64);
+    let pct = |k: &str| p.get(k).and_then(number).filter(|x| *x >= 0.0);
+    let disks = p
+        .get("disks")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| {
+                    Some(MountSample {
+                        mount: d.get("mount")?.as_str()?.to_owned(),
+                        used_percent: d.get("used_percent").and_then(number)?,
+                        used_bytes: d.get("used_bytes").and_then(serde_json::Value::as_u64),
+                        total_bytes: d.get("total_bytes").and_then(serde_json::Value::as_u64),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(HostSample {
+        node: e.node.clone(),
+        at: e.timestamp,
+        steal_percent: pct("steal_percent"),
+        mem_available_bytes: bytes("mem_available_bytes"),
+        mem_available_percent: pct("mem_available_percent"),
+        swap_used_bytes: bytes("swap_used_bytes"),
+        root_free_bytes: bytes("root_free_bytes"),
+        disks,
+    })
+}
+
+/// One node's week, from its samples.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampledWeek {
+    pub samples: usize,
+    pub steal_avg_percent: Option<f64>,
+    pub mem_available_avg_bytes: Option<u64>,
+    pub mem_available_avg_percent: Option<f64>,
+    pub swap_peak_bytes: Option<u64>,
+    /// (mount, percent used) in the newest sample.
+    pub disks_now: Vec<(String, f64)>,
+    /// Bytes freed over the week: per mount, the sum of the drops in used bytes between
+    /// consecutive samples (growth in between does not cancel a cleanup).
+    pub freed_bytes: u64,
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// Aggregates one node's samples (any order); `None` without any, so the caller falls back to
+/// the node's current summary.
+pub fn sampled_week(samples: &[HostSample]) -> Option<SampledWeek> {
+    let mut sorted: Vec<&HostSample> = samples.iter().collect();
+    sorted.sort_by_key(|s| s.at);
+    let last = sorted.last()?;
+    let mut freed = 0u64;
+    let mut prev: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for s in &sorted {
+        for d in &s.disks {
+            let Some(used) = d.used_bytes else { continue };
+            if let Some(before) = prev.insert(d.mount.as_str(), used) {
+                freed = freed.saturating_add(before.saturating_sub(used));
+            }
+        }
+    }
+    Some(SampledWeek {
+        samples: sorted.len(),
+        steal_avg_percent: mean(sorted.iter().filter_map(|s| s.steal_percent)),
+        mem_available_avg_bytes: mean(
+            sorted
+                .iter()
+                .filter_map(|s| s.mem_available_bytes)
+                .map(|b| b as f64),
+        )
+        .map(|b| b.round() as u64),
+        mem_available_avg_percent: mean(sorted.iter().filter_map(|s| s.mem_available_percent)),
+        swap_peak_bytes: sorted.iter().filter_map(|s| s.swap_used_bytes).max(),
+        disks_now: last
+            .disks
+            .iter()
+            .map(|d| (d.mount.clone(), d.used_percent))
+            .collect(),
+        freed_bytes: freed,
+    })
 }
 
 /// One build or test run.
@@ -88,6 +216,8 @@ pub struct Digest {
     pub text: String,
     pub top_action: String,
     pub cards: Vec<ScoreCard>,
+    /// The per-node figures the text shows.
+    pub nodes: Vec<NodeWeek>,
 }
 
 fn mark(bad: bool) -> &'static str {
@@ -194,6 +324,7 @@ pub fn weekly_digest(input: &DigestInput) -> Digest {
         text: out.join("\n"),
         top_action,
         cards,
+        nodes: input.nodes.clone(),
     }
 }
 
@@ -261,6 +392,7 @@ mod tests {
             mem_available_avg_bytes: Some(10 << 30),
             swap_peak_bytes: Some((1.4 * (1u64 << 30) as f64) as u64),
             unhealthy_containers: (1..=7).map(|i| format!("web{i}")).collect(),
+            samples: 168,
         };
         let run = |name: &str, ok: bool, secs: u64| RunRecord {
             node: "workstation".into(),
@@ -319,6 +451,80 @@ Top action: Restart 7 unhealthy containers on srv1";
         );
         i.builds.clear();
         assert_eq!(weekly_digest(&i).top_action, "nothing urgent — keep it up");
+    }
+
+    fn sample_event(at_s: i64, payload: serde_json::Value) -> Event {
+        sync::NewEvent::new(HOST_SAMPLE, sync::Severity::Info, "labmesh-probe")
+            .payload(payload.as_object().unwrap().clone())
+            .into_event("vm1", Utc.timestamp_opt(1_780_000_000 + at_s, 0).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_week_of_samples_gives_averages_peaks_the_disk_now_and_what_was_freed() {
+        let gib = 1u64 << 30;
+        let day = 86_400;
+        let samples: Vec<HostSample> = [
+            // Out of order on purpose: a late sync lands anywhere.
+            (2 * day, 6.0, 4 * gib, 3 * gib / 2, 60 * gib, 60.0),
+            (0, 2.0, 8 * gib, 0, 50 * gib, 50.0),
+            (day, 4.0, 6 * gib, gib, 70 * gib, 70.0),
+            (3 * day, 8.0, 2 * gib, gib / 2, 65 * gib, 65.0),
+        ]
+        .iter()
+        .map(|(at, steal, mem, swap, used, pct)| {
+            let e = sample_event(
+                *at,
+                serde_json::json!({
+                    "steal_percent": steal,
+                    "mem_available_bytes": mem,
+                    "mem_available_percent": (*mem as f64) / (16 * gib) as f64 * 100.0,
+                    "swap_used_bytes": swap,
+                    "root_free_bytes": 100 * gib - used,
+                    "disks": [
+                        {"mount": "/", "used_percent": pct, "used_bytes": used},
+                        {"mount": "/data", "used_percent": 10.0},
+                    ],
+                }),
+            );
+            host_sample(&e).unwrap()
+        })
+        .collect();
+        let w = sampled_week(&samples).unwrap();
+        assert_eq!(w.samples, 4);
+        assert_eq!(w.steal_avg_percent, Some(5.0));
+        assert_eq!(w.mem_available_avg_bytes, Some(5 * gib));
+        assert_eq!(w.mem_available_avg_percent, Some(31.25));
+        assert_eq!(
+            w.swap_peak_bytes,
+            Some(3 * gib / 2),
+            "the peak, not the last"
+        );
+        assert_eq!(
+            w.disks_now,
+            [("/".to_owned(), 65.0), ("/data".to_owned(), 10.0)],
+            "the newest sample's disks"
+        );
+        // 50 → 70 → 60 → 65 GiB: 10 GiB freed (growth does not cancel it).
+        assert_eq!(w.freed_bytes, 10 * gib);
+        assert_eq!(sampled_week(&[]), None);
+    }
+
+    #[test]
+    fn a_partial_sample_keeps_what_it_has() {
+        let e = sample_event(
+            0,
+            serde_json::json!({"swap_used_bytes": 5, "steal_percent": "x"}),
+        );
+        let s = host_sample(&e).unwrap();
+        assert_eq!((s.swap_used_bytes, s.steal_percent), (Some(5), None));
+        let w = sampled_week(&[s]).unwrap();
+        assert_eq!((w.steal_avg_percent, w.swap_peak_bytes), (None, Some(5)));
+        assert!(w.disks_now.is_empty());
+        let other = sync::NewEvent::new("build_failed", sync::Severity::Error, "x")
+            .into_event("vm1", Utc::now())
+            .unwrap();
+        assert_eq!(host_sample(&other), None);
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct Engine {
     armed: BTreeMap<Timer, DateTime<Utc>>,
     /// How long disk samples are kept (the longest disk_full window).
     disk_keep: Duration,
+    /// Nodes whose disks the projection learns from `host_sample` events.
+    sampled: std::collections::BTreeSet<String>,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ impl Engine {
             receivers: config.receivers,
             armed: BTreeMap::new(),
             disk_keep,
+            sampled: Default::default(),
         }
     }
 
@@ -123,6 +126,18 @@ impl Engine {
         }
     }
 
+    /// Drops a rule added at run time (a cleared expectation). Its open alerts resolve at
+    /// `at`: an alert of a rule that no longer exists would otherwise stay open forever. The
+    /// next step records and sends the resolution like any other. Returns whether it existed.
+    pub fn remove_rule(&mut self, name: &str, at: DateTime<Utc>) -> bool {
+        let Some(pos) = self.rules.rules.iter().position(|r| r.name == name) else {
+            return false;
+        };
+        self.rules.rules.remove(pos);
+        self.book.resolve_rule(name, at);
+        true
+    }
+
     /// A new membership snapshot (this node may be in it or not).
     pub fn on_membership(
         &mut self,
@@ -136,7 +151,12 @@ impl Engine {
 
     /// A node's gossiped summary.
     pub fn on_summary(&mut self, summary: &NodeSummary, now: DateTime<Utc>, rt: &mut impl Runtime) {
-        self.watch.record_summary(summary, self.disk_keep);
+        // A node that records host samples projects from those (per mount, kept in the event
+        // log across restarts); the summary's one "fullest" figure would be a second
+        // projection of the same disk.
+        if !self.sampled.contains(&summary.node) {
+            self.watch.record_summary(summary, self.disk_keep);
+        }
         for rule in &self.rules.rules {
             for obs in rule.observe_summary(summary) {
                 self.book.observe(obs, None, now);
@@ -167,6 +187,9 @@ impl Engine {
     }
 
     fn ingest(&mut self, e: &Event, now: DateTime<Utc>) {
+        if let Some(s) = crate::digest::host_sample(e) {
+            self.disk_history(&s);
+        }
         self.election.on_event(e);
         self.pipeline.on_event(e);
         let rules = &self.rules;
@@ -187,7 +210,30 @@ impl Engine {
         }
     }
 
-    /// The driver's report on a notification. Unknown ids (a previous process) are ignored.
+    /// Feeds a `host_sample`'s disks to the disk-full projection. The replay of the log at
+    /// start brings the week back, so a restart does not wait a day before projecting again.
+    fn disk_history(&mut self, s: &crate::digest::HostSample) {
+        let mut summary = NodeSummary::new(&s.node, s.at);
+        summary.disks = s
+            .disks
+            .iter()
+            .filter_map(|d| {
+                Some(crate::summary::DiskUsage {
+                    mount: d.mount.clone(),
+                    used_bytes: d.used_bytes?,
+                    total_bytes: d.total_bytes.filter(|t| *t > 0)?,
+                })
+            })
+            .collect();
+        if summary.disks.is_empty() {
+            return;
+        }
+        self.sampled.insert(s.node.clone());
+        self.watch.record_summary(&summary, self.disk_keep);
+    }
+
+    /// The driver's report on a notification's latest attempt. Unknown ids (a previous
+    /// process) and reports on an attempt the core already gave up at its deadline are ignored.
     pub fn on_delivery(
         &mut self,
         id: &str,
@@ -196,6 +242,21 @@ impl Engine {
         rt: &mut impl Runtime,
     ) {
         self.pipeline.on_result(id, result, now, rt);
+        self.step(now, rt);
+    }
+
+    /// [`Engine::on_delivery`] for one attempt ([`Notification::attempt`]): a late report of
+    /// an earlier attempt is ignored, so it cannot fail the retry that is under way.
+    pub fn on_attempt_delivery(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        result: Result<(), String>,
+        now: DateTime<Utc>,
+        rt: &mut impl Runtime,
+    ) {
+        self.pipeline
+            .on_attempt_result(id, Some(attempt), result, now, rt);
         self.step(now, rt);
     }
 

@@ -157,7 +157,8 @@ impl Pipeline {
         );
     }
 
-    /// The driver's report on a send. Returns false for an unknown id.
+    /// The driver's report on a send (its latest attempt). Returns false when nothing was
+    /// waiting for it.
     pub fn on_result(
         &mut self,
         id: &str,
@@ -165,6 +166,28 @@ impl Pipeline {
         now: DateTime<Utc>,
         rt: &mut impl Runtime,
     ) -> bool {
+        self.on_attempt_result(id, None, result, now, rt)
+    }
+
+    /// The driver's report on attempt `attempt` (any attempt when `None`) of a send. A report
+    /// that comes after the core gave the attempt up at its deadline, or after the next attempt
+    /// started, is stale and ignored: counting it would record a second failure for one
+    /// attempt, or fail a retry still in flight and send it once more. Returns whether it
+    /// counted.
+    pub fn on_attempt_result(
+        &mut self,
+        id: &str,
+        attempt: Option<u32>,
+        result: Result<(), String>,
+        now: DateTime<Utc>,
+        rt: &mut impl Runtime,
+    ) -> bool {
+        let current = self.out.get(id).is_some_and(|o| {
+            matches!(o.state, OutState::InFlight { .. }) && attempt.is_none_or(|a| a == o.attempt)
+        });
+        if !current {
+            return false;
+        }
         let Some(mut o) = self.out.remove(id) else {
             return false;
         };

@@ -212,6 +212,27 @@ impl AlertBook {
         self.tick(now);
     }
 
+    /// Ends every open episode of `rule` at `at` (the rule was removed): firing ones resolve,
+    /// pending ones are dropped.
+    pub fn resolve_rule(&mut self, rule: &str, at: DateTime<Utc>) {
+        for ((r, _), slot) in self.slots.iter_mut() {
+            if r != rule {
+                continue;
+            }
+            slot.last_obs_at = Some(slot.last_obs_at.map_or(at, |t| t.max(at)));
+            for mut a in std::mem::take(&mut slot.open) {
+                if a.status != Status::Firing {
+                    continue;
+                }
+                let at = at.max(a.started_at);
+                a.status = Status::Resolved;
+                a.resolved_at = Some(at);
+                self.closed.insert(a.episode.clone(), at);
+                self.resolved.insert(a.episode.clone(), a);
+            }
+        }
+    }
+
     /// Time-driven transitions: pending → firing after `for`; event alerts resolve when quiet.
     pub fn tick(&mut self, now: DateTime<Utc>) {
         for slot in self.slots.values_mut() {
@@ -269,7 +290,9 @@ impl AlertBook {
         ) else {
             return;
         };
-        if !known_rule(rule) {
+        // A resolution is applied even for a rule this node no longer runs (a removed
+        // expectation): it only closes what is already here.
+        if firing && !known_rule(rule) {
             return;
         }
         let key = (rule.to_owned(), subject.to_owned());

@@ -214,6 +214,13 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
         Some(peer.clone()),
         stop_peer_rx.clone(),
     );
+    let history_task = crate::host_history::start(
+        store.clone(),
+        settings.name.clone(),
+        host.clone(),
+        settings.history_interval,
+        stop_peer_rx.clone(),
+    );
     let checks = {
         let (defs, store, node) = (
             settings.checks.clone(),
@@ -273,6 +280,7 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let _ = sync_task.await;
     let _ = world_task.await;
     let _ = probe_task.await;
+    let _ = history_task.await;
     let _ = checks_task.await;
     let _ = workers_task.await;
     let _ = alerting_task.await;

@@ -79,6 +79,21 @@ impl AlertingDriver {
             .map_err(|e| Err(e.to_string()))
     }
 
+    /// Writes an `expectation_cleared` event. `Ok(false)` when no expectation has that name.
+    pub fn clear_expectation(&self, name: &str) -> Result<bool, String> {
+        if !lock(&self.snapshot)
+            .expectations
+            .iter()
+            .any(|x| x.name == name)
+        {
+            return Ok(false);
+        }
+        self.store
+            .append(crate::expectations::clear_event(name))
+            .map(|_| true)
+            .map_err(|e| e.to_string())
+    }
+
     /// Sends `title` and `text` (the digest) through the receiver `name` now.
     pub async fn send_text(
         &self,
@@ -188,15 +203,20 @@ pub fn node_summary(node: &str, text: &str) -> Option<alerting::NodeSummary> {
     Some(out)
 }
 
+/// A send's outcome: notification id, attempt, result.
+type Outcome = (String, u32, Result<(), String>);
+
 struct Loop {
     engine: Engine,
     store: Arc<EventStore>,
     peer: Arc<PeerRuntime>,
     handle: Arc<AlertingDriver>,
     timers_tx: UnboundedSender<Timer>,
-    results_tx: UnboundedSender<(String, Result<(), String>)>,
+    results_tx: UnboundedSender<Outcome>,
     last_summary: std::collections::BTreeMap<String, String>,
     published: Option<String>,
+    /// Expectation name → its newest `expectation_cleared` time.
+    cleared: std::collections::BTreeMap<String, DateTime<Utc>>,
 }
 
 /// Starts the driver; returns the API handle and the task.
@@ -234,6 +254,7 @@ pub fn start(
         results_tx,
         last_summary: Default::default(),
         published: None,
+        cleared: Default::default(),
     };
     let task = tokio::spawn(lp.run(entries, timers_rx, results_rx, stop));
     (handle, task)
@@ -266,11 +287,35 @@ impl Loop {
         snap.silences = self.engine.silences(now).cloned().collect();
     }
 
-    /// Adds or replaces the expect rule an `expectation_set` event declares.
+    /// Adds or replaces the expect rule an `expectation_set` event declares, or drops it for
+    /// an `expectation_cleared`; the newer of the two wins whatever order they arrive in.
     fn expectation(&mut self, ev: &Event) {
+        if let Some((name, at)) = crate::expectations::cleared_by(ev) {
+            let newest = self.cleared.entry(name.to_owned()).or_insert(at);
+            *newest = (*newest).max(at);
+            let mut snap = lock(&self.handle.snapshot);
+            let before = snap.expectations.len();
+            snap.expectations
+                .retain(|x| !(x.name == name && x.declared_at <= at));
+            let removed = snap.expectations.len() < before;
+            drop(snap);
+            if removed {
+                tracing::info!(name, "alerting: expectation removed");
+                let rule = crate::expectations::rule_name(name);
+                self.engine.remove_rule(&rule, at);
+            }
+            return;
+        }
         let Some((x, rule)) = crate::expectations::from_event(ev) else {
             return;
         };
+        if self
+            .cleared
+            .get(&x.name)
+            .is_some_and(|c| *c >= x.declared_at)
+        {
+            return; // removed after this declaration
+        }
         let mut snap = lock(&self.handle.snapshot);
         match snap.expectations.iter_mut().find(|o| o.name == x.name) {
             Some(o) if o.declared_at > x.declared_at => return,
@@ -289,7 +334,11 @@ impl Loop {
                 alerting::build_delivery(r, &crate::alerting_config::HostSecrets, &n.message)
             }
             None => {
-                let _ = tx.send((n.id, Err(format!("no receiver named {}", n.receiver))));
+                let _ = tx.send((
+                    n.id,
+                    n.attempt,
+                    Err(format!("no receiver named {}", n.receiver)),
+                ));
                 return;
             }
         };
@@ -310,7 +359,7 @@ impl Loop {
             } else {
                 tracing::info!(receiver = %n.receiver, attempt = n.attempt, "notification sent");
             }
-            let _ = tx.send((n.id, result));
+            let _ = tx.send((n.id, n.attempt, result));
         });
     }
 
@@ -367,7 +416,7 @@ impl Loop {
         mut self,
         mut entries: UnboundedReceiver<IndexEntry>,
         mut timers: UnboundedReceiver<Timer>,
-        mut results: UnboundedReceiver<(String, Result<(), String>)>,
+        mut results: UnboundedReceiver<Outcome>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         // Replay the retained log, oldest first, before anything new.
@@ -399,8 +448,8 @@ impl Loop {
                     }
                 }
                 Some(timer) = timers.recv() => self.step(|e, now, fx| e.on_timer(timer, now, fx)),
-                Some((id, result)) = results.recv() => {
-                    self.step(|e, now, fx| e.on_delivery(&id, result, now, fx));
+                Some((id, attempt, result)) = results.recv() => {
+                    self.step(|e, now, fx| e.on_attempt_delivery(&id, attempt, result, now, fx));
                 }
                 _ = tick.tick() => {
                     self.membership().await;

@@ -80,6 +80,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(crate::api_alerts::expectations).post(crate::api_alerts::add_expectation),
         )
         .route(
+            "/v1/expectations/{name}",
+            axum::routing::delete(crate::api_alerts::clear_expectation),
+        )
+        .route(
             "/v1/silences/{id}/clear",
             axum::routing::post(crate::api_alerts::clear_silence),
         )

@@ -1,6 +1,6 @@
 //! Alerting routes: `GET /v1/alerts`, `GET /v1/silences`, token-protected
-//! `POST /v1/silences` and `POST /v1/silences/{id}/clear`, `GET /v1/expectations` and
-//! token-protected `POST /v1/expectations`.
+//! `POST /v1/silences` and `POST /v1/silences/{id}/clear`, `GET /v1/expectations`, and
+//! token-protected `POST /v1/expectations` and `DELETE /v1/expectations/{name}`.
 
 use std::sync::Arc;
 
@@ -117,5 +117,26 @@ pub async fn add_expectation(
         })?;
     Ok(Json(json!({
         "expectation": { "name": name, "every": every, "grace": grace, "rule": format!("expect:{name}") }
+    })))
+}
+
+/// Removes the expectation `name` (an `expectation_cleared` event); 404 when none has it.
+pub async fn clear_expectation(
+    State(state): State<Arc<ApiState>>,
+    headers: axum::http::HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let found = driver(&state)?
+        .clear_expectation(&name)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    if !found {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no expectation named {name:?}"),
+        ));
+    }
+    Ok(Json(json!({
+        "cleared": { "name": name, "rule": crate::expectations::rule_name(&name) }
     })))
 }

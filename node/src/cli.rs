@@ -100,7 +100,8 @@ pub enum Command {
     Check(CheckCommand),
     /// Open alerts as the local agent sees them, and the alerter; exit 1 if any is firing.
     Alerts(crate::cmd_alerts::AlertsArgs),
-    /// Declare that a job (events with source NAME) must report every window, or list them.
+    /// Declare that a job (events with source NAME) must report every window, remove such a
+    /// declaration (--remove), or list them (no NAME).
     Expect(crate::cmd_alerts::ExpectArgs),
     /// The weekly mesh digest (scores, builds, tests, incidents, top action), now.
     Digest(crate::cmd_digest::DigestArgs),
@@ -331,6 +332,11 @@ pub struct AgentArgs {
     /// How often the host probes run (CPU, memory, disks, GPUs, Docker), e.g. 10s.
     #[arg(long, env = "LABMESH_PROBE_INTERVAL", value_name = "DURATION")]
     pub probe_interval: Option<String>,
+
+    /// How often this host's figures (CPU steal, memory, swap, disks) are recorded as a
+    /// `host_sample` event for the weekly digest, e.g. 1h.
+    #[arg(long, env = "LABMESH_HISTORY_INTERVAL", value_name = "DURATION")]
+    pub history_interval: Option<String>,
 
     #[command(flatten)]
     pub floors: FloorArgs,

@@ -1,6 +1,6 @@
 //! `labmesh alerts [--json]` and `labmesh silence add|list|clear`: the local agent's view of
-//! open alerts, and silences and expectations (`labmesh expect`) written as events through
-//! its token-protected API.
+//! open alerts, and silences and expectations (`labmesh expect`, `--remove`) written as events
+//! through its token-protected API.
 
 use std::io::Write;
 
@@ -27,6 +27,10 @@ pub struct ExpectArgs {
     /// The window: 24h, 1d, 30m.
     #[arg(long, value_name = "DURATION", requires = "job")]
     pub every: Option<String>,
+    /// Remove the expectation NAME (stored as an `expectation_cleared` event, so every node
+    /// drops it and a restart does not bring it back); its open missed-job alert resolves.
+    #[arg(long, requires = "job", conflicts_with_all = ["every", "grace"])]
+    pub remove: bool,
     /// Extra time before the alert (default: a tenth of --every).
     #[arg(long, value_name = "DURATION", requires = "every")]
     pub grace: Option<String>,
@@ -79,23 +83,36 @@ fn get(settings: &Settings, path: &str) -> anyhow::Result<Value> {
 }
 
 pub fn post(settings: &Settings, path: &str, body: &Value) -> anyhow::Result<Value> {
+    send(settings, "POST", path, Some(body))
+}
+
+/// A token-protected request to the local agent; 400 and 404 are the user's input errors.
+fn send(
+    settings: &Settings,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     let token = std::fs::read_to_string(settings.token_path()).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the API token {}: {e} (run this as the user that runs the agent, or point --data-dir at its data dir)",
             settings.token_path().display()
         )
     })?;
+    let body = body.map(Value::to_string);
     let resp = http_client::request(
         settings.api_addr,
-        "POST",
+        method,
         path,
         Some(token.trim()),
-        Some(&body.to_string()),
+        body.as_deref(),
     )?;
     let answer: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
     match resp.status {
         200 => Ok(answer),
-        400 => Err(UsageError(answer["error"].as_str().unwrap_or(&resp.body).to_owned()).into()),
+        400 | 404 => {
+            Err(UsageError(answer["error"].as_str().unwrap_or(&resp.body).to_owned()).into())
+        }
         _ => anyhow::bail!("the agent answered {}: {}", resp.status, resp.body),
     }
 }
@@ -208,7 +225,8 @@ pub fn silence(settings: &Settings, cmd: &SilenceCommand) -> anyhow::Result<u8> 
     }
 }
 
-/// `labmesh expect NAME --every 24h [--grace 1h]`, or the declared list without NAME.
+/// `labmesh expect NAME --every 24h [--grace 1h]`, `labmesh expect NAME --remove`, or the
+/// declared list without NAME.
 pub fn expect(settings: &Settings, args: &ExpectArgs) -> anyhow::Result<u8> {
     let Some(name) = &args.job else {
         let doc = get(settings, "/v1/expectations")?;
@@ -235,8 +253,34 @@ pub fn expect(settings: &Settings, args: &ExpectArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit::OK);
     };
+    if args.remove {
+        // The name goes in the path: one that could leave it is refused here, not mangled.
+        if name.is_empty()
+            || name.contains(['/', '?', '#', '%'])
+            || name.contains(char::is_whitespace)
+        {
+            return Err(UsageError(format!("{name:?} is not an expectation name")).into());
+        }
+        let answer = send(
+            settings,
+            "DELETE",
+            &format!("/v1/expectations/{name}"),
+            None,
+        )?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            println!(
+                "no longer expecting {name} (rule {} removed)",
+                text(&answer["cleared"]["rule"])
+            );
+        }
+        return Ok(exit::OK);
+    }
     let Some(every) = &args.every else {
-        return Err(UsageError("--every is required, e.g. --every 24h".into()).into());
+        return Err(
+            UsageError("--every (or --remove) is required, e.g. --every 24h".into()).into(),
+        );
     };
     crate::expectations::rule(name, every, args.grace.as_deref()).map_err(UsageError)?;
     let body = json!({ "name": name, "every": every, "grace": args.grace });

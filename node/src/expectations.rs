@@ -1,6 +1,8 @@
 //! Expectations declared at run time (`labmesh expect NAME --every 24h --grace 1h`): stored as
 //! `expectation_set` events so they replicate, and turned by the alerting driver into `expect`
 //! rules named `expect:NAME` (an event with source NAME must appear in every window).
+//! `labmesh expect NAME --remove` stores an `expectation_cleared` event: the newest of a name's
+//! declarations and removals wins, on every node and after a restart.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -8,6 +10,8 @@ use sync::{Event, NewEvent, Severity};
 
 /// The event type of a declaration.
 pub const EVENT_TYPE: &str = "expectation_set";
+/// The event type of a removal.
+pub const CLEARED_TYPE: &str = "expectation_cleared";
 /// The source of declaration events.
 pub const SOURCE: &str = "labmesh-expect";
 
@@ -35,7 +39,7 @@ pub fn rule(name: &str, every: &str, grace: Option<&str>) -> Result<alerting::ru
     };
     let expect = alerting::rules::Expect::parse(&text)?;
     Ok(alerting::rules::Rule {
-        name: format!("expect:{name}"),
+        name: rule_name(name),
         kind: alerting::rules::RuleKind::Expect(expect),
         severity: None,
         summary: None,
@@ -53,6 +57,26 @@ pub fn event(name: &str, every: &str, grace: Option<&str>) -> Result<NewEvent, S
         e.payload.insert("grace".into(), g.into());
     }
     Ok(e)
+}
+
+/// The event that removes the expectation `name`.
+pub fn clear_event(name: &str) -> NewEvent {
+    let mut e = NewEvent::new(CLEARED_TYPE, Severity::Info, SOURCE);
+    e.payload.insert("name".into(), name.into());
+    e
+}
+
+/// The name an `expectation_cleared` event removes, and when; `None` for other events.
+pub fn cleared_by(e: &Event) -> Option<(&str, DateTime<Utc>)> {
+    if e.event_type != CLEARED_TYPE {
+        return None;
+    }
+    Some((e.payload.get("name")?.as_str()?, e.timestamp))
+}
+
+/// The rule name of the expectation `name`.
+pub fn rule_name(name: &str) -> String {
+    format!("expect:{name}")
 }
 
 /// A stored declaration and its rule; `None` for other events or a payload that does not parse.

@@ -31,6 +31,7 @@ mod digest_build;
 mod digest_schedule;
 mod exit;
 mod expectations;
+mod host_history;
 mod http_client;
 mod identity;
 mod metrics;

@@ -55,6 +55,7 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub struct ProbesSection {
     pub interval: Option<String>,
+    pub history_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +126,8 @@ pub struct Settings {
     pub archive_pruned: bool,
     /// How often the agent samples the host (and republishes its gossip summary).
     pub probe_interval: Duration,
+    /// How often the agent records its figures as a `host_sample` event (the digest's week).
+    pub history_interval: Duration,
     /// What must stay free after an admitted job.
     pub floors: Floors,
     /// Health checks from `[[check]]` tables.
@@ -490,6 +493,20 @@ impl Settings {
                 from_file("probes.interval")
             )));
         }
+        let history_interval = duration(
+            agent.and_then(|a| a.history_interval.as_ref()),
+            &file.probes.history_interval,
+            "probes.history_interval",
+            Duration::from_secs(3600),
+        )?;
+        if history_interval < Duration::from_secs(1)
+            || history_interval > Duration::from_secs(86_400)
+        {
+            return Err(UsageError(format!(
+                "{}: must be between 1s and 1d (default 1h)",
+                from_file("probes.history_interval")
+            )));
+        }
         let floors = resolve_floors(
             agent.map(|a| &a.floors),
             &file.admit,
@@ -523,6 +540,7 @@ impl Settings {
         Ok(Settings {
             alerting,
             probe_interval,
+            history_interval,
             floors,
             checks,
             workers,

@@ -214,3 +214,113 @@ fn the_alerter_sends_the_scheduled_digest_once() {
         stderr(&out)
     );
 }
+
+fn host_samples(data: &std::path::Path) -> Vec<Value> {
+    let out = run(labmesh(data).args(["events", "list", "--json", "--type", "host_sample"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+#[test]
+fn the_agent_records_its_host_figures_every_history_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alpha");
+    let _agent = Agent::start(
+        &data,
+        &[
+            "--name",
+            "alpha",
+            "--probe-interval",
+            "1s",
+            "--history-interval",
+            "1s",
+        ],
+    );
+    wait_until("three host samples", Duration::from_secs(60), || {
+        host_samples(&data).len() >= 3
+    });
+    let samples = host_samples(&data);
+    let p = &samples[0]["payload"];
+    assert_eq!(samples[0]["node"], "alpha");
+    assert!(p["mem_available_bytes"].as_u64().is_some(), "{p}");
+    assert!(p["swap_used_bytes"].as_u64().is_some(), "{p}");
+    let disks = p["disks"].as_array().unwrap();
+    assert!(
+        disks
+            .iter()
+            .all(|d| d["mount"].is_string() && d["used_percent"].is_number()),
+        "{p}"
+    );
+}
+
+#[test]
+fn the_digest_reports_the_week_of_host_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alpha");
+    // The agent records its own samples hourly, the first an hour after it starts: these are
+    // the week.
+    let agent = Agent::start(&data, &["--name", "alpha", "--probe-interval", "1s"]);
+    let gib = 1u64 << 30;
+    for (steal, swap, used) in [(30.0, gib, 50), (50.0, 300 * gib, 70), (40.0, 2 * gib, 60)] {
+        let payload = serde_json::json!({
+            "steal_percent": steal,
+            "mem_available_bytes": 4 * gib,
+            "swap_used_bytes": swap,
+            "disks": [{"mount": "/tank", "used_percent": used as f64, "used_bytes": used * gib}],
+        });
+        let out = run(labmesh(&data).args([
+            "--name",
+            "alpha",
+            "emit",
+            "--type",
+            "host_sample",
+            "--source",
+            "labmesh-probe",
+            "--payload",
+            &payload.to_string(),
+        ]));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let samples = host_samples(&data);
+    assert_eq!(samples.len(), 3, "{samples:?}");
+    let mean = |key: &str| {
+        let v: Vec<f64> = samples
+            .iter()
+            .filter_map(|s| s["payload"][key].as_f64())
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let api = agent.api.to_string();
+    let out = run(labmesh(&data).args(["--api-addr", &api, "digest", "--now", "--json"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let node = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["score"]["node"] == "alpha")
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(node["samples"], 3, "{node}");
+    let steal = node["steal_avg_percent"].as_f64().unwrap();
+    assert!((steal - mean("steal_percent")).abs() < 0.01, "{node}");
+    assert!(steal > 25.0, "the week, not the current figure: {node}");
+    assert_eq!(node["swap_peak_bytes"], 300 * gib, "the peak: {node}");
+    let ram = node["mem_available_avg_bytes"].as_f64().unwrap();
+    assert!((ram - mean("mem_available_bytes")).abs() < 2.0, "{node}");
+    assert_eq!(
+        node["disks"],
+        serde_json::json!([["/tank", 60.0]]),
+        "{node}"
+    );
+    assert_eq!(node["freed_bytes"], 10 * gib, "70 → 60 GiB: {node}");
+    let text = doc["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("CPU steal:  {steal:.1}% avg")),
+        "{text}"
+    );
+    assert!(text.contains("Swap peak:  300 GiB"), "{text}");
+    assert!(
+        text.contains("/tank 60% ✓ (freed 10.0 GiB this week"),
+        "{text}"
+    );
+}

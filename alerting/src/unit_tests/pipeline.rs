@@ -144,3 +144,29 @@ fn settling_keeps_retries_and_a_follower_hands_them_over() {
         None
     );
 }
+
+#[test]
+fn a_late_report_of_an_earlier_attempt_is_ignored() {
+    let (mut book, mut p) = setup();
+    let mut rt = Rec::default();
+    let live = |_: &str| true;
+    raise(&mut book, "vm1:/", Condition::Raise(Severity::Warning), 0);
+    p.advance(book.alerts(), Mode::Send, &live, t(0), &mut rt);
+    p.advance(book.alerts(), Mode::Send, &live, t(30), &mut rt);
+    let id = rt.notes[0].id.clone();
+    let count = |rt: &Rec, kind: &str| rt.events.iter().filter(|e| e.event_type == kind).count();
+    // Attempt 1 hangs: the core gives it up at its deadline (30 s) and retries 10 s later.
+    p.advance(book.alerts(), Mode::Send, &live, t(60), &mut rt);
+    assert_eq!(count(&rt, "notification_failed"), 1);
+    // The driver's own timeout of it comes a moment later: no second failure for attempt 1.
+    assert!(!p.on_result(&id, Err("timed out".into()), t(61), &mut rt));
+    assert_eq!(count(&rt, "notification_failed"), 1);
+    p.advance(book.alerts(), Mode::Send, &live, t(70), &mut rt);
+    assert_eq!((rt.notes.len(), rt.notes[1].attempt), (2, 2));
+    // A report of attempt 1 arriving while attempt 2 is under way does not fail attempt 2.
+    assert!(!p.on_attempt_result(&id, Some(1), Err("timed out".into()), t(71), &mut rt));
+    assert_eq!(count(&rt, "notification_failed"), 1);
+    assert!(p.on_attempt_result(&id, Some(2), Ok(()), t(72), &mut rt));
+    assert_eq!(count(&rt, "notification_sent"), 1);
+    assert_eq!(rt.notes.len(), 2, "no third attempt");
+}
