@@ -41,6 +41,15 @@ fn example_config_keys_are_all_valid() {
         })
         .collect::<Vec<_>>()
         .join("\n");
+    // The example's CA file must exist for the check to validate: a real PEM in its place.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let ca_pem = certs::MeshCa::generate("example", 1)
+        .map(|c| c.cert_pem().to_owned())
+        .unwrap();
+    std::fs::write(&ca, ca_pem).unwrap();
+    assert!(uncommented.contains("/etc/labmesh/homelab-ca.pem"));
+    let uncommented = uncommented.replace("/etc/labmesh/homelab-ca.pem", &ca.display().to_string());
     let cfg: ConfigFile =
         toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     assert!(cfg.name.is_some() && cfg.data_dir.is_some() && cfg.api_addr.is_some());
@@ -98,7 +107,7 @@ fn example_config_keys_are_all_valid() {
     };
     let mut c = alerting::Config::try_from(t).unwrap_or_else(|e| panic!("{e}"));
     c.pipeline.external_url = None;
-    assert_eq!(c.receivers.len(), 2);
+    assert_eq!(c.receivers.len(), 3);
     assert_eq!(
         c,
         alerting::Config::try_from(alerting::AlertingToml {
