@@ -76,6 +76,8 @@ pub struct Mesh {
     handle: ChitchatHandle,
     transport: QuicTransport,
     tracker: Mutex<LivenessTracker>,
+    /// Highest chitchat generation seen per node: a higher one means the node restarted.
+    generations: Mutex<BTreeMap<String, u64>>,
     started: Instant,
     cfg: MeshConfig,
 }
@@ -111,6 +113,7 @@ impl Mesh {
             handle,
             transport,
             tracker: Mutex::new(tracker),
+            generations: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             cfg,
         })
@@ -160,8 +163,29 @@ impl Mesh {
     /// The agent calls this every gossip interval.
     pub async fn observe(&self) -> Vec<Transition> {
         let (obs, _) = self.observations().await;
+        self.forget_restarted(&obs).await;
         let now = self.now_ms();
         self.tracker.lock().await.observe(now, &obs)
+    }
+
+    /// A node that restarted within the QUIC idle timeout still has a connection here that
+    /// looks alive but leads to its previous process, whose packets its new endpoint drops:
+    /// whatever we sent on it (gossip, a sync session's first message) would be lost until the
+    /// timeout. Its new chitchat generation tells us, so we dial afresh.
+    async fn forget_restarted(&self, obs: &[Observation]) {
+        let mut generations = self.generations.lock().await;
+        for o in obs {
+            match generations.get(&o.node) {
+                Some(&known) if known >= o.generation => {}
+                known => {
+                    if known.is_some() {
+                        tracing::debug!(node = %o.node, generation = o.generation, "peer restarted; dropping its connection");
+                        self.transport.forget_connection(o.gossip_addr);
+                    }
+                    generations.insert(o.node.clone(), o.generation);
+                }
+            }
+        }
     }
 
     /// Every node ever seen (the agent persists it).

@@ -339,6 +339,12 @@ impl QuicTransport {
         self.shared.cfg.advertise
     }
 
+    /// Stops sending on the connection to `to` (it stays open for what the peer sends on it);
+    /// the next message dials afresh. For a peer that restarted: see `Mesh::observe`.
+    pub fn forget_connection(&self, to: SocketAddr) {
+        lock(&self.shared.conns).remove(&to);
+    }
+
     /// Closes every connection whose certificate is now revoked.
     pub fn drop_revoked(&self) -> usize {
         let mut closed = 0;
@@ -412,7 +418,7 @@ impl Shared {
         }
         let c = Conn { conn, peer };
         lock(&self.conns).insert(to, c.clone());
-        tokio::spawn(read_streams(self.clone(), c.clone()));
+        tokio::spawn(read_streams(self.clone(), c.clone(), Direction::Dialled));
         Ok(c)
     }
 }
@@ -481,7 +487,7 @@ async fn accept_loop(shared: Arc<Shared>) {
                         .stats
                         .reject(&peer.node, "revoked", "refused a revoked certificate");
                 }
-                Ok(peer) => read_streams(shared, Conn { conn, peer }).await,
+                Ok(peer) => read_streams(shared, Conn { conn, peer }, Direction::Accepted).await,
                 Err(e) => {
                     conn.close(quinn::VarInt::from_u32(403), b"bad identity");
                     shared
@@ -493,11 +499,23 @@ async fn accept_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn read_streams(shared: Arc<Shared>, conn: Conn) {
+/// Who opened a connection: it decides whether the connection replaces the one we send on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Dialled,
+    Accepted,
+}
+
+async fn read_streams(shared: Arc<Shared>, conn: Conn, direction: Direction) {
     let max = shared
         .cfg
         .max_message_bytes
         .max(shared.cfg.max_app_message_bytes);
+    // A peer that dials us while we hold a connection to its address has most likely
+    // restarted: the connection we hold went to its previous process, whose packets its new
+    // endpoint drops without a word, and it would look alive until the idle timeout. So the
+    // first frame on an accepted connection takes over sending to that address.
+    let mut take_over = direction == Direction::Accepted;
     loop {
         let mut stream = match conn.conn.accept_uni().await {
             Ok(s) => s,
@@ -526,13 +544,15 @@ async fn read_streams(shared: Arc<Shared>, conn: Conn) {
                 continue;
             }
         };
-        handle_frame(&shared, &conn, &bytes).await;
+        handle_frame(&shared, &conn, &bytes, &mut take_over).await;
     }
     let mut conns = lock(&shared.conns);
     conns.retain(|_, c| c.conn.stable_id() != conn.conn.stable_id());
 }
 
-async fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8]) {
+/// `take_over`: this connection replaces whichever one we send on to the sender's address
+/// (then it is cleared), instead of only filling the place when none is open.
+async fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8], take_over: &mut bool) {
     let frame = match frame::decode(bytes) {
         Ok(f) => f,
         Err(e) => {
@@ -572,8 +592,11 @@ async fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8]) {
     }
     {
         let mut conns = lock(&shared.conns);
-        let replace = conns.get(&frame.sender).is_none_or(|c| !c.is_open());
+        let replace =
+            std::mem::take(take_over) || conns.get(&frame.sender).is_none_or(|c| !c.is_open());
         if replace {
+            // The replaced connection is not closed: when both sides dialled at once, it is
+            // the one the peer sends on, and it ends by itself at the idle timeout otherwise.
             conns.insert(frame.sender, conn.clone());
         }
     }

@@ -35,6 +35,9 @@ pub enum FullScenario {
     Skew,
     /// The first node can receive but not send (a one-way cut) while everyone writes.
     Oneway,
+    /// The last node crashes and restarts 3 s later, within the peers' QUIC idle timeout, so
+    /// their connections to its previous process still look alive.
+    Restart,
 }
 
 impl FullScenario {
@@ -45,8 +48,9 @@ impl FullScenario {
             "crash" => Ok(FullScenario::Crash),
             "skew" => Ok(FullScenario::Skew),
             "oneway" => Ok(FullScenario::Oneway),
+            "restart" => Ok(FullScenario::Restart),
             other => Err(format!(
-                "unknown full-stack scenario {other:?} (steady, split, crash, skew, oneway)"
+                "unknown full-stack scenario {other:?} (steady, split, crash, skew, oneway, restart)"
             )),
         }
     }
@@ -58,6 +62,7 @@ impl FullScenario {
             FullScenario::Crash => "crash",
             FullScenario::Skew => "skew",
             FullScenario::Oneway => "oneway",
+            FullScenario::Restart => "restart",
         }
     }
 }
@@ -96,7 +101,11 @@ impl FullstackConfig {
             latency_max: Duration::from_millis(5),
             writes_per_node: 5,
             write_every: Duration::from_secs(1),
-            fault_for: Duration::from_secs(15),
+            fault_for: if scenario == FullScenario::Restart {
+                Duration::from_secs(3)
+            } else {
+                Duration::from_secs(15)
+            },
             settle_limit: Duration::from_secs(60),
             gossip_interval: Duration::from_millis(300),
             sync: SyncTimings::default(),
@@ -773,6 +782,19 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
             c.write_rounds(&others, cfg.writes_per_node, cfg.write_every)?;
             c.run_until(settle, |c| c.sees(&others, &[victim], false))?;
             figures.detection_ms = c.detected_ms;
+            c.run_until_elapsed(cut_at + cfg.fault_for.as_millis() as u64)?;
+            c.restart(victim);
+            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
+        }
+        FullScenario::Restart => {
+            let victim = n - 1;
+            let others: Vec<usize> = (0..victim).collect();
+            c.write_rounds(&all, 1, cfg.write_every)?;
+            c.crash(victim);
+            let cut_at = c.now_ms();
+            // Written while the victim is down: it can only get them from its peers after the
+            // restart, over whatever connection they use to reach it.
+            c.write_rounds(&others, 1, Duration::ZERO)?;
             c.run_until_elapsed(cut_at + cfg.fault_for.as_millis() as u64)?;
             c.restart(victim);
             figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
