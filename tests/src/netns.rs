@@ -255,4 +255,3 @@ pub fn emit_lines(data: &Path, name: &str, lines: &[Value]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
-
