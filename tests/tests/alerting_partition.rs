@@ -174,6 +174,7 @@ fn both_sides_page_at_most_once_and_after_the_heal_nothing_more_and_one_resoluti
     // Past group_wait and group_interval on both sides: a second copy per side would be here.
     std::thread::sleep(Duration::from_secs(6));
     let during = senders(&bodies(&seen, "firing"));
+    eprintln!("firing notifications during the split, by sender: {during:?}");
     for side in ["alpha", "bravo"] {
         let n = during.iter().filter(|s| *s == side).count();
         assert!(
