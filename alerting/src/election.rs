@@ -7,8 +7,9 @@
 //!
 //! Two guards make the answer safe to act on:
 //! - **settle**: a node may notify only after the part of its view the election depends on
-//!   (the live eligible members and their priorities) has not changed for `settle`. A node that
-//!   has just started sees only itself and would otherwise elect itself and page at once.
+//!   (the live eligible members and their priorities) has gained no member for `settle`. A node
+//!   that has just started sees only itself and would otherwise elect itself and page at once.
+//!   Losing a member does not restart it, so a failover costs detection, not detection + settle.
 //! - **isolated transient**: a transient node (a laptop) that sees no eligible peer is on a
 //!   train, not witnessing an outage. It records its own alerts locally and never pages, and it
 //!   raises nothing about the others being down.
@@ -54,10 +55,11 @@ pub fn elect(members: &[Member]) -> Option<&Member> {
 /// Election knobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElectionConfig {
-    /// How long the eligible part of the view must stay unchanged before this node may notify.
-    /// Longer avoids a fresh node paging before it has met its peers (a duplicate page);
-    /// shorter lets a failover notify sooner. Default 10 s: a few gossip rounds at 300 ms plus
-    /// a margin for a QUIC handshake to a slow peer.
+    /// How long the eligible part of the view must gain no member before this node may
+    /// notify. Longer avoids a fresh node (or a healed partition) paging before it has met its
+    /// peers (a duplicate page); shorter lets an alerter resume sooner after a heal. A loss does
+    /// not restart it, so it does not delay a failover. Default 10 s: a few gossip rounds at
+    /// 300 ms plus a margin for a QUIC handshake to a slow peer.
     pub settle: Duration,
 }
 
@@ -147,12 +149,18 @@ impl Election {
             .map(|m| (m.name.clone(), m.alerter_priority))
             .collect();
         self.members = members;
-        let changed = eligible != self.eligible;
+        // A priority change shows as a new (name, priority) pair, so it counts as a newcomer.
+        let newcomer = eligible.iter().any(|m| !self.eligible.contains(m));
         self.eligible = eligible;
-        changed
+        newcomer
     }
 
-    /// A new membership snapshot. The settle clock restarts only when the eligible part changed.
+    /// A new membership snapshot. The settle clock restarts only when an eligible member
+    /// appeared (or changed its priority): that member may outrank this node's answer, and a
+    /// node still meeting its peers must not page. A member that only went away cannot change
+    /// the answer for anyone but itself, and the failure detector has already waited for it:
+    /// settling again would add `settle` to every failover for nothing. A false death costs at
+    /// most a duplicate page, which we prefer to a late one.
     pub fn on_membership(&mut self, members: Vec<Member>, now: DateTime<Utc>) {
         if self.set_members(members) {
             self.changed_at = now;
@@ -324,13 +332,38 @@ mod tests {
         let mut e = Election::new("vm2", false, 0, ElectionConfig::default(), t(0));
         e.on_membership(vec![m("vm1", true, false, 0)], t(0));
         assert!(e.poll(t(20)).is_none(), "a follower writes nothing");
-        // vm1 dies: vm2 takes over after settle and says so once.
+        // vm1 dies: vm2 takes over and says so once.
         e.on_membership(vec![m("vm1", false, false, 0)], t(30));
-        assert!(e.poll(t(35)).is_none());
-        let ev = e.poll(t(41)).expect("alerter_changed");
+        let ev = e.poll(t(30)).expect("alerter_changed");
         assert_eq!(ev.event_type, ALERTER_CHANGED);
         assert_eq!(ev.payload["alerter"], "vm2");
         assert!(e.poll(t(50)).is_none(), "only once per term");
+    }
+
+    #[test]
+    fn a_survivor_takes_over_at_once_but_a_newcomer_is_settled_for() {
+        let mut e = Election::new("vm2", false, 0, ElectionConfig::default(), t(0));
+        let view = |vm1_live| vec![m("vm1", vm1_live, false, 0), m("vm3", true, false, 0)];
+        e.on_membership(view(true), t(1));
+        assert!(matches!(e.role(t(20)), Role::Follower { .. }));
+        // The alerter's death is a loss: the detector already waited, so no settle on top.
+        e.on_membership(view(false), t(30));
+        assert_eq!(e.role(t(30)), Role::Alerter);
+        // Its return is a newcomer that outranks vm2: hold until the view is stable again.
+        e.on_membership(view(true), t(40));
+        assert!(matches!(e.role(t(40)), Role::Settling { .. }));
+        assert_eq!(
+            e.role(t(51)),
+            Role::Follower {
+                alerter: "vm1".into()
+            }
+        );
+        // A changed priority is news too.
+        e.on_membership(
+            vec![m("vm1", true, false, 9), m("vm3", true, false, 0)],
+            t(60),
+        );
+        assert!(matches!(e.role(t(60)), Role::Settling { .. }));
     }
 
     #[test]

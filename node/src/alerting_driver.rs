@@ -17,6 +17,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::peer::PeerRuntime;
 
+/// How long the driver gathers newly stored events before one evaluation (see `Loop::burst`).
+const BURST_WINDOW: Duration = Duration::from_millis(50);
+
 /// The gossip key naming the alerter this node sees (empty while none is settled).
 pub const ALERTER_KEY: &str = "alerter";
 
@@ -412,6 +415,24 @@ impl Loop {
         }
     }
 
+    /// `first` and the entries stored with it. Synced events land in bursts (a healed
+    /// partition's `alert_firing` with the `notification_sent` that covers it); evaluated one
+    /// by one, the engine would see the other side's alert before its ledger and page again.
+    async fn burst(
+        &self,
+        first: IndexEntry,
+        entries: &mut UnboundedReceiver<IndexEntry>,
+    ) -> Vec<Event> {
+        // Long enough for the pick-up to index the rest of a stored batch; short next to any
+        // group_wait.
+        tokio::time::sleep(BURST_WINDOW).await;
+        let mut batch: Vec<Event> = parse(&self.store, &first).into_iter().collect();
+        while let Ok(entry) = entries.try_recv() {
+            batch.extend(parse(&self.store, &entry));
+        }
+        batch
+    }
+
     async fn run(
         mut self,
         mut entries: UnboundedReceiver<IndexEntry>,
@@ -442,10 +463,11 @@ impl Loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 Some(entry) = entries.recv() => {
-                    if let Some(ev) = parse(&self.store, &entry) {
-                        self.expectation(&ev);
-                        self.step(|e, now, fx| e.on_event(&ev, now, fx));
+                    let batch = self.burst(entry, &mut entries).await;
+                    for ev in &batch {
+                        self.expectation(ev);
                     }
+                    self.step(|e, now, fx| e.on_events(batch.iter(), now, fx));
                 }
                 Some(timer) = timers.recv() => self.step(|e, now, fx| e.on_timer(timer, now, fx)),
                 Some((id, attempt, result)) = results.recv() => {

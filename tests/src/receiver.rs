@@ -43,9 +43,15 @@ pub fn read_request(stream: &mut std::net::TcpStream) -> Option<(String, String)
     Some((path, body))
 }
 
-/// A receiver that records every request and answers 200.
+/// A receiver on loopback that records every request and answers 200.
 pub fn recording_server() -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    recording_server_on("127.0.0.1")
+}
+
+/// [`recording_server`] on `ip` (any free port): agents in network namespaces reach the root
+/// namespace only through the bridge address, not loopback.
+pub fn recording_server_on(ip: &str) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
     let out = seen.clone();

@@ -286,6 +286,71 @@ fn a_killed_alerter_is_replaced_and_the_pending_alert_is_sent_once() {
     assert_eq!(sent[0]["sender"], "bravo", "{}", sent[0]);
 }
 
+#[test]
+fn an_alerter_killed_after_it_sent_is_replaced_and_nothing_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, seen) = recording_server();
+    let config = format!(
+        "[alerting]\nsettle = \"1s\"\ngroup_wait = \"1s\"\ngroup_interval = \"2s\"\n\
+         repeat_interval = \"1h\"\n\n\
+         [[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{receiver}/hook\"\n"
+    );
+    let (mut alpha, alpha_data, seed) = mesh_node(dir.path(), "alpha", "10", &config, None);
+    let ca = Some((alpha_data.as_path(), "alpha", seed.as_str()));
+    let (bravo, bravo_data, _) = mesh_node(dir.path(), "bravo", "5", &config, ca);
+    let (_charlie, charlie_data, _) = mesh_node(dir.path(), "charlie", "0", &config, ca);
+    let timeout = Duration::from_secs(60);
+    for agent in [&alpha, &bravo] {
+        wait_until("alpha elected everywhere", timeout, || {
+            let s = agent.get_json("/v1/status");
+            s["alerter"] == "alpha" && s["nodes"].as_array().is_some_and(|n| n.len() == 3)
+        });
+    }
+    let emit = |event_type: &str| {
+        let out = run(labmesh(&charlie_data).args([
+            "--name", "charlie", "emit", "--type", event_type, "--source", "build.sh",
+        ]));
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    emit("build_failed");
+    wait_until("alpha sends the build alert", timeout, || {
+        !webhook_status(&seen, "build_failed", "firing").is_empty()
+    });
+    // alpha dies as soon as its ledger entry has reached bravo: the send is over and recorded.
+    wait_until("alpha's notification_sent at bravo", timeout, || {
+        events(&bravo_data, "notification_sent")
+            .iter()
+            .any(|e| e["node"] == "alpha")
+    });
+    alpha.stop_with(rustix::process::Signal::KILL);
+    wait_until("bravo takes over", timeout, || {
+        bravo.get_json("/v1/status")["alerter"] == "bravo"
+    });
+    // Well past bravo's group_wait and group_interval: a resend would have happened by now.
+    std::thread::sleep(Duration::from_secs(8));
+    let firing = webhook_status(&seen, "build_failed", "firing");
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0]["sender"], "alpha", "{}", firing[0]);
+
+    emit("build_completed");
+    wait_until("the resolved notification", timeout, || {
+        !webhook_status(&seen, "build_failed", "resolved").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let resolved = webhook_status(&seen, "build_failed", "resolved");
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0]["sender"], "bravo", "{}", resolved[0]);
+    assert_eq!(webhook_status(&seen, "build_failed", "firing").len(), 1);
+}
+
+/// Webhook bodies with this `status` carrying an alert of `rule`.
+fn webhook_status(seen: &Seen, rule: &str, status: &str) -> Vec<Value> {
+    webhook_rule(seen, rule)
+        .into_iter()
+        .filter(|b| b["status"] == status)
+        .collect()
+}
+
 /// Webhook bodies carrying an alert of `rule`.
 fn webhook_rule(seen: &Seen, rule: &str) -> Vec<Value> {
     seen.lock()
