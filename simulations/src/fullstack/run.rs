@@ -1077,3 +1077,37 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
     c.run_for(Duration::from_secs(2))?;
     Ok(c.finish(cfg, figures, wall))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(sender: &str, at_ms: u64, split: bool) -> (Delivered, bool) {
+        let d = Delivered {
+            at_ms,
+            sender: sender.into(),
+            receiver: "phone".into(),
+            episode: "e1".into(),
+            rule: "build_failed".into(),
+            stage: "Firing".into(),
+            accepted: true,
+        };
+        (d, split)
+    }
+
+    #[test]
+    fn a_notification_told_twice_is_a_violation_unless_a_partition_explains_it() {
+        let twice = [sent("n0", 1_000, false), sent("n1", 5_000, false)];
+        let found = duplicate_notifications(&twice, &[]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("n0@1000ms, n1@5000ms"), "{found:?}");
+        // Sent while a partition was in force, or with a heal between the copies: allowed.
+        let split = [sent("n0", 1_000, true), sent("n2", 1_000, true)];
+        assert!(duplicate_notifications(&split, &[]).is_empty());
+        assert!(duplicate_notifications(&twice, &[3_000]).is_empty());
+        // A delivery the receiver refused told nobody anything.
+        let mut refused = twice.clone();
+        refused[0].0.accepted = false;
+        assert!(duplicate_notifications(&refused, &[]).is_empty());
+    }
+}
