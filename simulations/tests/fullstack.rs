@@ -146,3 +146,27 @@ fn the_next_alerter_sends_an_alert_the_crashed_alerter_held_exactly_once() {
         assert_eq!(o.opened_with["n0"].len(), 2, "{o:?}");
     }
 }
+
+#[test]
+fn a_refused_notification_is_retried_by_the_next_alerter_and_told_once() {
+    // The receiver refuses everything for the first 51 s: the next alerter's first attempt
+    // (at the end of the group wait, about 46 s in) fails, its retry after the 10 s backoff
+    // is accepted.
+    let mut cfg = FullstackConfig::new(5, 4, FullScenario::AlerterCrash);
+    cfg.receiver_down_until = std::time::Duration::from_secs(51);
+    let o = run_ok(&cfg);
+    let all: Vec<_> = o
+        .notifications
+        .iter()
+        .filter(|d| d.rule == "build_failed")
+        .collect();
+    let refused: Vec<_> = all.iter().filter(|d| !d.accepted).collect();
+    let accepted = build_failed_sends(&o);
+    assert!(!refused.is_empty(), "{o:#?}");
+    assert_eq!(accepted.len(), 1, "{o:#?}");
+    assert_eq!(accepted[0].sender, "n1", "{o:#?}");
+    assert!(
+        refused.iter().all(|r| r.at_ms < accepted[0].at_ms),
+        "{o:#?}"
+    );
+}

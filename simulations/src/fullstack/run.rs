@@ -99,6 +99,9 @@ pub struct FullstackConfig {
     pub settle_limit: Duration,
     pub gossip_interval: Duration,
     pub sync: SyncTimings,
+    /// The stand-in receiver refuses every delivery until this much virtual time has passed
+    /// (a receiver outage at the start of the run).
+    pub receiver_down_until: Duration,
 }
 
 impl FullstackConfig {
@@ -123,6 +126,7 @@ impl FullstackConfig {
             settle_limit: Duration::from_secs(60),
             gossip_interval: Duration::from_millis(300),
             sync: SyncTimings::default(),
+            receiver_down_until: Duration::ZERO,
         }
     }
 }
@@ -220,6 +224,7 @@ struct Cluster<'a> {
     alerters: Option<(u64, Vec<Vec<String>>)>,
     alerters_during_fault: Option<Vec<Vec<String>>>,
     alerter_violations: Vec<String>,
+    receiver_down_until_ms: u64,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -354,6 +359,7 @@ impl<'a> Cluster<'a> {
             alerters: None,
             alerters_during_fault: None,
             alerter_violations: Vec::new(),
+            receiver_down_until_ms: cfg.receiver_down_until.as_millis() as u64,
             _dirs: vec![root],
         })
     }
@@ -419,6 +425,7 @@ impl<'a> Cluster<'a> {
     fn watch_alerting(&mut self, now: u64) {
         for i in 0..self.probes.len() {
             let mut probe = lock(&self.probes[i]);
+            probe.receiver_down = now < self.receiver_down_until_ms;
             let partitioned = self.partitioned;
             self.sent
                 .extend(probe.delivered.drain(..).map(|d| (d, partitioned)));
