@@ -31,11 +31,22 @@ fn opt(v: Option<u64>) -> String {
     v.map_or("-".into(), |x| x.to_string())
 }
 
-const HEADER: &str = "scenario nodes  seed loss  join_ms detect_ms converge_ms events  B/node/s lost  false_dead suspicions sessions virt_ms wall_ms result";
+/// Alerters per component, `|` between components (`-` when none was checked).
+fn alerters(a: Option<&[Vec<String>]>) -> String {
+    a.map_or("-".into(), |comps| {
+        comps
+            .iter()
+            .map(|c| c.join(","))
+            .collect::<Vec<_>>()
+            .join("|")
+    })
+}
+
+const HEADER: &str = "scenario nodes  seed loss  join_ms detect_ms converge_ms events  B/node/s lost  false_dead suspicions sessions notes alerters virt_ms wall_ms result";
 
 fn line(o: &Outcome) -> String {
     format!(
-        "{:<8} {:>5} {:>5} {:>4.2} {:>8} {:>9} {:>11} {:>6} {:>9.0} {:>5} {:>10} {:>10} {:>8} {:>7} {:>7} {}",
+        "{:<8} {:>5} {:>5} {:>4.2} {:>8} {:>9} {:>11} {:>6} {:>9.0} {:>5} {:>10} {:>10} {:>8} {:>5} {:<8} {:>7} {:>7} {}",
         o.scenario,
         o.nodes,
         o.seed,
@@ -49,6 +60,8 @@ fn line(o: &Outcome) -> String {
         o.false_dead,
         o.false_suspicions,
         o.sessions_completed,
+        o.notifications.iter().filter(|n| n.accepted).count(),
+        alerters(o.alerters_at_end.as_deref()),
         o.virtual_ms,
         o.wall_ms,
         if o.ok() { "ok" } else { "FAIL" }

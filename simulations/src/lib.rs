@@ -7,8 +7,10 @@
 //! (equal event sets and world hashes after heal, one alerter per component, no repeated
 //! notification) are checked after every run, and a failing seed reproduces with one command.
 //!
-//! Built so far: the discrete-event part ([`run::Sim`]), which drives the real `SyncCore`,
-//! `WorldState` and alerting `Engine` of every node; see `docs/simulation.md`.
+//! Two parts: the discrete-event loop ([`run::Sim`]), which drives the real `SyncCore`,
+//! `WorldState` and alerting `Engine` of every node, and the full-stack simulation
+//! ([`fullstack`]), which runs each node's QUIC transport, chitchat mesh, `EventStore`, sync
+//! driver and alerting `Engine` on turmoil; see `docs/simulation.md`.
 
 mod driver;
 pub mod node;

@@ -1,8 +1,9 @@
 //! The full-stack simulation: 5–30 nodes of the shipping mesh and sync code in one process on
 //! turmoil (virtual time, seeded network), each with real certificates from a mesh CA, quinn
 //! on a simulated UDP socket ([`socket`]), chitchat through `mesh::Mesh`, and the sync core with
-//! a real `EventStore` in a data dir of its own that survives crashes. See the "Full stack"
-//! section of `docs/simulation.md`.
+//! a real `EventStore` in a data dir of its own that survives crashes, and the alerting engine
+//! fed from that store and the mesh view, paging an in-process stand-in receiver. See the "Full
+//! stack" section of `docs/simulation.md`.
 
 pub mod clock;
 pub mod node;

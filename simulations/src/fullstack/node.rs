@@ -1,6 +1,7 @@
 //! One simulated node: the agent's QUIC transport, chitchat membership and event store, with a
-//! thin sync driver around the shipping `SyncCore` (the same decisions as the agent's
-//! `node/src/sync_driver.rs`, which lives in the binary crate and so cannot be linked here).
+//! thin sync driver around the shipping `SyncCore` and an alerting driver around the shipping
+//! `alerting::Engine` (the same decisions as the agent's `node/src/sync_driver.rs` and
+//! `node/src/alerting_driver.rs`, which live in the binary crate and so cannot be linked here).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -8,13 +9,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use alerting::{Engine, Member, Notification, Role, Timer};
+use chrono::{DateTime, Utc};
 use mesh::keys::NodeInfo;
 use mesh::liveness::Liveness;
 use mesh::{Mesh, MeshConfig, MeshStats, QuicTransport, TransportConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sync::reconcile::{Runtime, SyncCore, SyncMessage, SyncSource};
-use sync::{EventStore, IndexEntry, StoreConfig};
+use sync::{Event, EventStore, IndexEntry, NewEvent, Query, StoreConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -63,6 +66,28 @@ pub struct NodeSpec {
     pub seed: u64,
     pub gossip_interval: Duration,
     pub sync: SyncTimings,
+    /// The alerting config every node runs (the discrete simulation's: shipped rules, one
+    /// receiver).
+    pub alerting: alerting::Config,
+}
+
+/// How often the alerting driver refreshes membership and ticks the engine (the agent's 1 s).
+const ALERTING_TICK: Duration = Duration::from_secs(1);
+
+/// A notification the engine handed to the stand-in receiver: one per alert it announced as
+/// new, so `(episode, receiver, stage)` says what a person would have been told.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Delivered {
+    /// Virtual time of the send.
+    pub at_ms: u64,
+    pub sender: String,
+    pub receiver: String,
+    pub episode: String,
+    pub rule: String,
+    /// The alert's status in the message (`Firing`, `Resolved`, ...).
+    pub stage: String,
+    /// Whether the stand-in receiver accepted it (it fails everything while `receiver_down`).
+    pub accepted: bool,
 }
 
 /// A liveness change a node saw, for the invariants.
@@ -88,6 +113,13 @@ pub struct Probe {
     pub starts: u64,
     /// Events its store held when it opened, per start (a restart finds its data dir).
     pub opened_with: Vec<usize>,
+    /// The alerting engine's role after its latest step (`None` before start and after a
+    /// crash).
+    pub role: Option<Role>,
+    /// Notifications not yet collected by the driver loop.
+    pub delivered: Vec<Delivered>,
+    /// Set by the run: the stand-in receiver answers every delivery with a failure.
+    pub receiver_down: bool,
 }
 
 pub type SharedProbe = Arc<Mutex<Probe>>;
@@ -151,6 +183,11 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     store_cfg.clock = spec.clock.clone();
     let (store, _) = EventStore::open(store_cfg)?;
     let store = Arc::new(store);
+    let replay: Vec<Event> = store
+        .query(&Query::default())
+        .iter()
+        .filter_map(|e| parse(&store, e))
+        .collect();
     let (new_tx, new_rx) = mpsc::unbounded_channel();
     store.set_listener(Box::new(move |entry: &IndexEntry| {
         let _ = new_tx.send(entry.clone());
@@ -163,7 +200,22 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     let Some(inbound) = mesh.transport().take_app_receiver() else {
         return Err("the application channel was already taken".into());
     };
-    let driver = Driver {
+    let engine = Engine::new(
+        &spec.name,
+        false,
+        0,
+        spec.alerting.clone(),
+        sync::Clock::now(spec.clock.as_ref()),
+    );
+    let (timers_tx, timers_rx) = mpsc::unbounded_channel();
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let mut driver = Driver {
+        alerting: Alerting {
+            engine,
+            clock: spec.clock.clone(),
+            timers: timers_tx,
+            results: results_tx,
+        },
         name: spec.name.clone(),
         store,
         mesh,
@@ -176,8 +228,58 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
         started: Instant::now(),
         probe,
     };
-    driver.run(inbound, new_rx).await;
+    // As the agent at start: the retained log first, then membership.
+    driver.alert(|e, now, fx| e.on_events(replay.iter(), now, fx));
+    driver.membership().await;
+    driver.run(inbound, new_rx, timers_rx, results_rx).await;
     Ok(())
+}
+
+fn parse(store: &EventStore, entry: &IndexEntry) -> Option<Event> {
+    let bytes = store.read_bytes(entry).ok()?;
+    Event::from_file_bytes(&bytes, store.config().max_event_bytes, Some(entry.id)).ok()
+}
+
+/// Virtual time since the simulation started (0 outside one).
+fn virtual_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The engine and what performs its requests.
+struct Alerting {
+    engine: Engine,
+    clock: Arc<super::clock::NodeClock>,
+    timers: mpsc::UnboundedSender<Timer>,
+    results: mpsc::UnboundedSender<(String, u32, Result<(), String>)>,
+}
+
+/// The engine's side effects during one call, as in the agent: events are stored at once (so a
+/// `notification_attempted` record is durable before its send), notifications wait until the
+/// call returns.
+struct Effects<'a> {
+    store: &'a EventStore,
+    timers: &'a mpsc::UnboundedSender<Timer>,
+    sends: Vec<Notification>,
+}
+
+impl alerting::Runtime for Effects<'_> {
+    fn write_event(&mut self, event: NewEvent) {
+        if let Err(e) = self.store.append(event) {
+            tracing::error!(error = %e, "alerting: cannot store an event");
+        }
+    }
+
+    fn notify(&mut self, notification: Notification) {
+        self.sends.push(notification);
+    }
+
+    fn submit_after(&mut self, timer: Timer, after: Duration) {
+        let tx = self.timers.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(timer);
+        });
+    }
 }
 
 struct Source<'a>(&'a EventStore);
@@ -210,6 +312,7 @@ impl Runtime for Outbox {
 type Peers = BTreeMap<String, (SocketAddr, String)>;
 
 struct Driver {
+    alerting: Alerting,
     name: String,
     store: Arc<EventStore>,
     mesh: Mesh,
@@ -224,11 +327,78 @@ struct Driver {
 }
 
 impl Driver {
+    /// Runs one engine call, then hands its notifications to the stand-in receiver, which
+    /// records them and answers at once (failure while the run holds it down).
+    fn alert(&mut self, f: impl FnOnce(&mut Engine, DateTime<Utc>, &mut Effects<'_>)) {
+        let now = sync::Clock::now(self.alerting.clock.as_ref());
+        let mut fx = Effects {
+            store: &self.store,
+            timers: &self.alerting.timers,
+            sends: Vec::new(),
+        };
+        f(&mut self.alerting.engine, now, &mut fx);
+        let sends = fx.sends;
+        let role = self.alerting.engine.role(now);
+        let mut probe = lock(&self.probe);
+        probe.role = Some(role);
+        let accepted = !probe.receiver_down;
+        let at_ms = virtual_ms();
+        for n in sends {
+            for a in n.message.alerts.iter().filter(|a| a.new) {
+                probe.delivered.push(Delivered {
+                    at_ms,
+                    sender: self.name.clone(),
+                    receiver: n.receiver.clone(),
+                    episode: a.episode.clone(),
+                    rule: a.rule.clone(),
+                    stage: format!("{:?}", a.status),
+                    accepted,
+                });
+            }
+            let result = if accepted {
+                Ok(())
+            } else {
+                Err("the stand-in receiver is down".to_owned())
+            };
+            let _ = self.alerting.results.send((n.id, n.attempt, result));
+        }
+    }
+
+    /// The agent's membership snapshot: itself live, every peer not `Left`, live when alive
+    /// or suspect.
+    async fn membership(&mut self) {
+        let view = self.mesh.view().await;
+        let me = NodeInfo::from_key_values(&view.key_values);
+        let mut members = vec![Member {
+            name: view.node.clone(),
+            live: true,
+            transient: me.transient,
+            alerter_priority: me.alerter_priority,
+        }];
+        for p in &view.peers {
+            if p.liveness == Liveness::Left {
+                continue;
+            }
+            let info = NodeInfo::from_key_values(&p.key_values);
+            members.push(Member {
+                name: p.node.clone(),
+                live: p.liveness.is_up(),
+                transient: info.transient,
+                alerter_priority: info.alerter_priority,
+            });
+        }
+        self.alert(|e, now, fx| e.on_membership(members, now, fx));
+    }
+
     async fn run(
         mut self,
         mut inbound: mpsc::Receiver<mesh::transport::AppMessage>,
         mut new_entries: mpsc::UnboundedReceiver<IndexEntry>,
+        mut timers: mpsc::UnboundedReceiver<Timer>,
+        mut results: mpsc::UnboundedReceiver<(String, u32, Result<(), String>)>,
     ) {
+        let mut alert_tick = tokio::time::interval(ALERTING_TICK);
+        alert_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(self.timings.tick);
         let mut observe = tokio::time::interval(self.mesh.config().gossip_interval);
         let mut last_anti_entropy = Instant::now();
@@ -271,6 +441,17 @@ impl Driver {
                         self.core.push(&mut out, &names, &own);
                         self.perform(out, &peers);
                     }
+                    // Every stored event, own or synced, reaches the engine.
+                    let events: Vec<Event> = batch.iter().filter_map(|e| parse(&self.store, e)).collect();
+                    self.alert(|e, now, fx| e.on_events(events.iter(), now, fx));
+                }
+                Some(timer) = timers.recv() => self.alert(|e, now, fx| e.on_timer(timer, now, fx)),
+                Some((id, attempt, result)) = results.recv() => {
+                    self.alert(|e, now, fx| e.on_attempt_delivery(&id, attempt, result, now, fx));
+                }
+                _ = alert_tick.tick() => {
+                    self.membership().await;
+                    self.alert(|e, now, fx| e.tick(now, fx));
                 }
                 _ = observe.tick() => {
                     let changes = self.mesh.observe().await;

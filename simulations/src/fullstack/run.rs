@@ -16,11 +16,17 @@ use sha2::{Digest, Sha256};
 use sync::{Event, Severity};
 
 use super::clock::{NodeClock, VirtualTime};
-use super::node::{self, NodeSpec, SharedProbe, SyncTimings, lock};
+use super::node::{self, Delivered, NodeSpec, SharedProbe, SyncTimings, lock};
 use super::socket::{LossTable, WireCounters};
 
 /// The simulation's epoch: 2026-01-01T00:00:00Z, fixed so that runs do not depend on the date.
 pub const EPOCH_SECS: i64 = 1_767_225_600;
+
+/// How long every node's view of who is up must stay unchanged before the alerter invariant
+/// applies: the election's settle time (10 s) plus a margin for a node's 1 s alerting tick.
+/// The discrete simulation waits 60 s after each membership change; here the views themselves
+/// are observed, so the wait can start from the last change anyone saw.
+pub const STABLE_VIEW_MS: u64 = 15_000;
 
 /// What happens during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,6 +44,9 @@ pub enum FullScenario {
     /// The last node crashes and restarts 3 s later, within the peers' QUIC idle timeout, so
     /// their connections to its previous process still look alive.
     Restart,
+    /// A `build_failed` alert is pending (inside its group wait) on the alerter when the
+    /// alerter crashes; the next alerter must send it, once.
+    AlerterCrash,
 }
 
 impl FullScenario {
@@ -49,8 +58,9 @@ impl FullScenario {
             "skew" => Ok(FullScenario::Skew),
             "oneway" => Ok(FullScenario::Oneway),
             "restart" => Ok(FullScenario::Restart),
+            "alerter-crash" => Ok(FullScenario::AlerterCrash),
             other => Err(format!(
-                "unknown full-stack scenario {other:?} (steady, split, crash, skew, oneway, restart)"
+                "unknown full-stack scenario {other:?} (steady, split, crash, skew, oneway, restart, alerter-crash)"
             )),
         }
     }
@@ -63,6 +73,7 @@ impl FullScenario {
             FullScenario::Skew => "skew",
             FullScenario::Oneway => "oneway",
             FullScenario::Restart => "restart",
+            FullScenario::AlerterCrash => "alerter-crash",
         }
     }
 }
@@ -88,6 +99,9 @@ pub struct FullstackConfig {
     pub settle_limit: Duration,
     pub gossip_interval: Duration,
     pub sync: SyncTimings,
+    /// The stand-in receiver refuses every delivery until this much virtual time has passed
+    /// (a receiver outage at the start of the run).
+    pub receiver_down_until: Duration,
 }
 
 impl FullstackConfig {
@@ -101,14 +115,18 @@ impl FullstackConfig {
             latency_max: Duration::from_millis(5),
             writes_per_node: 5,
             write_every: Duration::from_secs(1),
-            fault_for: if scenario == FullScenario::Restart {
-                Duration::from_secs(3)
-            } else {
-                Duration::from_secs(15)
+            fault_for: match scenario {
+                FullScenario::Restart => Duration::from_secs(3),
+                // Each side must elect its own alerter (detection, then the 10 s settle) and
+                // outlast the 30 s group wait of the alert written before the split, so both
+                // sides page.
+                FullScenario::Split => Duration::from_secs(45),
+                _ => Duration::from_secs(15),
             },
             settle_limit: Duration::from_secs(60),
             gossip_interval: Duration::from_millis(300),
             sync: SyncTimings::default(),
+            receiver_down_until: Duration::ZERO,
         }
     }
 }
@@ -142,6 +160,15 @@ pub struct Outcome {
     /// SHA-256 over what the seed decides: the schedule of writes and faults as executed (with
     /// event ids and timestamps) and each node's final event set.
     pub trace_hash: String,
+    /// Every notification the stand-in receiver got, in order.
+    pub notifications: Vec<Delivered>,
+    /// How many times the alerter invariant was checked (views stable for
+    /// [`STABLE_VIEW_MS`]).
+    pub alerter_checks: u64,
+    /// The alerters per connected component at the last check before the fault ended (heal
+    /// or restart), and at the end of the run.
+    pub alerters_during_fault: Option<Vec<Vec<String>>>,
+    pub alerters_at_end: Option<Vec<Vec<String>>>,
     pub violations: Vec<String>,
 }
 
@@ -183,6 +210,21 @@ struct Cluster<'a> {
     /// A failure being watched for detection: since when, who must see whom go down.
     watch: Option<(u64, Vec<usize>, Vec<usize>)>,
     detected_ms: Option<u64>,
+    /// Notifications so far, each with whether a partition or one-way cut was in force.
+    sent: Vec<(Delivered, bool)>,
+    /// A partition or one-way cut is in force.
+    partitioned: bool,
+    /// When partitions and cuts ended.
+    repairs: Vec<u64>,
+    /// Who each node saw up at the last sample, and when any of that last changed.
+    views: Vec<Option<BTreeSet<String>>>,
+    view_changed_ms: u64,
+    alerter_checks: u64,
+    /// Alerters per component at the latest check, and when it was made.
+    alerters: Option<(u64, Vec<Vec<String>>)>,
+    alerters_during_fault: Option<Vec<Vec<String>>>,
+    alerter_violations: Vec<String>,
+    receiver_down_until_ms: u64,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -233,6 +275,8 @@ impl<'a> Cluster<'a> {
                 }
             }
         }
+        let alerting = alerting::Config::from_toml_str(crate::run::ALERTING_TOML)
+            .map_err(|e| format!("alerting config: {e}"))?;
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let root = data_root()?;
         let mut probes = Vec::new();
@@ -269,6 +313,7 @@ impl<'a> Cluster<'a> {
                 seed: cfg.seed.wrapping_mul(31).wrapping_add(i as u64),
                 gossip_interval: cfg.gossip_interval,
                 sync: cfg.sync.clone(),
+                alerting: alerting.clone(),
             };
             let host_probe = probe.clone();
             sim.host(name.as_str(), move || {
@@ -305,6 +350,16 @@ impl<'a> Cluster<'a> {
             false_suspicions: 0,
             watch: None,
             detected_ms: None,
+            sent: Vec::new(),
+            partitioned: false,
+            repairs: Vec::new(),
+            views: vec![None; cfg.nodes],
+            view_changed_ms: 0,
+            alerter_checks: 0,
+            alerters: None,
+            alerters_during_fault: None,
+            alerter_violations: Vec::new(),
+            receiver_down_until_ms: cfg.receiver_down_until.as_millis() as u64,
             _dirs: vec![root],
         })
     }
@@ -333,6 +388,9 @@ impl<'a> Cluster<'a> {
             self.detected_ms = Some(now - since);
             self.watch = None;
         }
+        if now.is_multiple_of(100) {
+            self.watch_alerting(now);
+        }
         for observer in 0..self.probes.len() {
             let seen = std::mem::take(&mut lock(&self.probes[observer]).seen);
             for s in seen {
@@ -360,6 +418,97 @@ impl<'a> Cluster<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Collects notifications and, once every view has been still for [`STABLE_VIEW_MS`],
+    /// checks that each connected component has at most one alerter.
+    fn watch_alerting(&mut self, now: u64) {
+        for i in 0..self.probes.len() {
+            let mut probe = lock(&self.probes[i]);
+            probe.receiver_down = now < self.receiver_down_until_ms;
+            let partitioned = self.partitioned;
+            self.sent
+                .extend(probe.delivered.drain(..).map(|d| (d, partitioned)));
+            let view = self.running[i].then(|| probe.up.clone());
+            if view != self.views[i] {
+                self.views[i] = view;
+                self.view_changed_ms = now;
+            }
+        }
+        if now < self.view_changed_ms + STABLE_VIEW_MS {
+            return;
+        }
+        self.alerter_checks += 1;
+        let mut found = Vec::new();
+        for comp in self.components() {
+            let alerters: Vec<String> = comp
+                .iter()
+                .filter(|&&i| lock(&self.probes[i]).role == Some(alerting::Role::Alerter))
+                .map(|&i| self.names[i].clone())
+                .collect();
+            if alerters.len() > 1 && self.alerter_violations.len() < 5 {
+                self.alerter_violations.push(format!(
+                    "t={}ms: {} alerters in one component ({}): {}",
+                    now,
+                    alerters.len(),
+                    comp.iter()
+                        .map(|&i| self.names[i].as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    alerters.join(", ")
+                ));
+            }
+            found.push(alerters);
+        }
+        self.alerters = Some((now, found));
+    }
+
+    /// Connected components of running nodes, by mutual views (each sees the other up).
+    fn components(&self) -> Vec<Vec<usize>> {
+        let n = self.names.len();
+        let sees = |a: usize, b: usize| {
+            self.views[a]
+                .as_ref()
+                .is_some_and(|v| v.contains(&self.names[b]))
+        };
+        let mut comp = vec![usize::MAX; n];
+        let mut out = Vec::new();
+        for start in (0..n).filter(|&i| self.running[i]) {
+            if comp[start] != usize::MAX {
+                continue;
+            }
+            let id = out.len();
+            let mut members = vec![start];
+            comp[start] = id;
+            let mut k = 0;
+            while k < members.len() {
+                let a = members[k];
+                let joining: Vec<usize> = (0..n)
+                    .filter(|&b| comp[b] == usize::MAX && self.running[b])
+                    .filter(|&b| sees(a, b) && sees(b, a))
+                    .collect();
+                for b in joining {
+                    comp[b] = id;
+                    members.push(b);
+                }
+                k += 1;
+            }
+            members.sort_unstable();
+            out.push(members);
+        }
+        out
+    }
+
+    /// The alerter check ran just now and found exactly one alerter in every component.
+    fn alerting_settled(&self) -> bool {
+        self.alerters.as_ref().is_some_and(|(at, found)| {
+            *at + 100 >= self.now_ms() && found.iter().all(|a| a.len() == 1)
+        })
+    }
+
+    /// Remembers the alerters of the fault, before a heal or a restart changes the views.
+    fn keep_fault_alerters(&mut self) {
+        self.alerters_during_fault = self.alerters.as_ref().map(|(_, a)| a.clone());
     }
 
     fn run_for(&mut self, d: Duration) -> Result<(), String> {
@@ -420,10 +569,14 @@ impl<'a> Cluster<'a> {
             from_ms,
             to_ms: None,
         });
+        self.partitioned = true;
         self.note(&format!("partition {a:?} | {b:?}"));
     }
 
     fn heal(&mut self, a: &[usize], b: &[usize]) {
+        self.keep_fault_alerters();
+        self.partitioned = false;
+        self.repairs.push(self.now_ms());
         for &x in a {
             for &y in b {
                 self.sim.repair(self.ips[x], self.ips[y]);
@@ -443,7 +596,11 @@ impl<'a> Cluster<'a> {
     fn crash(&mut self, i: usize) {
         let name = self.names[i].clone();
         self.sim.crash(name.as_str());
-        lock(&self.probes[i]).store = None;
+        {
+            let mut probe = lock(&self.probes[i]);
+            probe.store = None;
+            probe.role = None;
+        }
         self.running[i] = false;
         let others: Vec<usize> = (0..self.names.len()).filter(|&o| o != i).collect();
         let pairs = self.all_pairs(&[i], &others);
@@ -458,6 +615,7 @@ impl<'a> Cluster<'a> {
 
     fn restart(&mut self, i: usize) {
         let name = self.names[i].clone();
+        self.keep_fault_alerters();
         self.sim.bounce(name.as_str());
         self.running[i] = true;
         self.end_faults();
@@ -468,6 +626,12 @@ impl<'a> Cluster<'a> {
     /// fsynced, indexed, then pushed by the sync loop). Ids come from the run's RNG and
     /// timestamps from the node's clock, so the same seed writes the same events.
     fn write(&mut self, i: usize) -> Result<(), String> {
+        self.write_kind(i, "sim_write", Severity::Info)
+    }
+
+    /// [`Cluster::write`] with an event type and severity of the caller's choice (an event a
+    /// shipped alerting rule matches).
+    fn write_kind(&mut self, i: usize, event_type: &str, severity: Severity) -> Result<(), String> {
         let Some(store) = lock(&self.probes[i]).store.clone() else {
             return Ok(());
         };
@@ -485,8 +649,8 @@ impl<'a> Cluster<'a> {
             id: uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid(),
             timestamp: at,
             node: self.names[i].clone(),
-            event_type: "sim_write".into(),
-            severity: Severity::Info,
+            event_type: event_type.into(),
+            severity,
             source: "fullstack".into(),
             service: "all".into(),
             correlation_id: String::new(),
@@ -503,7 +667,7 @@ impl<'a> Cluster<'a> {
                 self.stamps.insert(a.entry.hash, stamp);
             }
         }
-        let line = format!("write {} {} {}", self.names[i], event.id, ms);
+        let line = format!("write {} {event_type} {} {}", self.names[i], event.id, ms);
         self.note(&line);
         Ok(())
     }
@@ -611,9 +775,13 @@ impl<'a> Cluster<'a> {
             let set: BTreeSet<[u8; 32]> = store.sync_items(0).into_iter().map(|(_, h)| h).collect();
             // The final set by event id and timestamp (the bytes carry HLC ids, which are
             // random per process).
+            // Without the alerting engine's events: when a node becomes alerter follows
+            // chitchat's gossip order, which the seed does not decide, and their ids come from
+            // the store's UUIDv7 context.
             let mut ids: Vec<String> = store
                 .query(&sync::Query::default())
                 .iter()
+                .filter(|e| &*e.source != alerting::EVENT_SOURCE)
                 .map(|e| format!("{}@{}", e.id, e.millis))
                 .collect();
             ids.sort();
@@ -642,6 +810,18 @@ impl<'a> Cluster<'a> {
             }
         }
         violations.extend(self.clock_violations.iter().take(5).cloned());
+        violations.extend(self.alerter_violations.iter().cloned());
+        violations.extend(duplicate_notifications(&self.sent, &self.repairs));
+        let alerters_at_end = self.alerters.as_ref().map(|(_, a)| a.clone());
+        if !alerters_at_end
+            .as_ref()
+            .is_some_and(|a| a.iter().all(|c| c.len() == 1))
+        {
+            violations.push(format!(
+                "no single alerter per component at the end (views stable for {STABLE_VIEW_MS} ms: {:?})",
+                alerters_at_end
+            ));
+        }
         if cfg.loss <= 0.05 && self.false_dead > 0 {
             violations.push(format!(
                 "{} peer(s) declared dead while reachable at {:.0} % loss",
@@ -703,9 +883,51 @@ impl<'a> Cluster<'a> {
             virtual_ms,
             wall_ms: wall.elapsed().as_millis() as u64,
             trace_hash: hex::encode(self.trace.finalize()),
+            notifications: self.sent.into_iter().map(|(d, _)| d).collect(),
+            alerter_checks: self.alerter_checks,
+            alerters_during_fault: self.alerters_during_fault,
+            alerters_at_end,
             violations,
         }
     }
+}
+
+/// No `(episode, receiver, stage)` accepted twice, unless a copy was sent while a partition or
+/// one-way cut was in force or a repair falls between the copies (the discrete simulation's
+/// rule in `report.rs`): each side of a split has its own alerter and cannot see the other's
+/// ledger.
+fn duplicate_notifications(sent: &[(Delivered, bool)], repairs: &[u64]) -> Vec<String> {
+    type Key<'a> = (&'a str, &'a str, &'a str);
+    let mut by_key: BTreeMap<Key<'_>, Vec<&(Delivered, bool)>> = BTreeMap::new();
+    for s in sent.iter().filter(|(d, _)| d.accepted) {
+        by_key
+            .entry((&s.0.episode, &s.0.receiver, &s.0.stage))
+            .or_default()
+            .push(s);
+    }
+    let mut out = Vec::new();
+    for ((episode, receiver, stage), sends) in by_key {
+        if sends.len() < 2 {
+            continue;
+        }
+        let first = sends[0].0.at_ms;
+        let last = sends[sends.len() - 1].0.at_ms;
+        let healed_between = repairs.iter().any(|&h| h >= first && h <= last);
+        if sends.iter().any(|(_, split)| *split) || healed_between {
+            continue;
+        }
+        let who: Vec<String> = sends
+            .iter()
+            .map(|(d, _)| format!("{}@{}ms", d.sender, d.at_ms))
+            .collect();
+        out.push(format!(
+            "notification sent {} times for episode {episode} ({}) to {receiver} ({stage}): {}",
+            sends.len(),
+            sends[0].0.rule,
+            who.join(", ")
+        ));
+    }
+    out
 }
 
 /// The time of an HLC stamp (`<NTP64 hex>/<id>`).
@@ -757,6 +979,10 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
         FullScenario::Split => {
             let left: Vec<usize> = (0..2.min(n - 1)).collect();
             let right: Vec<usize> = (left.len()..n).collect();
+            // An alert the whole mesh sees before the split and that pages only after the
+            // group wait (30 s): by then each side has its own alerter, and both page.
+            c.write_kind(n - 1, "build_failed", Severity::Error)?;
+            c.run_for(Duration::from_secs(1))?;
             c.partition(&left, &right);
             let cut_at = c.now_ms();
             // Each side must see the other down: watch left seeing right, then the reverse
@@ -799,6 +1025,29 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
             c.restart(victim);
             figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
         }
+        FullScenario::AlerterCrash => {
+            // Wait for the one alerter, then write an alert it holds in its group wait (30 s)
+            // and crash it 5 s later, before it sends; the next alerter must send it once.
+            c.run_until(settle, Cluster::alerting_settled)?;
+            let alerter = c
+                .alerters
+                .as_ref()
+                .and_then(|(_, a)| a.first()?.first().cloned())
+                .and_then(|name| c.names.iter().position(|n| *n == name))
+                .ok_or_else(|| format!("seed {}: no alerter was elected", cfg.seed))?;
+            let writer = (alerter + 1) % n;
+            c.write_kind(writer, "build_failed", Severity::Error)?;
+            c.run_for(Duration::from_secs(5))?;
+            c.crash(alerter);
+            let cut_at = c.now_ms();
+            let others: Vec<usize> = (0..n).filter(|&i| i != alerter).collect();
+            c.watch = Some((cut_at, others.clone(), vec![alerter]));
+            // Past the group wait and the survivors' election (detection, then the settle).
+            c.run_for(Duration::from_secs(40))?;
+            figures.detection_ms = c.detected_ms;
+            c.restart(alerter);
+            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
+        }
         FullScenario::Oneway => {
             let others: Vec<usize> = (1..n).collect();
             for &o in &others {
@@ -811,18 +1060,61 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
                 from_ms,
                 to_ms: None,
             });
+            c.partitioned = true;
             c.note("one-way cut n0 -> everyone");
             c.write_rounds(&all, cfg.writes_per_node, cfg.write_every)?;
             c.run_until_elapsed(from_ms + cfg.fault_for.as_millis() as u64)?;
+            c.keep_fault_alerters();
             for &o in &others {
                 c.sim.repair_oneway(c.ips[0], c.ips[o]);
             }
+            c.partitioned = false;
+            let now = c.now_ms();
+            c.repairs.push(now);
             c.end_faults();
             c.note("one-way cut repaired");
             figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
         }
     }
+    // The views settle and one alerter per component is named (its election events sync
+    // like any other), then the sets are equal again.
+    c.run_until(settle, Cluster::alerting_settled)?;
+    c.run_until(settle, Cluster::converged)?;
     // A little more time, so that a declaration of death right after convergence is caught.
     c.run_for(Duration::from_secs(2))?;
     Ok(c.finish(cfg, figures, wall))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(sender: &str, at_ms: u64, split: bool) -> (Delivered, bool) {
+        let d = Delivered {
+            at_ms,
+            sender: sender.into(),
+            receiver: "phone".into(),
+            episode: "e1".into(),
+            rule: "build_failed".into(),
+            stage: "Firing".into(),
+            accepted: true,
+        };
+        (d, split)
+    }
+
+    #[test]
+    fn a_notification_told_twice_is_a_violation_unless_a_partition_explains_it() {
+        let twice = [sent("n0", 1_000, false), sent("n1", 5_000, false)];
+        let found = duplicate_notifications(&twice, &[]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("n0@1000ms, n1@5000ms"), "{found:?}");
+        // Sent while a partition was in force, or with a heal between the copies: allowed.
+        let split = [sent("n0", 1_000, true), sent("n2", 1_000, true)];
+        assert!(duplicate_notifications(&split, &[]).is_empty());
+        assert!(duplicate_notifications(&twice, &[3_000]).is_empty());
+        // A delivery the receiver refused told nobody anything.
+        let mut refused = twice.clone();
+        refused[0].0.accepted = false;
+        assert!(duplicate_notifications(&refused, &[]).is_empty());
+    }
 }
