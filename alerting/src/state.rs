@@ -209,36 +209,48 @@ impl AlertBook {
                 }
             }
         }
-        self.tick(now);
+        // Only this slot can have changed: ticking every slot here made each observation
+        // cost O(alerts), and the watchdog observes every member on every step (O(N²) per step
+        // at N nodes, which kept 300-node simulations from finishing).
+        Self::tick_slot(slot, &mut self.closed, &mut self.resolved, now);
     }
 
     /// Time-driven transitions: pending → firing after `for`; event alerts resolve when quiet.
     pub fn tick(&mut self, now: DateTime<Utc>) {
         for slot in self.slots.values_mut() {
-            let Some(a) = slot.open.first_mut() else {
-                continue;
-            };
-            if a.status == Status::Pending && after(a.raised_at, slot.for_) <= now {
-                a.status = Status::Firing;
-                a.started_at = after(a.raised_at, slot.for_);
-            }
-            if let Some(quiet) = slot.resolve_after
-                && after(a.last_raise_at, quiet) <= now
-            {
-                let at = after(a.last_raise_at, quiet);
-                let was_firing = a.status == Status::Firing;
-                for mut a in std::mem::take(&mut slot.open) {
-                    if was_firing {
-                        a.status = Status::Resolved;
-                        a.resolved_at = Some(at);
-                        self.closed.insert(a.episode.clone(), at);
-                        self.resolved.insert(a.episode.clone(), a);
-                    }
-                }
-            }
+            Self::tick_slot(slot, &mut self.closed, &mut self.resolved, now);
         }
         self.slots
             .retain(|_, s| !s.open.is_empty() || s.last_obs_at.is_some());
+    }
+
+    fn tick_slot(
+        slot: &mut Slot,
+        closed: &mut BTreeMap<String, DateTime<Utc>>,
+        resolved: &mut BTreeMap<String, Alert>,
+        now: DateTime<Utc>,
+    ) {
+        let Some(a) = slot.open.first_mut() else {
+            return;
+        };
+        if a.status == Status::Pending && after(a.raised_at, slot.for_) <= now {
+            a.status = Status::Firing;
+            a.started_at = after(a.raised_at, slot.for_);
+        }
+        if let Some(quiet) = slot.resolve_after
+            && after(a.last_raise_at, quiet) <= now
+        {
+            let at = after(a.last_raise_at, quiet);
+            let was_firing = a.status == Status::Firing;
+            for mut a in std::mem::take(&mut slot.open) {
+                if was_firing {
+                    a.status = Status::Resolved;
+                    a.resolved_at = Some(at);
+                    closed.insert(a.episode.clone(), at);
+                    resolved.insert(a.episode.clone(), a);
+                }
+            }
+        }
     }
 
     /// The next time [`AlertBook::tick`] has something to do.
