@@ -316,7 +316,12 @@ impl Pipeline {
             let stage = match a.status {
                 Status::Firing => Stage::Firing(a.severity),
                 Status::Resolved
-                    if route.send_resolved && self.ledger.told_firing(&a.episode, rcv) =>
+                    if route.send_resolved
+                        && (self.ledger.told_firing(&a.episode, rcv)
+                            || (self.ledger.tried_firing(&a.episode, rcv)
+                                && !self
+                                    .ledger
+                                    .firing_pending(&a.episode, rcv, stale, is_live, now))) =>
                 {
                     Stage::Resolved
                 }
