@@ -12,6 +12,7 @@
 
 mod driver;
 pub mod node;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod scenario;
