@@ -146,7 +146,12 @@ fn run_seeds(scenario: &Scenario, seeds: &[u64], jobs: usize) -> Result<Vec<Repo
                         Ok(r) => {
                             if let Some(f) = r.failure() {
                                 failed.fetch_add(1, Ordering::Relaxed);
-                                bar.println(f);
+                                // A hidden bar (stderr not a terminal) prints nothing.
+                                if bar.is_hidden() {
+                                    eprintln!("{f}");
+                                } else {
+                                    bar.println(f);
+                                }
                             }
                             bar.set_message(format!("{} failed", failed.load(Ordering::Relaxed)));
                             bar.inc(1);

@@ -96,6 +96,9 @@ pub struct Sim {
     pub given_up: std::collections::BTreeSet<(String, String)>,
     /// Sends the receiver refused (an outage).
     pub refused: u64,
+    /// (node, notification id) → indices in `sent` of copies whose outcome is not recorded
+    /// yet: if the node crashes first, the ledger allows one more copy of each.
+    pub(crate) awaiting_outcome: std::collections::BTreeMap<(usize, String), Vec<usize>>,
     pub(crate) crash_trigger: Option<CrashTrigger>,
     /// When reachability last got worse (a crash, a partition, a cut): detection is timed
     /// from here.
@@ -144,6 +147,7 @@ impl Sim {
             attempted: Default::default(),
             given_up: Default::default(),
             refused: 0,
+            awaiting_outcome: Default::default(),
             crash_trigger: None,
             worse_at: None,
             detections: Vec::new(),
@@ -254,6 +258,7 @@ impl Sim {
             } => {
                 let n = &mut self.nodes[node];
                 if n.up && n.epoch == epoch {
+                    self.awaiting_outcome.remove(&(node, id.clone()));
                     let mut out = AlertOut::default();
                     let now = n.now(self.now);
                     let result = if ok {
@@ -305,6 +310,20 @@ impl Sim {
         let n = &mut self.nodes[node];
         if !n.up {
             return;
+        }
+        // Every send of this node still waiting for its outcome dies without one.
+        let orphaned: Vec<(usize, String)> = self
+            .awaiting_outcome
+            .range((node, String::new())..)
+            .take_while(|((n, _), _)| *n == node)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in orphaned {
+            for idx in self.awaiting_outcome.remove(&k).unwrap_or_default() {
+                if let Some(s) = self.sent.get_mut(idx) {
+                    s.orphan = true;
+                }
+            }
         }
         n.up = false;
         n.epoch += 1;
@@ -573,12 +592,16 @@ impl Sim {
             let key = (a.episode.clone(), note.receiver.clone(), stage);
             self.attempted.insert(key.clone(), i);
             if reaches {
+                self.awaiting_outcome
+                    .entry((i, note.id.clone()))
+                    .or_default()
+                    .push(self.sent.len());
                 self.sent.push(Sent {
                     at: self.now,
                     node: i,
                     key,
                     split: self.net.is_split(),
-                    orphan: moment == Some(CrashMoment::BeforeOutcome),
+                    orphan: false,
                 });
             }
         }
