@@ -112,6 +112,43 @@ impl Alert {
     }
 }
 
+/// A firing, recorded episode as an `alert_firing` or `alert_resolved` event describes it.
+fn alert_from_event(
+    rule: &str,
+    subject: &str,
+    episode: &str,
+    sev: Severity,
+    started_at: DateTime<Utc>,
+    e: &Event,
+) -> Alert {
+    let p = &e.payload;
+    let labels = p
+        .get("labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Alert {
+        rule: rule.to_owned(),
+        subject: subject.to_owned(),
+        fingerprint: fingerprint(rule, subject),
+        episode: episode.to_owned(),
+        labels,
+        severity: sev,
+        summary: payload_str(p, "summary").unwrap_or_default().to_owned(),
+        status: Status::Firing,
+        raised_at: started_at,
+        started_at,
+        resolved_at: None,
+        last_raise_at: e.timestamp.max(started_at),
+        recorded: Some(sev),
+        resolved_recorded: false,
+    }
+}
+
 /// What one (rule, subject) holds.
 #[derive(Debug, Clone, Default)]
 struct Slot {
@@ -301,6 +338,19 @@ impl AlertBook {
                 a.recorded = a.recorded.or(Some(a.severity));
                 a.resolved_recorded = true;
                 self.resolved.insert(a.episode.clone(), a);
+            } else if !self.resolved.contains_key(episode) {
+                // The resolution came first (a sync delivers in hash order, not time order)
+                // or alone: its firing will be ignored as closed, so keep the episode from
+                // this event, or its resolution could never be notified.
+                let sev = payload_str(p, "severity")
+                    .and_then(|s| s.parse::<Severity>().ok())
+                    .unwrap_or(e.severity);
+                let started_at = payload_time(p, "started_at").unwrap_or(e.timestamp);
+                let mut a = alert_from_event(rule, subject, episode, sev, started_at, e);
+                a.status = Status::Resolved;
+                a.resolved_at = Some(at);
+                a.resolved_recorded = true;
+                self.resolved.insert(a.episode.clone(), a);
             }
             return;
         }
@@ -329,31 +379,8 @@ impl AlertBook {
             }
             // Two recorded episodes of one alert (a partition): keep both, resolve them together.
             Some(_) | None => {
-                let labels = p
-                    .get("labels")
-                    .and_then(Value::as_object)
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                slot.open.push(Alert {
-                    rule: rule.to_owned(),
-                    subject: subject.to_owned(),
-                    fingerprint: fingerprint(rule, subject),
-                    episode: episode.to_owned(),
-                    labels,
-                    severity: sev,
-                    summary: payload_str(p, "summary").unwrap_or_default().to_owned(),
-                    status: Status::Firing,
-                    raised_at: started_at,
-                    started_at,
-                    resolved_at: None,
-                    last_raise_at: e.timestamp.max(started_at),
-                    recorded: Some(sev),
-                    resolved_recorded: false,
-                });
+                slot.open
+                    .push(alert_from_event(rule, subject, episode, sev, started_at, e));
             }
         }
     }
