@@ -165,6 +165,8 @@ pub struct Ledger {
     given_up: BTreeSet<(String, String, Stage)>,
     /// (receiver, group) → last sent.
     group_last: BTreeMap<(String, String), DateTime<Utc>>,
+    /// (episode, receiver) → when a firing of it was last attempted, sent or not.
+    tried_firing: BTreeMap<(String, String), DateTime<Utc>>,
 }
 
 impl Ledger {
@@ -207,6 +209,15 @@ impl Ledger {
         if attempt > note.attempt || (attempt == note.attempt && kind == NOTIFICATION_ATTEMPTED) {
             note.attempt = attempt;
             note.attempt_at = at;
+        }
+        if kind == NOTIFICATION_ATTEMPTED {
+            for i in items.iter().filter(|i| matches!(i.stage, Stage::Firing(_))) {
+                let t = self
+                    .tried_firing
+                    .entry((i.episode.clone(), note.receiver.clone()))
+                    .or_insert(at);
+                *t = (*t).max(at);
+            }
         }
         match kind {
             NOTIFICATION_SENT => {
@@ -268,6 +279,15 @@ impl Ledger {
             .is_some_and(|s| s.keys().any(|st| matches!(st, Stage::Firing(_))))
     }
 
+    /// Has any node tried to tell `receiver` that the episode fires (sent or not)? Its
+    /// resolution is then owed even if the firing never got through: a receiver that was down
+    /// while the episode fired and ended would otherwise never hear of it once the attempt's
+    /// retries stop with its node (a crash, or a hand-over to a new alerter).
+    pub fn tried_firing(&self, episode: &str, receiver: &str) -> bool {
+        self.tried_firing
+            .contains_key(&(episode.to_owned(), receiver.to_owned()))
+    }
+
     /// How many firing or repeat notifications about the episode reached the receiver, and the
     /// last time one did.
     pub fn sends(&self, episode: &str, receiver: &str) -> (u32, Option<DateTime<Utc>>) {
@@ -299,13 +319,40 @@ impl Ledger {
         is_live: &dyn Fn(&str) -> bool,
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
+        self.pending_until(episode, receiver, &|s| s == stage, stale, is_live, now)
+    }
+
+    /// As [`Ledger::busy_until`], for any firing stage of the episode: a live node is still
+    /// retrying to tell that it fires.
+    pub fn firing_pending(
+        &self,
+        episode: &str,
+        receiver: &str,
+        stale: Duration,
+        is_live: &dyn Fn(&str) -> bool,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let firing = |s: Stage| matches!(s, Stage::Firing(_));
+        self.pending_until(episode, receiver, &firing, stale, is_live, now)
+            .is_some()
+    }
+
+    fn pending_until(
+        &self,
+        episode: &str,
+        receiver: &str,
+        stage: &dyn Fn(Stage) -> bool,
+        stale: Duration,
+        is_live: &dyn Fn(&str) -> bool,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         self.notes
             .values()
             .filter(|n| n.receiver == receiver && n.sent_at.is_none() && is_live(&n.node))
             .filter(|n| {
                 n.items
                     .iter()
-                    .any(|i| i.episode == episode && i.stage == stage)
+                    .any(|i| i.episode == episode && stage(i.stage))
             })
             .filter_map(|n| {
                 let until = match n.failed.get(&n.attempt) {
@@ -329,6 +376,7 @@ impl Ledger {
         }
         self.sent.retain(|_, s| !s.is_empty());
         self.group_last.retain(|_, t| after(*t, KEEP) > now);
+        self.tried_firing.retain(|_, t| after(*t, KEEP) > now);
     }
 }
 

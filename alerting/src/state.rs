@@ -112,6 +112,43 @@ impl Alert {
     }
 }
 
+/// A firing, recorded episode as an `alert_firing` or `alert_resolved` event describes it.
+fn alert_from_event(
+    rule: &str,
+    subject: &str,
+    episode: &str,
+    sev: Severity,
+    started_at: DateTime<Utc>,
+    e: &Event,
+) -> Alert {
+    let p = &e.payload;
+    let labels = p
+        .get("labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Alert {
+        rule: rule.to_owned(),
+        subject: subject.to_owned(),
+        fingerprint: fingerprint(rule, subject),
+        episode: episode.to_owned(),
+        labels,
+        severity: sev,
+        summary: payload_str(p, "summary").unwrap_or_default().to_owned(),
+        status: Status::Firing,
+        raised_at: started_at,
+        started_at,
+        resolved_at: None,
+        last_raise_at: e.timestamp.max(started_at),
+        recorded: Some(sev),
+        resolved_recorded: false,
+    }
+}
+
 /// What one (rule, subject) holds.
 #[derive(Debug, Clone, Default)]
 struct Slot {
@@ -209,7 +246,10 @@ impl AlertBook {
                 }
             }
         }
-        self.tick(now);
+        // Only this slot can have changed: ticking every slot here made each observation
+        // cost O(alerts), and the watchdog observes every member on every step (O(N²) per step
+        // at N nodes, which kept 300-node simulations from finishing).
+        Self::tick_slot(slot, &mut self.closed, &mut self.resolved, now);
     }
 
     /// Ends every open episode of `rule` at `at` (the rule was removed): firing ones resolve,
@@ -236,30 +276,39 @@ impl AlertBook {
     /// Time-driven transitions: pending → firing after `for`; event alerts resolve when quiet.
     pub fn tick(&mut self, now: DateTime<Utc>) {
         for slot in self.slots.values_mut() {
-            let Some(a) = slot.open.first_mut() else {
-                continue;
-            };
-            if a.status == Status::Pending && after(a.raised_at, slot.for_) <= now {
-                a.status = Status::Firing;
-                a.started_at = after(a.raised_at, slot.for_);
-            }
-            if let Some(quiet) = slot.resolve_after
-                && after(a.last_raise_at, quiet) <= now
-            {
-                let at = after(a.last_raise_at, quiet);
-                let was_firing = a.status == Status::Firing;
-                for mut a in std::mem::take(&mut slot.open) {
-                    if was_firing {
-                        a.status = Status::Resolved;
-                        a.resolved_at = Some(at);
-                        self.closed.insert(a.episode.clone(), at);
-                        self.resolved.insert(a.episode.clone(), a);
-                    }
-                }
-            }
+            Self::tick_slot(slot, &mut self.closed, &mut self.resolved, now);
         }
         self.slots
             .retain(|_, s| !s.open.is_empty() || s.last_obs_at.is_some());
+    }
+
+    fn tick_slot(
+        slot: &mut Slot,
+        closed: &mut BTreeMap<String, DateTime<Utc>>,
+        resolved: &mut BTreeMap<String, Alert>,
+        now: DateTime<Utc>,
+    ) {
+        let Some(a) = slot.open.first_mut() else {
+            return;
+        };
+        if a.status == Status::Pending && after(a.raised_at, slot.for_) <= now {
+            a.status = Status::Firing;
+            a.started_at = after(a.raised_at, slot.for_);
+        }
+        if let Some(quiet) = slot.resolve_after
+            && after(a.last_raise_at, quiet) <= now
+        {
+            let at = after(a.last_raise_at, quiet);
+            let was_firing = a.status == Status::Firing;
+            for mut a in std::mem::take(&mut slot.open) {
+                if was_firing {
+                    a.status = Status::Resolved;
+                    a.resolved_at = Some(at);
+                    closed.insert(a.episode.clone(), at);
+                    resolved.insert(a.episode.clone(), a);
+                }
+            }
+        }
     }
 
     /// The next time [`AlertBook::tick`] has something to do.
@@ -312,6 +361,19 @@ impl AlertBook {
                 a.recorded = a.recorded.or(Some(a.severity));
                 a.resolved_recorded = true;
                 self.resolved.insert(a.episode.clone(), a);
+            } else if !self.resolved.contains_key(episode) {
+                // The resolution came first (a sync delivers in hash order, not time order)
+                // or alone: its firing will be ignored as closed, so keep the episode from
+                // this event, or its resolution could never be notified.
+                let sev = payload_str(p, "severity")
+                    .and_then(|s| s.parse::<Severity>().ok())
+                    .unwrap_or(e.severity);
+                let started_at = payload_time(p, "started_at").unwrap_or(e.timestamp);
+                let mut a = alert_from_event(rule, subject, episode, sev, started_at, e);
+                a.status = Status::Resolved;
+                a.resolved_at = Some(at);
+                a.resolved_recorded = true;
+                self.resolved.insert(a.episode.clone(), a);
             }
             return;
         }
@@ -340,31 +402,8 @@ impl AlertBook {
             }
             // Two recorded episodes of one alert (a partition): keep both, resolve them together.
             Some(_) | None => {
-                let labels = p
-                    .get("labels")
-                    .and_then(Value::as_object)
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                slot.open.push(Alert {
-                    rule: rule.to_owned(),
-                    subject: subject.to_owned(),
-                    fingerprint: fingerprint(rule, subject),
-                    episode: episode.to_owned(),
-                    labels,
-                    severity: sev,
-                    summary: payload_str(p, "summary").unwrap_or_default().to_owned(),
-                    status: Status::Firing,
-                    raised_at: started_at,
-                    started_at,
-                    resolved_at: None,
-                    last_raise_at: e.timestamp.max(started_at),
-                    recorded: Some(sev),
-                    resolved_recorded: false,
-                });
+                slot.open
+                    .push(alert_from_event(rule, subject, episode, sev, started_at, e));
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use alerting::silence::Silence;
 use alerting::summary::DiskUsage;
-use alerting::{NodeSummary, Role};
+use alerting::{NodeSummary, Role, Status};
 use common::World;
 use serde_json::json;
 
@@ -322,6 +322,29 @@ fn a_failing_receiver_is_retried_with_backoff_recording_each_attempt_first() {
         performed.iter().all(|(_, n)| n.id == performed[0].1.id),
         "one notification, retried"
     );
+}
+
+#[test]
+fn a_firing_that_never_got_through_is_told_as_resolved_after_a_failover() {
+    let mut w = pair(PHONE);
+    w.emit("b1", "build_failed", "build.sh", json!({}));
+    // The phone is down: a1's attempts fail and it keeps a retry pending.
+    w.run_for(secs(120), secs(5), false, &[]);
+    assert!(!w.of_type("notification_failed").is_empty());
+    assert!(w.of_type("notification_sent").is_empty());
+    // a1 dies with its retry, and the build is fixed before anyone got through.
+    w.nodes[0].alive = false;
+    w.emit("b1", "build_completed", "build.sh", json!({}));
+    w.gossip();
+    w.run_for(secs(900), secs(5), true, &[]);
+    // The phone was never told it fired: b1 tells it that it fired and ended, once.
+    let from_b1: Vec<_> = w
+        .performed_for("build_failed")
+        .into_iter()
+        .filter(|(node, _)| *node == "b1")
+        .collect();
+    assert_eq!(from_b1.len(), 1, "{from_b1:?}");
+    assert_eq!(from_b1[0].1.message.alerts[0].status, Status::Resolved);
 }
 
 #[test]

@@ -45,6 +45,12 @@ pub struct SyncSettings {
     /// A session that has not finished after this long is dropped (the next one redoes what is
     /// missing). Default 60 s.
     pub session_timeout: Duration,
+    /// Most reconciliation sessions this node starts at once. After a partition heals every
+    /// node differs from every peer across it; without a cap that is ~N²/2 sessions at once
+    /// (docs/simulation.md), with one the first few sessions bring this node level and the
+    /// matching fingerprints spare the rest. Lower: less burst, slower repair. 0: no cap.
+    /// Default 4.
+    pub max_sessions: usize,
 }
 
 impl Default for SyncSettings {
@@ -54,6 +60,7 @@ impl Default for SyncSettings {
             anti_entropy_interval: Duration::from_secs(300),
             window: Duration::from_secs(30 * 24 * 3600),
             session_timeout: Duration::from_secs(60),
+            max_sessions: 4,
         }
     }
 }
@@ -405,6 +412,13 @@ impl SyncDriver {
                         if let Some(name) = peers.keys().nth(pick) {
                             due.push(name.clone());
                         }
+                    }
+                    let room = self.cfg.max_sessions.saturating_sub(lock(&self.core).sessions_in_flight());
+                    if self.cfg.max_sessions > 0 && due.len() > room {
+                        // A random start, or every node's first pick is the smallest name.
+                        let skip = rand::random::<u64>() as usize % due.len();
+                        due.rotate_left(skip);
+                        due.truncate(room);
                     }
                     for name in due {
                         self.start_session(&name, &peers).await;

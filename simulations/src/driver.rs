@@ -3,6 +3,7 @@
 //! a peer whose fingerprint differs, periodic anti-entropy) and the alerter check.
 
 use rand::Rng;
+use rand::seq::SliceRandom;
 
 use crate::node::{Source, SyncOut};
 use crate::run::{ANTI_ENTROPY_MS, DIFFER_DELAY_MS, SESSION_TIMEOUT_MS, Sim};
@@ -52,6 +53,20 @@ impl Sim {
                 if !live.is_empty() {
                     node.last_anti_entropy = now;
                     due.push(live[self.rng.random_range(0..live.len())]);
+                }
+            }
+            // The heal herd: after a split heals, every node differs from every peer on the
+            // other side, ~N²/2 sessions at once. A few at a time, in random order (so the
+            // smallest names are not everyone's first pick), and the fingerprints that match
+            // after those sessions spare the rest.
+            if self.s.max_sessions > 0 {
+                let room = self
+                    .s
+                    .max_sessions
+                    .saturating_sub(self.nodes[i].core.sessions_in_flight());
+                if due.len() > room {
+                    due.shuffle(&mut self.rng);
+                    due.truncate(room);
                 }
             }
             for j in due {

@@ -92,6 +92,10 @@ impl MemStore {
         self.hashes.len()
     }
 
+    pub fn contains(&self, hash: &ContentHash) -> bool {
+        self.hashes.contains(hash)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()
     }
@@ -236,23 +240,9 @@ impl SimNode {
         let when = self.now(at);
         let ms = u64::try_from(when.timestamp_millis()).unwrap_or(0);
         self.written += 1;
-        let event = Event {
-            id: uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid(),
-            timestamp: Utc
-                .timestamp_millis_opt(when.timestamp_millis())
-                .single()
-                .unwrap_or(when),
-            node: self.name.clone(),
-            event_type: ne.event_type,
-            severity: ne.severity,
-            source: ne.source,
-            service: ne.service,
-            correlation_id: ne.correlation_id,
-            payload: ne.payload,
-            extra: serde_json::Map::new(),
-        };
-        event.validate().map_err(|e| e.to_string())?;
-        Ok(event)
+        let id = uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid();
+        ne.into_event_with_id(&self.name, when, id)
+            .map_err(|e| e.to_string())
     }
 
     /// Restarts after a crash: new sync sessions and a fresh engine that replays the stored

@@ -18,14 +18,19 @@ pub struct Track {
     pub whole: bool,
 }
 
-/// A notification that was news to its receiver: `(episode, receiver, status)`.
+/// `(episode, receiver, stage)`: `firing:<severity>` or `resolved`, the ledger's unit.
+pub type NoteKey = (String, String, String);
+
+/// A notification that reached its receiver and was news to it.
 #[derive(Debug, Clone)]
 pub struct Sent {
     pub at: Ms,
     pub node: usize,
-    pub key: (String, String, String),
+    pub key: NoteKey,
     /// A partition or one-way cut was in force when it was sent.
     pub split: bool,
+    /// Its sender crashed before recording the outcome: the ledger allows one more copy.
+    pub orphan: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +51,18 @@ pub struct Report {
     /// From the last heal or restart until every event written before it was everywhere.
     pub convergence_after_heal_ms: Option<Ms>,
     pub bytes_per_node_per_s: f64,
+    /// From a crash, partition or cut to a node's membership view dropping the peer.
+    pub detection_p50_ms: Option<Ms>,
+    pub detection_max_ms: Option<Ms>,
+    /// Peers declared dead while up and reachable (any loss; violations only at <= 5 %).
+    pub false_suspicions: u64,
+    /// Notifications that reached a receiver and were news to it.
     pub notifications: usize,
+    /// Sends a receiver refused (outages).
+    pub notifications_refused: u64,
+    /// Copies beyond the first that reached a receiver (each allowed: across a partition, or
+    /// the one the ledger permits after a send without recorded outcome).
+    pub duplicate_notifications: usize,
     /// Reconciliation sessions started, all nodes together.
     pub sessions: u64,
     pub sync_errors: u64,
@@ -54,6 +70,9 @@ pub struct Report {
     pub dropped_by_loss: u64,
     pub wall_ms: u128,
     pub violations: Vec<String>,
+    /// (virtual s, event copies missing across all nodes) over the run, for the plot.
+    #[serde(skip)]
+    pub series: Vec<(u64, u64)>,
 }
 
 impl Report {
@@ -75,6 +94,8 @@ impl Report {
             Some(worst)
         });
         let virtual_s = (sim.now / 1000).max(1);
+        let mut detections = sim.detections.clone();
+        detections.sort_unstable();
         let bytes: u64 = sim.nodes.iter().map(|n| n.bytes_sent).sum();
         Report {
             scenario: sim.s.name.clone(),
@@ -89,7 +110,18 @@ impl Report {
             dissemination_p99_ms: quantile(&times, 0.99),
             convergence_after_heal_ms: convergence,
             bytes_per_node_per_s: bytes as f64 / sim.s.nodes as f64 / virtual_s as f64,
+            detection_p50_ms: quantile(&detections, 0.5),
+            detection_max_ms: detections.last().copied(),
+            false_suspicions: sim.false_suspicions,
             notifications: sim.sent.len(),
+            notifications_refused: sim.refused,
+            duplicate_notifications: {
+                let mut per_key: BTreeMap<&NoteKey, usize> = BTreeMap::new();
+                for s in &sim.sent {
+                    *per_key.entry(&s.key).or_default() += 1;
+                }
+                per_key.values().map(|n| n - 1).sum()
+            },
             sessions: sim
                 .nodes
                 .iter()
@@ -101,6 +133,7 @@ impl Report {
             dropped_by_loss: sim.net.dropped_loss,
             wall_ms: wall.as_millis(),
             violations,
+            series: std::mem::take(&mut sim.series),
         }
     }
 
@@ -112,15 +145,21 @@ impl Report {
     pub fn failure(&self) -> Option<String> {
         self.violations.first().map(|v| {
             format!(
-                "FAIL {} seed {}: {v} ({} violation(s); rerun: cargo run -p simulations -- run {} --seeds {}..{})",
+                "FAIL {} seed {}: {v} ({} violation(s); rerun: {})",
                 self.scenario,
                 self.seed,
                 self.violations.len(),
-                self.scenario,
-                self.seed,
-                self.seed
+                self.rerun()
             )
         })
+    }
+
+    /// The one command that reruns exactly this seed.
+    pub fn rerun(&self) -> String {
+        format!(
+            "cargo run --release -p simulations -- run {} --seeds {}",
+            self.scenario, self.seed
+        )
     }
 }
 
@@ -168,18 +207,69 @@ fn final_invariants(sim: &Sim) -> Vec<String> {
             ));
         }
     }
-    // No (episode, receiver, status) announced twice, unless the copies straddle a split.
-    let mut by_key: BTreeMap<&(String, String, String), Vec<&Sent>> = BTreeMap::new();
+    out.extend(acknowledged_everywhere(sim, &up));
+    out.extend(notifications(sim));
+    out
+}
+
+/// Every event some node stored (its write was acknowledged) is on every up node, unless every
+/// node holding it is down (it cannot have spread, and is not lost: it is on that node's disk).
+fn acknowledged_everywhere(sim: &Sim, up: &[&crate::node::SimNode]) -> Option<String> {
+    let n_up = up.len();
+    let mut missing = sim
+        .tracks
+        .iter()
+        .filter(|(_, t)| t.holders < sim.s.nodes)
+        .filter(|(h, _)| {
+            let on_up = up.iter().filter(|n| n.store.contains(h)).count();
+            on_up > 0 && on_up < n_up
+        });
+    let (hash, t) = missing.next()?;
+    let lacking: Vec<&str> = up
+        .iter()
+        .filter(|n| !n.store.contains(hash))
+        .map(|n| n.name.as_str())
+        .collect();
+    let what = sim
+        .blobs
+        .event(hash)
+        .map(|e| format!("{} by {}", e.event_type, e.node))
+        .unwrap_or_default();
+    Some(format!(
+        "acknowledged event {what} written at t={}s is missing on {} after heal ({} more events missing somewhere)",
+        t.emitted / 1000,
+        lacking.join(", "),
+        missing.count()
+    ))
+}
+
+/// No (episode, receiver, stage) reaches its receiver twice, except copies that straddle a
+/// partition (each side has its alerter) and the one extra copy the ledger allows per send
+/// whose sender died before recording the outcome (ALGORITHM.md, "What is guaranteed"). And
+/// every attempted one reaches it at least once unless it was given up.
+fn notifications(sim: &Sim) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut by_key: BTreeMap<&NoteKey, Vec<&Sent>> = BTreeMap::new();
     for s in &sim.sent {
         by_key.entry(&s.key).or_default().push(s);
     }
+    let arrived = |k: &NoteKey| by_key.contains_key(k);
+    for key in sim.attempted.keys() {
+        if sim.owed(key, &arrived) {
+            out.push(format!(
+                "notification never arrived: episode {} to {} ({})",
+                key.0, key.1, key.2
+            ));
+        }
+    }
     for (key, sends) in by_key {
-        if sends.len() < 2 {
+        let orphans = sends.iter().filter(|s| s.orphan).count();
+        if sends.len() < 2 + orphans {
             continue;
         }
         let first = sends[0].at;
         let last = sends[sends.len() - 1].at;
-        let healed_between = sim.repairs.iter().any(|&h| h >= first && h <= last);
+        let healed_between = sim.heals.iter().any(|&h| h >= first && h <= last);
         if sends.iter().any(|s| s.split) || healed_between {
             continue;
         }

@@ -11,8 +11,8 @@ use sync::index::ContentHash;
 use sync::reconcile::SyncMessage;
 
 use crate::node::{AlertOut, Blobs, SimNode, Source, SyncOut, content_hash, node_index};
-use crate::report::{Report, Sent, Track};
-use crate::scenario::{Fault, Scenario};
+use crate::report::{NoteKey, Report, Sent, Track};
+use crate::scenario::{CrashMoment, Fault, Scenario};
 use crate::sim::{Ms, Net, Queue, Trace, rng};
 use crate::workload::{Work, make, next_wait};
 
@@ -54,6 +54,22 @@ pub(crate) enum Ev {
         node: usize,
         epoch: u64,
     },
+    /// A notification's send finished (`ok`: the receiver took it).
+    NotifyDone {
+        node: usize,
+        epoch: u64,
+        id: String,
+        ok: bool,
+    },
+    Crash(usize),
+    Restart(usize),
+}
+
+/// A `crash_notifier` fault waiting for its notification.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CrashTrigger {
+    moment: CrashMoment,
+    down_s: Option<u64>,
 }
 
 pub struct Sim {
@@ -72,6 +88,27 @@ pub struct Sim {
     pub tracks: HashMap<ContentHash, Track>,
     pub sent: Vec<Sent>,
     pub repairs: Vec<Ms>,
+    /// Times a partition or cut was healed (duplicates across one are accepted).
+    pub heals: Vec<Ms>,
+    /// Every (episode, receiver, stage) some node tried to tell, and who tried last.
+    pub attempted: std::collections::BTreeMap<NoteKey, usize>,
+    /// (episode, receiver) pairs whose notifications were given up (final failure recorded).
+    pub given_up: std::collections::BTreeSet<(String, String)>,
+    /// Sends the receiver refused (an outage).
+    pub refused: u64,
+    /// (node, notification id) → indices in `sent` of copies whose outcome is not recorded
+    /// yet: if the node crashes first, the ledger allows one more copy of each.
+    pub(crate) awaiting_outcome: std::collections::BTreeMap<(usize, String), Vec<usize>>,
+    pub(crate) crash_trigger: Option<CrashTrigger>,
+    /// When reachability last got worse (a crash, a partition, a cut): detection is timed
+    /// from here.
+    pub(crate) worse_at: Option<Ms>,
+    pub detections: Vec<Ms>,
+    pub false_suspicions: u64,
+    /// (virtual s, event copies still missing across all nodes), for the convergence plot.
+    pub series: Vec<(u64, u64)>,
+    pub(crate) holders_total: u64,
+    pub(crate) next_sample: Ms,
     pub violations: Vec<String>,
     pub(crate) work_seq: u64,
     pub(crate) last_write: Ms,
@@ -106,6 +143,18 @@ impl Sim {
             tracks: HashMap::new(),
             sent: Vec::new(),
             repairs: Vec::new(),
+            heals: Vec::new(),
+            attempted: Default::default(),
+            given_up: Default::default(),
+            refused: 0,
+            awaiting_outcome: Default::default(),
+            crash_trigger: None,
+            worse_at: None,
+            detections: Vec::new(),
+            false_suspicions: 0,
+            series: Vec::new(),
+            holders_total: 0,
+            next_sample: 0,
             violations: Vec::new(),
             work_seq: 0,
             last_write: 0,
@@ -148,13 +197,17 @@ impl Sim {
         while let Some((at, ev)) = self.q.pop() {
             // Past the end, run on until nothing was written for a minute (an alert resolving
             // in the quiet tail writes events too), so the final checks see a settled mesh.
-            if at > end && (at > self.last_write + DRAIN_MS || at > end + MAX_DRAIN_MS) {
+            if at > end
+                && ((at > self.last_write + DRAIN_MS && !self.owes_notifications())
+                    || at > end + MAX_DRAIN_MS)
+            {
                 break;
             }
             self.now = at;
             self.step(ev);
         }
         self.check_alerters("at the end");
+        self.sample();
         let trace = std::mem::take(&mut self.trace);
         Report::build(self, trace.delivered, trace.finish(), started.elapsed())
     }
@@ -163,6 +216,9 @@ impl Sim {
         match ev {
             Ev::Deliver { from, to, bytes } => self.deliver(from, to, bytes),
             Ev::Tick => {
+                if self.now >= self.next_sample {
+                    self.sample();
+                }
                 self.tick();
                 if self.now % 600_000 < self.s.tick_ms {
                     self.check_alerters("during the run");
@@ -194,7 +250,103 @@ impl Sim {
             Ev::Fault(i) => self.fault(i),
             Ev::Membership => self.membership(),
             Ev::Feed { node, epoch } => self.feed(node, epoch),
+            Ev::NotifyDone {
+                node,
+                epoch,
+                id,
+                ok,
+            } => {
+                let n = &mut self.nodes[node];
+                if n.up && n.epoch == epoch {
+                    self.awaiting_outcome.remove(&(node, id.clone()));
+                    let mut out = AlertOut::default();
+                    let now = n.now(self.now);
+                    let result = if ok {
+                        Ok(())
+                    } else {
+                        Err("503 from the receiver".to_owned())
+                    };
+                    n.engine.on_delivery(&id, result, now, &mut out);
+                    self.alert_out(node, out);
+                }
+            }
+            Ev::Crash(node) => self.crash(node),
+            Ev::Restart(node) => self.restart(node),
         }
+    }
+
+    /// Records how many event copies are still missing (for the convergence plot), at most
+    /// about 2000 points per run.
+    fn sample(&mut self) {
+        let copies = self.tracks.len() as u64 * self.s.nodes as u64;
+        self.series
+            .push((self.now / 1000, copies.saturating_sub(self.holders_total)));
+        let every = (self.end_ms() / 2000).max(5_000);
+        self.next_sample = self.now + every;
+    }
+
+    /// Something was attempted that has neither reached the receiver nor been given up: the
+    /// run is not over while a retry may still be pending.
+    fn owes_notifications(&self) -> bool {
+        let received: std::collections::BTreeSet<&NoteKey> =
+            self.sent.iter().map(|s| &s.key).collect();
+        let arrived = |k: &NoteKey| received.contains(k);
+        self.attempted.keys().any(|k| self.owed(k, &arrived))
+    }
+
+    /// Whether an attempted notification is still owed to its receiver, given the keys
+    /// that reached it: not when it arrived, nor when it was given up, nor a firing whose
+    /// episode's resolution arrived (it tells the same story, later; a new alerter that
+    /// takes over a failed firing of an episode that has since ended sends just that).
+    pub fn owed(&self, k: &NoteKey, arrived: &impl Fn(&NoteKey) -> bool) -> bool {
+        if arrived(k) || self.given_up.contains(&(k.0.clone(), k.1.clone())) {
+            return false;
+        }
+        let resolved = (k.0.clone(), k.1.clone(), "resolved".to_owned());
+        !(k.2.starts_with("firing") && arrived(&resolved))
+    }
+
+    fn crash(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        if !n.up {
+            return;
+        }
+        // Every send of this node still waiting for its outcome dies without one.
+        let orphaned: Vec<(usize, String)> = self
+            .awaiting_outcome
+            .range((node, String::new())..)
+            .take_while(|((n, _), _)| *n == node)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in orphaned {
+            for idx in self.awaiting_outcome.remove(&k).unwrap_or_default() {
+                if let Some(s) = self.sent.get_mut(idx) {
+                    s.orphan = true;
+                }
+            }
+        }
+        n.up = false;
+        n.epoch += 1;
+        // Not yet seen by its engine; the restart replays every stored event anyway.
+        n.feed.clear();
+        self.worse_at = Some(self.now);
+        self.q.push(self.now + self.s.detect_ms, Ev::Membership);
+    }
+
+    fn restart(&mut self, node: usize) {
+        if self.nodes[node].up {
+            return;
+        }
+        // As the agent at start: nobody known live until gossip says so, and the first
+        // anti-entropy round one interval away.
+        let n = self.s.nodes;
+        self.view[node] = (0..n).map(|j| j == node).collect();
+        self.nodes[node].last_anti_entropy = self.now;
+        let mut out = AlertOut::default();
+        self.nodes[node].restart(self.now, &self.blobs, &mut out);
+        self.alert_out(node, out);
+        self.repairs.push(self.now);
+        self.q.push(self.now + self.s.detect_ms, Ev::Membership);
     }
 
     fn fault(&mut self, i: usize) {
@@ -203,29 +355,28 @@ impl Sim {
         };
         self.check_alerters(&format!("before fault #{i}"));
         match &f {
-            Fault::Partition { groups, .. } => self.net.partition(self.s.nodes, groups),
-            Fault::OneWay { from, to, .. } => self.net.cut_oneway(from, to),
-            Fault::Heal { .. } => self.net.heal(),
-            Fault::Crash { node, .. } => {
-                let n = &mut self.nodes[*node];
-                n.up = false;
-                n.epoch += 1;
-                // Not yet seen by its engine; the restart replays every stored event anyway.
-                n.feed.clear();
+            Fault::Partition { groups, .. } => {
+                self.net.partition(self.s.nodes, groups);
+                self.worse_at = Some(self.now);
             }
-            Fault::Restart { node, .. } => {
-                // As the agent at start: nobody known live until gossip says so, and the
-                // first anti-entropy round one interval away.
-                let n = self.s.nodes;
-                self.view[*node] = (0..n).map(|j| j == *node).collect();
-                self.nodes[*node].last_anti_entropy = self.now;
-                let mut out = AlertOut::default();
-                self.nodes[*node].restart(self.now, &self.blobs, &mut out);
-                self.alert_out(*node, out);
+            Fault::OneWay { from, to, .. } => {
+                self.net.cut_oneway(from, to);
+                self.worse_at = Some(self.now);
             }
-        }
-        if f.is_repair() {
-            self.repairs.push(self.now);
+            Fault::Heal { .. } => {
+                self.net.heal();
+                self.repairs.push(self.now);
+                self.heals.push(self.now);
+            }
+            Fault::Crash { node, .. } => self.crash(*node),
+            Fault::Restart { node, .. } => self.restart(*node),
+            Fault::CrashNotifier { moment, down_s, .. } => {
+                self.crash_trigger = Some(CrashTrigger {
+                    moment: *moment,
+                    down_s: *down_s,
+                });
+            }
+            Fault::ClockJump { node, by_ms, .. } => self.nodes[*node].offset_ms += by_ms,
         }
         self.q.push(self.now + self.s.detect_ms, Ev::Membership);
     }
@@ -258,6 +409,13 @@ impl Sim {
                 })
                 .collect();
             let gone: Vec<usize> = (0..n).filter(|&j| !row[j] && self.view[i][j]).collect();
+            for &j in &gone {
+                if self.nodes[j].up && self.net.connected(i, j) {
+                    self.false_suspicion(i, j);
+                } else if let Some(at) = self.worse_at {
+                    self.detections.push(self.now - at);
+                }
+            }
             for j in gone {
                 let name = self.nodes[j].name.clone();
                 self.nodes[i].core.abandon(&name);
@@ -271,6 +429,20 @@ impl Sim {
             let now = node.now(self.now);
             node.engine.on_membership(members, now, &mut out);
             self.alert_out(i, out);
+        }
+    }
+
+    /// Node `i` declared `j` dead while `j` was up and reachable both ways. On links with at
+    /// most 5 % loss that is a violation: the failure detector must ride out that much.
+    fn false_suspicion(&mut self, i: usize, j: usize) {
+        self.false_suspicions += 1;
+        if self.net.loss(i, j) <= 0.05 {
+            self.violations.push(format!(
+                "t={}s: {} declared {} dead while it was up and reachable",
+                self.now / 1000,
+                self.nodes[i].name,
+                self.nodes[j].name
+            ));
         }
     }
 
@@ -327,6 +499,7 @@ impl Sim {
             let (epoch, at) = (node.epoch, self.now + ALERT_FEED_MS);
             self.q.push(at, Ev::Feed { node: i, epoch });
         }
+        self.holders_total += 1;
         if let Some(t) = self.tracks.get_mut(&hash) {
             t.holders += 1;
             if t.holders == self.s.nodes {
@@ -352,8 +525,8 @@ impl Sim {
         self.alert_out(i, out);
     }
 
-    /// Performs what an engine asked: events written, notifications sent (and reported
-    /// delivered at once), timers armed.
+    /// Performs what an engine asked: events written (the attempt record before the send it
+    /// covers, as the engine's contract requires), notifications sent, timers armed.
     fn alert_out(&mut self, i: usize, out: AlertOut) {
         let epoch = self.nodes[i].epoch;
         for (timer, after) in out.timers {
@@ -367,28 +540,97 @@ impl Sim {
                 },
             );
         }
+        for ne in out.events {
+            self.note_ledger_event(&ne);
+            self.write(i, ne);
+        }
         for note in out.notes {
-            for a in note.message.alerts.iter().filter(|a| a.new) {
+            if self.notify(i, epoch, note) {
+                // Crashed mid-notification: nothing after this reaches the world.
+                break;
+            }
+        }
+    }
+
+    /// Remembers give-ups: an item given up after the retry budget is not owed any more.
+    fn note_ledger_event(&mut self, ne: &NewEvent) {
+        let p = &ne.payload;
+        let final_ = p.get("final").and_then(serde_json::Value::as_bool) == Some(true);
+        if ne.event_type != alerting::ledger::NOTIFICATION_FAILED || !final_ {
+            return;
+        }
+        let receiver = p.get("receiver").and_then(serde_json::Value::as_str);
+        let items = p.get("items").and_then(serde_json::Value::as_array);
+        if let (Some(receiver), Some(items)) = (receiver, items) {
+            for item in items {
+                if let Some(ep) = item.get("episode").and_then(serde_json::Value::as_str) {
+                    self.given_up.insert((ep.to_owned(), receiver.to_owned()));
+                }
+            }
+        }
+    }
+
+    /// Performs one send: the receiver takes it unless it is in an outage; the outcome comes
+    /// back `notify_ms` later. Returns true when a `crash_notifier` fault crashed the sender.
+    fn notify(&mut self, i: usize, epoch: u64, note: alerting::Notification) -> bool {
+        let trigger = self.crash_trigger.take();
+        let moment = trigger.map(|t| t.moment);
+        let receiver_up = !self
+            .s
+            .receiver_outages
+            .iter()
+            .any(|w| w.contains_ms(self.now));
+        let reaches = receiver_up && moment != Some(CrashMoment::BeforeSend);
+        if !receiver_up {
+            self.refused += 1;
+        }
+        for a in note.message.alerts.iter().filter(|a| a.new) {
+            let stage = match a.status {
+                alerting::Status::Resolved => "resolved".to_owned(),
+                _ => format!("firing:{}", a.severity.as_str()),
+            };
+            let key = (a.episode.clone(), note.receiver.clone(), stage);
+            self.attempted.insert(key.clone(), i);
+            if reaches {
+                self.awaiting_outcome
+                    .entry((i, note.id.clone()))
+                    .or_default()
+                    .push(self.sent.len());
                 self.sent.push(Sent {
                     at: self.now,
                     node: i,
-                    key: (
-                        a.episode.clone(),
-                        note.receiver.clone(),
-                        format!("{:?}", a.status),
-                    ),
+                    key,
                     split: self.net.is_split(),
+                    orphan: false,
                 });
             }
-            let node = &mut self.nodes[i];
-            let mut more = AlertOut::default();
-            let now = node.now(self.now);
-            node.engine.on_delivery(&note.id, Ok(()), now, &mut more);
-            self.alert_out(i, more);
         }
-        for ne in out.events {
-            self.write(i, ne);
+        let done_at = self.now + self.s.notify_ms.max(1);
+        if moment != Some(CrashMoment::BeforeSend) && moment != Some(CrashMoment::BeforeOutcome) {
+            self.q.push(
+                done_at,
+                Ev::NotifyDone {
+                    node: i,
+                    epoch,
+                    id: note.id,
+                    ok: receiver_up,
+                },
+            );
         }
+        let Some(t) = trigger else {
+            return false;
+        };
+        // The crash lands after what this step already wrote and pushed (the attempt record);
+        // after the outcome it lands once `NotifyDone` has recorded it.
+        let crash_at = match t.moment {
+            CrashMoment::AfterOutcome => done_at,
+            _ => self.now,
+        };
+        self.q.push(crash_at, Ev::Crash(i));
+        if let Some(down) = t.down_s {
+            self.q.push(crash_at + down * 1000, Ev::Restart(i));
+        }
+        t.moment != CrashMoment::AfterOutcome
     }
 
     /// Sends what the sync core queued (to live peers, or back to the peer that wrote to us)

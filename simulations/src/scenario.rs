@@ -42,6 +42,48 @@ pub struct Scenario {
     /// How long gossip takes to notice a membership change, ms.
     #[serde(default = "default_detect")]
     pub detect_ms: u64,
+    /// Windows during which the receiver refuses every notification (a down ntfy server).
+    #[serde(default)]
+    pub receiver_outages: Vec<Window>,
+    /// How long a notification's send takes before its outcome is known, ms.
+    #[serde(default = "default_notify")]
+    pub notify_ms: u64,
+    /// Most reconciliation sessions one node runs at once (the heal herd's cap); 0: no cap.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+fn default_notify() -> u64 {
+    200
+}
+pub fn default_max_sessions() -> usize {
+    4
+}
+
+/// `[from_s, until_s)` in virtual seconds.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub from_s: u64,
+    pub until_s: u64,
+}
+
+impl Window {
+    pub fn contains_ms(&self, ms: u64) -> bool {
+        self.from_s * 1000 <= ms && ms < self.until_s * 1000
+    }
+}
+
+/// Where, within one notification, the alerter dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrashMoment {
+    /// The attempt is recorded (stored and pushed) but the send never leaves.
+    BeforeSend,
+    /// The receiver got it; the outcome is never recorded.
+    BeforeOutcome,
+    /// The receiver got it and `notification_sent` is recorded.
+    AfterOutcome,
 }
 
 fn default_quiet() -> u64 {
@@ -143,6 +185,15 @@ pub enum Fault {
     Crash { at_s: u64, node: usize },
     /// The node starts again and rebuilds its alerting state from its stored events.
     Restart { at_s: u64, node: usize },
+    /// The first node to start a notification at or after `at_s` crashes at `moment` of it,
+    /// and restarts `down_s` later (never, without it).
+    CrashNotifier {
+        at_s: u64,
+        moment: CrashMoment,
+        down_s: Option<u64>,
+    },
+    /// The node's wall clock jumps by `by_ms` (an NTP step, a VM resumed from suspend).
+    ClockJump { at_s: u64, node: usize, by_ms: i64 },
 }
 
 impl Fault {
@@ -152,7 +203,9 @@ impl Fault {
             | Fault::OneWay { at_s, .. }
             | Fault::Heal { at_s }
             | Fault::Crash { at_s, .. }
-            | Fault::Restart { at_s, .. } => *at_s,
+            | Fault::Restart { at_s, .. }
+            | Fault::CrashNotifier { at_s, .. }
+            | Fault::ClockJump { at_s, .. } => *at_s,
         }
     }
 
@@ -197,8 +250,10 @@ impl Scenario {
             match f {
                 Fault::Partition { groups, .. } => named.extend(groups.iter().flatten()),
                 Fault::OneWay { from, to, .. } => named.extend(from.iter().chain(to)),
-                Fault::Crash { node, .. } | Fault::Restart { node, .. } => named.push(*node),
-                Fault::Heal { .. } => {}
+                Fault::Crash { node, .. }
+                | Fault::Restart { node, .. }
+                | Fault::ClockJump { node, .. } => named.push(*node),
+                Fault::Heal { .. } | Fault::CrashNotifier { .. } => {}
             }
         }
         match named.into_iter().find(|n| bad(*n)) {

@@ -120,6 +120,11 @@ impl Net {
         self.allowed(a, b) && self.allowed(b, a)
     }
 
+    /// The loss probability of messages from `a` to `b`.
+    pub fn loss(&self, a: usize, b: usize) -> f64 {
+        self.spec(a, b).loss
+    }
+
     fn spec(&self, a: usize, b: usize) -> LinkSpec {
         let mut s = self.base;
         for n in [a, b] {

@@ -38,5 +38,8 @@ pub fn scenario(n: usize, alerting: bool) -> Scenario {
         tick_ms: 1000,
         alerting,
         detect_ms: 10_000,
+        receiver_outages: Vec::new(),
+        notify_ms: 200,
+        max_sessions: crate::scenario::default_max_sessions(),
     }
 }

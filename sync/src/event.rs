@@ -203,8 +203,21 @@ impl NewEvent {
     /// the millisecond, as in the file name), and validates it.
     pub fn into_event(self, node: &str, at: DateTime<Utc>) -> Result<Event, EventError> {
         let at = truncate_to_millis(at);
+        self.into_event_with_id(node, at, uuid_v7_at(at))
+    }
+
+    /// As [`NewEvent::into_event`], with the caller's id: a deterministic driver (the
+    /// simulator) draws its UUIDv7 bits from a seeded RNG, where `into_event` takes them from
+    /// a process-global context, and still goes through the same validation.
+    pub fn into_event_with_id(
+        self,
+        node: &str,
+        at: DateTime<Utc>,
+        id: Uuid,
+    ) -> Result<Event, EventError> {
+        let at = truncate_to_millis(at);
         let event = Event {
-            id: uuid_v7_at(at),
+            id,
             timestamp: at,
             node: node.to_owned(),
             event_type: self.event_type,
@@ -596,6 +609,23 @@ mod tests {
         assert_eq!(back, ev);
         assert_eq!(ev.id.get_version_num(), 7);
         assert_eq!(ev.id.get_timestamp().unwrap().to_unix().0, 1778587500);
+    }
+
+    #[test]
+    fn a_given_id_makes_the_same_bytes_twice_and_is_still_validated() {
+        let at = parse_timestamp("2026-05-12T12:05:00.123Z").unwrap();
+        let id = uuid::Builder::from_unix_timestamp_millis(1_778_587_500_123, &[7; 10]).into_uuid();
+        let make = |node: &str| {
+            NewEvent::new("deployment_started", Severity::Info, "deploy.sh")
+                .into_event_with_id(node, at, id)
+        };
+        let (a, b) = (make("saturn").unwrap(), make("saturn").unwrap());
+        assert_eq!(a.id, id);
+        assert_eq!(a.to_file_bytes(), b.to_file_bytes());
+        assert!(
+            make("").is_err(),
+            "an empty node name is refused as by into_event"
+        );
     }
 
     #[test]

@@ -212,6 +212,11 @@ impl SyncCore {
         self.sessions.values().any(|s| s.peer == peer)
     }
 
+    /// Sessions this node started that have not finished (nor expired).
+    pub fn sessions_in_flight(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// Starts a reconciliation with `peer` over events at or after `since_ms`.
     /// `now_ms` is any monotonic clock reading; [`SyncCore::expire`] uses the same clock.
     pub fn start(

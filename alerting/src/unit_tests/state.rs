@@ -175,3 +175,32 @@ fn partition_episodes_resolve_together_and_late_firing_is_ignored() {
         "a firing event after its resolution is stale"
     );
 }
+
+#[test]
+fn a_resolution_that_arrives_before_its_firing_still_shows_the_resolved_episode() {
+    let (mut a, firing) = recorded("vm1", 0);
+    a.observe(obs(Condition::Clear, 100, 0), None, t(100));
+    let resolved: Vec<Event> = a
+        .take_records(|_| true)
+        .into_iter()
+        .map(|n| n.into_event("vm1", t(100)).unwrap())
+        .collect();
+    // A node back from a crash gets both in one sync, in hash order: resolution first.
+    let mut late = AlertBook::new("vm2");
+    for e in resolved.iter().chain(&firing) {
+        late.on_event(e, |_| true);
+    }
+    let mut in_order = AlertBook::new("vm3");
+    for e in firing.iter().chain(&resolved) {
+        in_order.on_event(e, |_| true);
+    }
+    let seen = |b: &AlertBook| -> Vec<(String, Status, Option<DateTime<Utc>>)> {
+        b.alerts()
+            .map(|a| (a.episode.clone(), a.status, a.resolved_at))
+            .collect()
+    };
+    assert_eq!(seen(&in_order).len(), 1);
+    assert_eq!(seen(&late), seen(&in_order));
+    assert_eq!(late.alerts().next().unwrap().labels["node"], "vm1");
+    assert!(late.take_records(|_| true).is_empty(), "already recorded");
+}
