@@ -170,3 +170,22 @@ fn a_refused_notification_is_retried_by_the_next_alerter_and_told_once() {
         "{o:#?}"
     );
 }
+
+#[test]
+fn a_laptop_back_after_three_days_away_catches_up_on_every_day() {
+    let o = run_ok(&FullstackConfig::new(5, 17, FullScenario::OfflineDays));
+    // Day 0 by everyone, 5 writes a day by the four others for 3 days, a round by everyone
+    // once the laptop is back.
+    assert_eq!(o.events_acknowledged, 5 + 4 * 5 * 3 + 5, "{o:?}");
+    // The events span the absence, and at the agent's default window (30 days) none has left
+    // it: every acknowledged event was compared, and is held by the laptop too.
+    assert!(o.clock_span_ms >= 3 * 86_400_000, "{o:?}");
+    assert_eq!(o.outside_window, 0, "{o:?}");
+    // It restarted on its data dir, holding day 0.
+    let starts = &o.opened_with["n4"];
+    assert_eq!(starts.len(), 2, "{o:?}");
+    assert!(starts[1] >= 5, "{o:?}");
+    assert!(o.detection_ms.is_some(), "{o:?}");
+    assert!(o.convergence_ms.is_some_and(|c| c > 0), "{o:?}");
+    assert_eq!(o.false_dead, 0, "{o:?}");
+}

@@ -38,6 +38,9 @@ pub struct SyncTimings {
     pub differ_delay: Duration,
     pub anti_entropy_interval: Duration,
     pub session_timeout: Duration,
+    /// Reconcile only events from midnight UTC this many days back on the node's clock: the
+    /// agent's window, which is its retention (`store.retention_days`, default 30 days).
+    pub window: Duration,
 }
 
 impl Default for SyncTimings {
@@ -47,8 +50,19 @@ impl Default for SyncTimings {
             differ_delay: Duration::from_secs(2),
             anti_entropy_interval: Duration::from_secs(30),
             session_timeout: Duration::from_secs(60),
+            window: Duration::from_secs(30 * 86_400),
         }
     }
+}
+
+/// Start of the reconciled range, as the agent's `SyncDriver::since_ms` computes it: midnight
+/// UTC `window` whole days before `now`'s date, the cutoff its retention prune uses too.
+pub fn window_start_ms(now: DateTime<Utc>, window: Duration) -> i64 {
+    let days = window.as_secs() / 86_400;
+    now.date_naive()
+        .checked_sub_days(chrono::Days::new(days))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(0, |t| t.and_utc().timestamp_millis())
 }
 
 /// What a node needs to start (again, after a crash: the same spec, the same data dir).
@@ -66,6 +80,9 @@ pub struct NodeSpec {
     pub seed: u64,
     pub gossip_interval: Duration,
     pub sync: SyncTimings,
+    /// Gossiped as the agent's `transient` flag (a laptop): never elected alerter, and its
+    /// absence is expected.
+    pub transient: bool,
     /// The alerting config every node runs (the discrete simulation's: shipped rules, one
     /// receiver).
     pub alerting: alerting::Config,
@@ -169,7 +186,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
         os: "turmoil".into(),
         gossip_addr: spec.addr.to_string(),
         api_addr: "127.0.0.1:0".into(),
-        transient: false,
+        transient: spec.transient,
         alerter_priority: 0,
         backend: "cpu".into(),
     };
@@ -202,7 +219,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     };
     let engine = Engine::new(
         &spec.name,
-        false,
+        spec.transient,
         0,
         spec.alerting.clone(),
         sync::Clock::now(spec.clock.as_ref()),
@@ -542,9 +559,13 @@ impl Driver {
         }
         let mut out = Outbox::default();
         let now = self.started.elapsed().as_millis() as u64;
+        let since = window_start_ms(
+            sync::Clock::now(self.alerting.clock.as_ref()),
+            self.timings.window,
+        );
         match self
             .core
-            .start(&mut out, &Source(&self.store), peer, 0, now)
+            .start(&mut out, &Source(&self.store), peer, since, now)
         {
             Ok(_) => {
                 self.last_session.insert(peer.to_owned(), Instant::now());
