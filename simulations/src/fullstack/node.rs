@@ -200,6 +200,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     store_cfg.clock = spec.clock.clone();
     let (store, _) = EventStore::open(store_cfg)?;
     let store = Arc::new(store);
+    let pruned_on = prune(&store, &spec.name, spec.clock.as_ref(), spec.sync.window);
     let replay: Vec<Event> = store
         .query(&Query::default())
         .iter()
@@ -243,6 +244,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
         differ_since: HashMap::new(),
         last_session: HashMap::new(),
         started: Instant::now(),
+        pruned_on,
         probe,
     };
     // As the agent at start: the retained log first, then membership.
@@ -250,6 +252,24 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     driver.membership().await;
     driver.run(inbound, new_rx, timers_rx, results_rx).await;
     Ok(())
+}
+
+/// The agent's retention (`node/src/world_driver.rs`, at start and when the date changes):
+/// drops the date folders before the window, so that the fingerprint, which covers the whole
+/// store, covers the same days as the reconciled range. Without a world state to fold them
+/// into first (the full stack does not run one). Returns the date it pruned on.
+fn prune(
+    store: &EventStore,
+    name: &str,
+    clock: &dyn sync::Clock,
+    window: Duration,
+) -> chrono::NaiveDate {
+    let today = clock.now().date_naive();
+    let days = u32::try_from(window.as_secs() / 86_400).unwrap_or(u32::MAX);
+    if let Err(e) = store.prune(today, days, false) {
+        tracing::error!(node = %name, error = %e, "cannot prune old events");
+    }
+    today
 }
 
 fn parse(store: &EventStore, entry: &IndexEntry) -> Option<Event> {
@@ -340,6 +360,8 @@ struct Driver {
     differ_since: HashMap<String, Instant>,
     last_session: HashMap<String, Instant>,
     started: Instant,
+    /// The node's date at its latest retention prune.
+    pruned_on: chrono::NaiveDate,
     probe: SharedProbe,
 }
 
@@ -479,6 +501,11 @@ impl Driver {
                     probe.seen.extend(changes.into_iter().map(|t| Seen { subject: t.node, to: t.to }));
                 }
                 _ = tick.tick() => {
+                    // At midnight UTC on this node's clock the window moves (a clock jump
+                    // moves it by days).
+                    if sync::Clock::now(self.alerting.clock.as_ref()).date_naive() != self.pruned_on {
+                        self.pruned_on = prune(&self.store, &self.name, self.alerting.clock.as_ref(), self.timings.window);
+                    }
                     let fp = self.store.fingerprint().to_gossip();
                     if fp != published {
                         self.mesh.set_key(FINGERPRINT_KEY, &fp).await;

@@ -49,7 +49,8 @@ pub enum FullScenario {
     AlerterCrash,
     /// The last node, a transient laptop, goes down with its data dir kept; the others live
     /// `offline_days` days without it (their clocks jump a day at a time, and they write every
-    /// day); it comes back with its clock on the same day.
+    /// day); it comes back with its clock on the same day. It wrote one event no peer had
+    /// just before it went down.
     OfflineDays,
 }
 
@@ -186,6 +187,9 @@ pub struct Outcome {
     pub outside_window: usize,
     /// From the oldest to the newest acknowledged event's timestamp.
     pub clock_span_ms: u64,
+    /// The oldest event any node still holds at the end (ms since the Unix epoch): retention
+    /// dropped what is older.
+    pub oldest_held_ms: Option<i64>,
     pub violations: Vec<String>,
 }
 
@@ -813,6 +817,7 @@ impl<'a> Cluster<'a> {
     ) -> Outcome {
         let mut violations = Vec::new();
         let since = self.window_start();
+        let mut oldest_held_ms = None;
         let mut sets: Vec<(String, BTreeSet<[u8; 32]>)> = Vec::new();
         for (i, probe) in self.probes.iter().enumerate() {
             let Some(store) = lock(probe).store.clone() else {
@@ -838,6 +843,10 @@ impl<'a> Cluster<'a> {
             ids.sort();
             self.trace
                 .update(format!("final {} {}\n", self.names[i], ids.join(",")).as_bytes());
+            if let Some((ms, _)) = store.sync_items(0).first() {
+                let ms = i64::try_from(*ms).unwrap_or(i64::MAX);
+                oldest_held_ms = Some(oldest_held_ms.map_or(ms, |o: i64| o.min(ms)));
+            }
             sets.push((self.names[i].clone(), set));
         }
         if let Some((first_name, first)) = sets.first() {
@@ -949,6 +958,7 @@ impl<'a> Cluster<'a> {
             window_start_ms: since,
             outside_window,
             clock_span_ms,
+            oldest_held_ms,
             violations,
         }
     }
@@ -1118,6 +1128,9 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
             // mesh's events as well as its own.
             c.write_rounds(&all, 1, cfg.write_every)?;
             c.run_until(settle, Cluster::converged)?;
+            // Written in the same step as the crash, so no peer has it: it reaches them only
+            // through a session after the laptop is back, days later.
+            c.write(laptop)?;
             c.crash(laptop);
             let cut_at = c.now_ms();
             c.watch = Some((cut_at, others.clone(), vec![laptop]));
