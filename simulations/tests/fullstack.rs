@@ -170,3 +170,41 @@ fn a_refused_notification_is_retried_by_the_next_alerter_and_told_once() {
         "{o:#?}"
     );
 }
+
+#[test]
+fn a_laptop_back_after_three_days_away_catches_up_on_every_day() {
+    let o = run_ok(&FullstackConfig::new(5, 17, FullScenario::OfflineDays));
+    // Day 0 by everyone, one more by the laptop that nobody got before it went down, 5 a day
+    // by the four others for 3 days, a round by everyone once the laptop is back.
+    assert_eq!(o.events_acknowledged, 5 + 1 + 4 * 5 * 3 + 5, "{o:?}");
+    // The events span the absence, and at the agent's default window (30 days) none has left
+    // it: every acknowledged event was compared, and is everywhere (the run's invariant),
+    // the laptop's last one included.
+    assert!(o.clock_span_ms >= 3 * 86_400_000, "{o:?}");
+    assert_eq!(o.outside_window, 0, "{o:?}");
+    // It restarted on its data dir, holding day 0 and its unsent event.
+    let starts = &o.opened_with["n4"];
+    assert_eq!(starts.len(), 2, "{o:?}");
+    assert!(starts[1] >= 6, "{o:?}");
+    assert!(o.detection_ms.is_some(), "{o:?}");
+    assert!(o.convergence_ms.is_some_and(|c| c > 0), "{o:?}");
+    assert_eq!(o.false_dead, 0, "{o:?}");
+}
+
+#[test]
+fn an_absence_longer_than_the_window_leaves_the_laptops_old_event_behind() {
+    // A 2-day window (retention) against 3 days away: when the laptop is back, its unsent
+    // day-0 event is older than every node's reconciled range, so no session carries it and
+    // the sets are equal only from the window's start, which is what the run compares.
+    let mut cfg = FullstackConfig::new(5, 17, FullScenario::OfflineDays);
+    cfg.sync.window = std::time::Duration::from_secs(2 * 86_400);
+    let o = run_ok(&cfg);
+    // Day 0: the round by everyone and the laptop's unsent event.
+    assert_eq!(o.outside_window, 6, "{o:?}");
+    assert_eq!(o.window_start_ms, EPOCH_MS + 86_400_000, "{o:?}");
+    // Every node pruned day 0 as the agent does when its date moves (the laptop when it
+    // started again), so the fingerprints, which cover whole stores, agree again.
+    assert!(o.oldest_held_ms >= Some(o.window_start_ms), "{o:?}");
+}
+
+const EPOCH_MS: i64 = simulations::fullstack::run::EPOCH_SECS * 1000;

@@ -38,6 +38,9 @@ pub struct SyncTimings {
     pub differ_delay: Duration,
     pub anti_entropy_interval: Duration,
     pub session_timeout: Duration,
+    /// Reconcile only events from midnight UTC this many days back on the node's clock: the
+    /// agent's window, which is its retention (`store.retention_days`, default 30 days).
+    pub window: Duration,
 }
 
 impl Default for SyncTimings {
@@ -47,8 +50,19 @@ impl Default for SyncTimings {
             differ_delay: Duration::from_secs(2),
             anti_entropy_interval: Duration::from_secs(30),
             session_timeout: Duration::from_secs(60),
+            window: Duration::from_secs(30 * 86_400),
         }
     }
+}
+
+/// Start of the reconciled range, as the agent's `SyncDriver::since_ms` computes it: midnight
+/// UTC `window` whole days before `now`'s date, the cutoff its retention prune uses too.
+pub fn window_start_ms(now: DateTime<Utc>, window: Duration) -> i64 {
+    let days = window.as_secs() / 86_400;
+    now.date_naive()
+        .checked_sub_days(chrono::Days::new(days))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(0, |t| t.and_utc().timestamp_millis())
 }
 
 /// What a node needs to start (again, after a crash: the same spec, the same data dir).
@@ -66,6 +80,9 @@ pub struct NodeSpec {
     pub seed: u64,
     pub gossip_interval: Duration,
     pub sync: SyncTimings,
+    /// Gossiped as the agent's `transient` flag (a laptop): never elected alerter, and its
+    /// absence is expected.
+    pub transient: bool,
     /// The alerting config every node runs (the discrete simulation's: shipped rules, one
     /// receiver).
     pub alerting: alerting::Config,
@@ -169,7 +186,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
         os: "turmoil".into(),
         gossip_addr: spec.addr.to_string(),
         api_addr: "127.0.0.1:0".into(),
-        transient: false,
+        transient: spec.transient,
         alerter_priority: 0,
         backend: "cpu".into(),
     };
@@ -183,6 +200,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     store_cfg.clock = spec.clock.clone();
     let (store, _) = EventStore::open(store_cfg)?;
     let store = Arc::new(store);
+    let pruned_on = prune(&store, &spec.name, spec.clock.as_ref(), spec.sync.window);
     let replay: Vec<Event> = store
         .query(&Query::default())
         .iter()
@@ -202,7 +220,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     };
     let engine = Engine::new(
         &spec.name,
-        false,
+        spec.transient,
         0,
         spec.alerting.clone(),
         sync::Clock::now(spec.clock.as_ref()),
@@ -226,6 +244,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
         differ_since: HashMap::new(),
         last_session: HashMap::new(),
         started: Instant::now(),
+        pruned_on,
         probe,
     };
     // As the agent at start: the retained log first, then membership.
@@ -233,6 +252,24 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     driver.membership().await;
     driver.run(inbound, new_rx, timers_rx, results_rx).await;
     Ok(())
+}
+
+/// The agent's retention (`node/src/world_driver.rs`, at start and when the date changes):
+/// drops the date folders before the window, so that the fingerprint, which covers the whole
+/// store, covers the same days as the reconciled range. Without a world state to fold them
+/// into first (the full stack does not run one). Returns the date it pruned on.
+fn prune(
+    store: &EventStore,
+    name: &str,
+    clock: &dyn sync::Clock,
+    window: Duration,
+) -> chrono::NaiveDate {
+    let today = clock.now().date_naive();
+    let days = u32::try_from(window.as_secs() / 86_400).unwrap_or(u32::MAX);
+    if let Err(e) = store.prune(today, days, false) {
+        tracing::error!(node = %name, error = %e, "cannot prune old events");
+    }
+    today
 }
 
 fn parse(store: &EventStore, entry: &IndexEntry) -> Option<Event> {
@@ -323,6 +360,8 @@ struct Driver {
     differ_since: HashMap<String, Instant>,
     last_session: HashMap<String, Instant>,
     started: Instant,
+    /// The node's date at its latest retention prune.
+    pruned_on: chrono::NaiveDate,
     probe: SharedProbe,
 }
 
@@ -462,6 +501,11 @@ impl Driver {
                     probe.seen.extend(changes.into_iter().map(|t| Seen { subject: t.node, to: t.to }));
                 }
                 _ = tick.tick() => {
+                    // At midnight UTC on this node's clock the window moves (a clock jump
+                    // moves it by days).
+                    if sync::Clock::now(self.alerting.clock.as_ref()).date_naive() != self.pruned_on {
+                        self.pruned_on = prune(&self.store, &self.name, self.alerting.clock.as_ref(), self.timings.window);
+                    }
                     let fp = self.store.fingerprint().to_gossip();
                     if fp != published {
                         self.mesh.set_key(FINGERPRINT_KEY, &fp).await;
@@ -542,9 +586,13 @@ impl Driver {
         }
         let mut out = Outbox::default();
         let now = self.started.elapsed().as_millis() as u64;
+        let since = window_start_ms(
+            sync::Clock::now(self.alerting.clock.as_ref()),
+            self.timings.window,
+        );
         match self
             .core
-            .start(&mut out, &Source(&self.store), peer, 0, now)
+            .start(&mut out, &Source(&self.store), peer, since, now)
         {
             Ok(_) => {
                 self.last_session.insert(peer.to_owned(), Instant::now());

@@ -47,6 +47,11 @@ pub enum FullScenario {
     /// A `build_failed` alert is pending (inside its group wait) on the alerter when the
     /// alerter crashes; the next alerter must send it, once.
     AlerterCrash,
+    /// The last node, a transient laptop, goes down with its data dir kept; the others live
+    /// `offline_days` days without it (their clocks jump a day at a time, and they write every
+    /// day); it comes back with its clock on the same day. It wrote one event no peer had
+    /// just before it went down.
+    OfflineDays,
 }
 
 impl FullScenario {
@@ -59,8 +64,9 @@ impl FullScenario {
             "oneway" => Ok(FullScenario::Oneway),
             "restart" => Ok(FullScenario::Restart),
             "alerter-crash" => Ok(FullScenario::AlerterCrash),
+            "offline-days" => Ok(FullScenario::OfflineDays),
             other => Err(format!(
-                "unknown full-stack scenario {other:?} (steady, split, crash, skew, oneway, restart, alerter-crash)"
+                "unknown full-stack scenario {other:?} (steady, split, crash, skew, oneway, restart, alerter-crash, offline-days)"
             )),
         }
     }
@@ -74,6 +80,7 @@ impl FullScenario {
             FullScenario::Oneway => "oneway",
             FullScenario::Restart => "restart",
             FullScenario::AlerterCrash => "alerter-crash",
+            FullScenario::OfflineDays => "offline-days",
         }
     }
 }
@@ -102,6 +109,8 @@ pub struct FullstackConfig {
     /// The stand-in receiver refuses every delivery until this much virtual time has passed
     /// (a receiver outage at the start of the run).
     pub receiver_down_until: Duration,
+    /// How many days the laptop of [`FullScenario::OfflineDays`] is away.
+    pub offline_days: u32,
 }
 
 impl FullstackConfig {
@@ -127,6 +136,7 @@ impl FullstackConfig {
             gossip_interval: Duration::from_millis(300),
             sync: SyncTimings::default(),
             receiver_down_until: Duration::ZERO,
+            offline_days: 3,
         }
     }
 }
@@ -169,6 +179,17 @@ pub struct Outcome {
     /// or restart), and at the end of the run.
     pub alerters_during_fault: Option<Vec<Vec<String>>>,
     pub alerters_at_end: Option<Vec<Vec<String>>>,
+    /// The event sets are compared from here (ms since the Unix epoch): the latest start of any
+    /// node's sync window at the end, since what is older is no longer reconciled and may be
+    /// pruned.
+    pub window_start_ms: i64,
+    /// Acknowledged events older than [`Outcome::window_start_ms`], so not required everywhere.
+    pub outside_window: usize,
+    /// From the oldest to the newest acknowledged event's timestamp.
+    pub clock_span_ms: u64,
+    /// The oldest event any node still holds at the end (ms since the Unix epoch): retention
+    /// dropped what is older.
+    pub oldest_held_ms: Option<i64>,
     pub violations: Vec<String>,
 }
 
@@ -200,6 +221,9 @@ struct Cluster<'a> {
     trace: Sha256,
     rng: StdRng,
     acknowledged: BTreeMap<[u8; 32], String>,
+    /// The timestamp (ms) of every acknowledged event, by content hash.
+    written_ms: BTreeMap<[u8; 32], i64>,
+    window: Duration,
     /// The HLC stamp (NTP64) of every event written, by content hash.
     stamps: BTreeMap<[u8; 32], u64>,
     /// Writes whose HLC stamp broke causality or did not follow the node's own clock.
@@ -313,6 +337,7 @@ impl<'a> Cluster<'a> {
                 seed: cfg.seed.wrapping_mul(31).wrapping_add(i as u64),
                 gossip_interval: cfg.gossip_interval,
                 sync: cfg.sync.clone(),
+                transient: cfg.scenario == FullScenario::OfflineDays && i + 1 == cfg.nodes,
                 alerting: alerting.clone(),
             };
             let host_probe = probe.clone();
@@ -343,6 +368,8 @@ impl<'a> Cluster<'a> {
             trace,
             rng,
             acknowledged: BTreeMap::new(),
+            written_ms: BTreeMap::new(),
+            window: cfg.sync.window,
             stamps: BTreeMap::new(),
             clock_violations: Vec::new(),
             writes: 0,
@@ -368,10 +395,13 @@ impl<'a> Cluster<'a> {
         self.sim.elapsed().as_millis() as u64
     }
 
+    /// Adds a step of the seeded schedule to the trace. Virtual times stay out of it: when
+    /// the mesh forms depends on chitchat's own randomness (outside the seed), and every later
+    /// step is timed from there, so times would make the same seed hash differently now and then.
     fn note(&mut self, what: &str) {
-        let line = format!("{} {what}\n", self.now_ms());
-        tracing::debug!(target: "fullstack", "{}", line.trim_end());
-        self.trace.update(line.as_bytes());
+        tracing::debug!(target: "fullstack", "{} {what}", self.now_ms());
+        self.trace.update(what.as_bytes());
+        self.trace.update(b"\n");
     }
 
     /// Advances the simulation by one tick and collects what the nodes saw.
@@ -663,11 +693,12 @@ impl<'a> Cluster<'a> {
         for a in appended {
             self.acknowledged
                 .insert(a.entry.hash, format!("{} {}", self.names[i], event.id));
+            self.written_ms.insert(a.entry.hash, at.timestamp_millis());
             if let Some(stamp) = hlc_ntp(&hlc) {
                 self.stamps.insert(a.entry.hash, stamp);
             }
         }
-        let line = format!("write {} {event_type} {} {}", self.names[i], event.id, ms);
+        let line = format!("write {} {event_type} {}", self.names[i], event.id);
         self.note(&line);
         Ok(())
     }
@@ -722,6 +753,7 @@ impl<'a> Cluster<'a> {
 
     /// Every running node holds the same events, and every acknowledged event among them.
     fn converged(&self) -> bool {
+        let since = self.window_start();
         let mut first: Option<BTreeSet<[u8; 32]>> = None;
         for (i, probe) in self.probes.iter().enumerate() {
             if !self.running[i] {
@@ -730,8 +762,12 @@ impl<'a> Cluster<'a> {
             let Some(store) = lock(probe).store.clone() else {
                 return false;
             };
-            let set: BTreeSet<[u8; 32]> = store.sync_items(0).into_iter().map(|(_, h)| h).collect();
-            if !self.acknowledged.keys().all(|h| set.contains(h)) {
+            let set: BTreeSet<[u8; 32]> = store
+                .sync_items(since)
+                .into_iter()
+                .map(|(_, h)| h)
+                .collect();
+            if !self.in_window(since).all(|(h, _)| set.contains(h)) {
                 return false;
             }
             match &first {
@@ -741,6 +777,23 @@ impl<'a> Cluster<'a> {
             }
         }
         true
+    }
+
+    /// Where the event sets are compared from: the latest start of any node's sync window on
+    /// its own clock. Older events are no longer reconciled (and the agent prunes them).
+    fn window_start(&self) -> i64 {
+        self.clocks
+            .iter()
+            .map(|c| node::window_start_ms(sync::Clock::now(c.as_ref()), self.window))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The acknowledged events at or after `since`.
+    fn in_window(&self, since: i64) -> impl Iterator<Item = (&[u8; 32], &String)> {
+        self.acknowledged
+            .iter()
+            .filter(move |(h, _)| self.written_ms.get(*h).is_some_and(|&ms| ms >= since))
     }
 
     /// Every running observer in `observers` sees every node in `subjects` as up (`up`) or
@@ -766,13 +819,19 @@ impl<'a> Cluster<'a> {
         wall: std::time::Instant,
     ) -> Outcome {
         let mut violations = Vec::new();
+        let since = self.window_start();
+        let mut oldest_held_ms = None;
         let mut sets: Vec<(String, BTreeSet<[u8; 32]>)> = Vec::new();
         for (i, probe) in self.probes.iter().enumerate() {
             let Some(store) = lock(probe).store.clone() else {
                 violations.push(format!("{} is not running at the end", self.names[i]));
                 continue;
             };
-            let set: BTreeSet<[u8; 32]> = store.sync_items(0).into_iter().map(|(_, h)| h).collect();
+            let set: BTreeSet<[u8; 32]> = store
+                .sync_items(since)
+                .into_iter()
+                .map(|(_, h)| h)
+                .collect();
             // The final set by event id and timestamp (the bytes carry HLC ids, which are
             // random per process).
             // Without the alerting engine's events: when a node becomes alerter follows
@@ -787,6 +846,10 @@ impl<'a> Cluster<'a> {
             ids.sort();
             self.trace
                 .update(format!("final {} {}\n", self.names[i], ids.join(",")).as_bytes());
+            if let Some((ms, _)) = store.sync_items(0).first() {
+                let ms = i64::try_from(*ms).unwrap_or(i64::MAX);
+                oldest_held_ms = Some(oldest_held_ms.map_or(ms, |o: i64| o.min(ms)));
+            }
             sets.push((self.names[i].clone(), set));
         }
         if let Some((first_name, first)) = sets.first() {
@@ -802,7 +865,7 @@ impl<'a> Cluster<'a> {
                 }
             }
         }
-        for (hash, what) in &self.acknowledged {
+        for (hash, what) in self.in_window(since) {
             for (name, set) in &sets {
                 if !set.contains(hash) {
                     violations.push(format!("acknowledged event {what} missing on {name}"));
@@ -853,6 +916,14 @@ impl<'a> Cluster<'a> {
             .zip(&self.probes)
             .map(|(n, p)| (n.clone(), lock(p).opened_with.clone()))
             .collect();
+        let outside_window = self.acknowledged.len() - self.in_window(since).count();
+        let clock_span_ms = match (
+            self.written_ms.values().min(),
+            self.written_ms.values().max(),
+        ) {
+            (Some(lo), Some(hi)) => u64::try_from(hi - lo).unwrap_or(0),
+            _ => 0,
+        };
         let first_violation = violations.first().cloned();
         if let Some(v) = first_violation {
             violations[0] = format!(
@@ -887,6 +958,10 @@ impl<'a> Cluster<'a> {
             alerter_checks: self.alerter_checks,
             alerters_during_fault: self.alerters_during_fault,
             alerters_at_end,
+            window_start_ms: since,
+            outside_window,
+            clock_span_ms,
+            oldest_held_ms,
             violations,
         }
     }
@@ -1047,6 +1122,42 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
             figures.detection_ms = c.detected_ms;
             c.restart(alerter);
             figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
+        }
+        FullScenario::OfflineDays => {
+            const DAY_MS: i64 = 86_400_000;
+            let laptop = n - 1;
+            let others: Vec<usize> = (0..laptop).collect();
+            // Day 0: a round by everyone, synced everywhere, so the laptop leaves holding the
+            // mesh's events as well as its own.
+            c.write_rounds(&all, 1, cfg.write_every)?;
+            c.run_until(settle, Cluster::converged)?;
+            // Written in the same step as the crash, so no peer has it: it reaches them only
+            // through a session after the laptop is back, days later.
+            c.write(laptop)?;
+            c.crash(laptop);
+            let cut_at = c.now_ms();
+            c.watch = Some((cut_at, others.clone(), vec![laptop]));
+            c.run_until(settle, |c| c.sees(&others, &[laptop], false))?;
+            figures.detection_ms = c.detected_ms;
+            // Days of transport time are out of reach at 1 ms ticks; what days do to sync is
+            // in the data, so the clocks jump a day at once and every day's events carry it.
+            for day in 1..=cfg.offline_days {
+                for &o in &others {
+                    c.clocks[o].jump(DAY_MS);
+                }
+                c.note(&format!("day {day}: clocks of {others:?} +1 day"));
+                c.write_rounds(&others, cfg.writes_per_node, cfg.write_every)?;
+                // The rest of the day (a fixed wait: `converged` would wait for the laptop's
+                // unsent event, which cannot arrive before it is back).
+                c.run_for(Duration::from_secs(5))?;
+            }
+            c.clocks[laptop].jump(i64::from(cfg.offline_days) * DAY_MS);
+            c.note(&format!("clock of n{laptop} +{} days", cfg.offline_days));
+            c.restart(laptop);
+            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
+            // Once back, the laptop's writes must be stamped after the days-newer events it
+            // just received (the HLC check in `write`) and reach everyone.
+            c.write_rounds(&all, 1, cfg.write_every)?;
         }
         FullScenario::Oneway => {
             let others: Vec<usize> = (1..n).collect();
