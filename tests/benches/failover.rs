@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use labmesh_tests::receiver::read_request;
-use labmesh_tests::{Agent, free_udp_port, issue_bundle, labmesh, run, stderr, wait_until};
+use labmesh_tests::{Agent, labmesh, run, stderr, wait_until};
 use serde_json::Value;
 
 const GROUP_WAIT: Duration = Duration::from_secs(8);
@@ -86,8 +86,7 @@ fn firing(seen: &Arrivals) -> Vec<(Instant, String)> {
         .collect()
 }
 
-/// Starts `name`; joins the mesh through `seed` (alpha, the CA) when given. Returns its gossip
-/// address too.
+/// Starts `name`; joins alpha's mesh through `seed` when given.
 fn node(
     dir: &Path,
     name: &str,
@@ -95,37 +94,9 @@ fn node(
     config: &Path,
     seed: Option<&str>,
 ) -> (Agent, String) {
-    let data = dir.join(name);
-    let gossip = format!("127.0.0.1:{}", free_udp_port());
-    let mut args: Vec<String> = [
-        "--name",
-        name,
-        "--gossip-addr",
-        &gossip,
-        "--gossip-interval",
-        "100ms",
-        "--offline-after",
-        "3s",
-        "--alerter-priority",
-        priority,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    if let Some(seed) = seed {
-        let bundle = dir.join(format!("{name}.bundle.json"));
-        issue_bundle(&dir.join("alpha"), "alpha", name, &bundle);
-        args.extend([
-            "--join".to_owned(),
-            bundle.display().to_string(),
-            "--seed".to_owned(),
-            seed.to_owned(),
-        ]);
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let agent = Agent::start_with(&data, &refs, |cmd| {
-        cmd.env("LABMESH_CONFIG", config);
-    });
+    let alpha = dir.join("alpha");
+    let ca = seed.map(|s| (alpha.as_path(), "alpha", s));
+    let (agent, _, gossip) = labmesh_tests::mesh_node(dir, name, priority, config, ca);
     (agent, gossip)
 }
 

@@ -288,3 +288,48 @@ pub fn issue_bundle(ca_data: &Path, ca_name: &str, node: &str, out: &Path) {
         .arg(out));
     assert!(res.status.success(), "certs issue {node}: {}", stderr(&res));
 }
+
+/// Starts `name` on loopback as a mesh member for multi-agent alerting tests (gossip 100 ms,
+/// offline after 3 s, the given alerter priority), reading `config` (`LABMESH_CONFIG`). With
+/// `ca` = (CA node's data dir, CA node's name, seed gossip address) it joins that mesh.
+/// Returns the agent, its data dir and its gossip address.
+pub fn mesh_node(
+    dir: &Path,
+    name: &str,
+    priority: &str,
+    config: &Path,
+    ca: Option<(&Path, &str, &str)>,
+) -> (Agent, PathBuf, String) {
+    let data = dir.join(name);
+    let gossip = format!("127.0.0.1:{}", free_udp_port());
+    let mut args: Vec<String> = [
+        "--name",
+        name,
+        "--gossip-addr",
+        &gossip,
+        "--gossip-interval",
+        "100ms",
+        "--offline-after",
+        "3s",
+        "--alerter-priority",
+        priority,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if let Some((ca_data, ca_name, seed)) = ca {
+        let bundle = dir.join(format!("{name}.bundle.json"));
+        issue_bundle(ca_data, ca_name, name, &bundle);
+        args.extend([
+            "--join".to_owned(),
+            bundle.display().to_string(),
+            "--seed".to_owned(),
+            seed.to_owned(),
+        ]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start_with(&data, &refs, |cmd| {
+        cmd.env("LABMESH_CONFIG", config);
+    });
+    (agent, data, gossip)
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use labmesh_tests::receiver::{Seen, healthy_service, recording_server};
-use labmesh_tests::{Agent, free_port, issue_bundle, labmesh, run, stderr, stdout, wait_until};
+use labmesh_tests::{Agent, free_port, labmesh, run, stderr, stdout, wait_until};
 use serde_json::Value;
 
 fn events(data: &Path, event_type: &str) -> Vec<Value> {
@@ -197,40 +197,9 @@ fn mesh_node(
     config: &str,
     ca: Option<(&Path, &str, &str)>,
 ) -> (Agent, PathBuf, String) {
-    let data = dir.join(name);
-    let gossip = format!("127.0.0.1:{}", labmesh_tests::free_udp_port());
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    let mut args: Vec<String> = [
-        "--name",
-        name,
-        "--gossip-addr",
-        &gossip,
-        "--gossip-interval",
-        "100ms",
-        "--offline-after",
-        "3s",
-        "--alerter-priority",
-        priority,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    if let Some((ca_data, ca_name, seed)) = ca {
-        let bundle = dir.join(format!("{name}.bundle.json"));
-        issue_bundle(ca_data, ca_name, name, &bundle);
-        args.extend([
-            "--join".to_owned(),
-            bundle.display().to_string(),
-            "--seed".to_owned(),
-            seed.to_owned(),
-        ]);
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let agent = Agent::start_with(&data, &refs, |cmd| {
-        cmd.env("LABMESH_CONFIG", &path);
-    });
-    (agent, data, gossip)
+    labmesh_tests::mesh_node(dir, name, priority, &path, ca)
 }
 
 #[test]
