@@ -659,7 +659,8 @@ impl Sim {
             }
             self.nodes[i].bytes_sent += bytes.len() as u64;
             self.nodes[i].messages_sent += 1;
-            if let Some(delay) = self.net.transit(&mut self.rng, i, j) {
+            if let Some((delay, resent)) = self.net.transit(&mut self.rng, i, j, bytes.len()) {
+                self.nodes[i].bytes_sent += resent;
                 self.q.push(
                     self.now + delay,
                     Ev::Deliver {

@@ -51,6 +51,21 @@ pub struct Scenario {
     /// Most reconciliation sessions one node runs at once (the heal herd's cap); 0: no cap.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// What a link's `loss` means: a whole sync message dropped (`message`, the default: a
+    /// QUIC stream lost with its connection, harsher than the agent sees) or each 1200-byte
+    /// packet of it lost and retransmitted by QUIC after a probe timeout (`packet`: the
+    /// message arrives late, as on the agent's reliable uni streams).
+    #[serde(default)]
+    pub loss_model: LossModel,
+}
+
+/// See [`Scenario::loss_model`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossModel {
+    #[default]
+    Message,
+    Packet,
 }
 
 fn default_notify() -> u64 {

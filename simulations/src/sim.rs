@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::scenario::{LinkSpec, Scenario};
+use crate::scenario::{LinkSpec, LossModel, Scenario};
 
 /// Virtual milliseconds since the start of the run.
 pub type Ms = u64;
@@ -62,7 +62,20 @@ pub struct Net {
     oneway: BTreeSet<(usize, usize)>,
     pub dropped_cut: u64,
     pub dropped_loss: u64,
+    model: LossModel,
+    /// Packets sent again under [`LossModel::Packet`].
+    pub retransmitted: u64,
 }
+
+/// QUIC packet payload the packet loss model cuts messages into.
+pub const PACKET_BYTES: usize = 1200;
+
+/// quinn's default `max_ack_delay`, part of every probe timeout.
+const MAX_ACK_DELAY_MS: Ms = 25;
+
+/// Retransmissions of one packet before the model gives the message up (QUIC would have
+/// closed the connection on its idle timeout long before: 2^10 probe timeouts).
+const MAX_RETRANSMITS: u32 = 10;
 
 impl Net {
     pub fn new(s: &Scenario) -> Net {
@@ -73,6 +86,8 @@ impl Net {
             oneway: BTreeSet::new(),
             dropped_cut: 0,
             dropped_loss: 0,
+            model: s.loss_model,
+            retransmitted: 0,
         }
     }
 
@@ -135,23 +150,63 @@ impl Net {
         s
     }
 
-    /// The delivery delay of one message, or `None` when it is lost.
-    pub fn transit(&mut self, rng: &mut impl Rng, a: usize, b: usize) -> Option<Ms> {
+    /// The delivery delay of one message of `len` bytes and the bytes its retransmissions
+    /// add, or `None` when it is lost.
+    pub fn transit(
+        &mut self,
+        rng: &mut impl Rng,
+        a: usize,
+        b: usize,
+        len: usize,
+    ) -> Option<(Ms, u64)> {
         if !self.allowed(a, b) {
             self.dropped_cut += 1;
             return None;
         }
         let s = self.spec(a, b);
-        if s.loss > 0.0 && rng.random_bool(s.loss.min(1.0)) {
-            self.dropped_loss += 1;
-            return None;
+        let mut late: Ms = 0;
+        let mut resent: u64 = 0;
+        if s.loss > 0.0 {
+            let loss = s.loss.min(1.0);
+            match self.model {
+                LossModel::Message => {
+                    if rng.random_bool(loss) {
+                        self.dropped_loss += 1;
+                        return None;
+                    }
+                }
+                LossModel::Packet => {
+                    // Each packet is lost independently; QUIC resends it after a probe
+                    // timeout (RTT + 4 x variation + max ack delay), doubling each time.
+                    // The stream delivers the message when its last packet arrives.
+                    let pto = 2 * s.latency_ms + 4 * s.jitter_ms + MAX_ACK_DELAY_MS;
+                    for _ in 0..len.div_ceil(PACKET_BYTES).max(1) {
+                        let mut wait: Ms = 0;
+                        let mut tries = 0;
+                        while rng.random_bool(loss) {
+                            if tries == MAX_RETRANSMITS {
+                                self.dropped_loss += 1;
+                                return None;
+                            }
+                            wait += pto << tries;
+                            tries += 1;
+                        }
+                        resent += u64::from(tries);
+                        late = late.max(wait);
+                    }
+                    self.retransmitted += resent;
+                }
+            }
         }
         let jitter = if s.jitter_ms > 0 {
             rng.random_range(0..=s.jitter_ms)
         } else {
             0
         };
-        Some(s.latency_ms + jitter + 1)
+        Some((
+            s.latency_ms + jitter + 1 + late,
+            resent * PACKET_BYTES as u64,
+        ))
     }
 }
 
@@ -244,6 +299,45 @@ mod tests {
         assert!(!net.allowed(0, 3) && net.allowed(3, 0) && !net.connected(0, 3));
         let comps = components(4, |_| true, |a, b| net.connected(a, b));
         assert_eq!(comps.len(), 1, "0 and 3 still share neighbours");
+    }
+
+    #[test]
+    fn packet_loss_delays_by_probe_timeouts_where_message_loss_drops() {
+        let mut s = sweep::scenario(2, false);
+        s.link = LinkSpec {
+            latency_ms: 2,
+            jitter_ms: 0,
+            loss: 0.3,
+        };
+        let mut rng = super::rng(3);
+        let mut net = Net::new(&s);
+        let dropped = (0..1000)
+            .filter(|_| net.transit(&mut rng, 0, 1, 100).is_none())
+            .count();
+        assert!((200..400).contains(&dropped), "{dropped} of 1000 dropped");
+        s.loss_model = LossModel::Packet;
+        let mut net = Net::new(&s);
+        let pto = 2 * 2 + MAX_ACK_DELAY_MS;
+        let mut late = 0;
+        for _ in 0..1000 {
+            let (delay, resent) = net.transit(&mut rng, 0, 1, 100).expect("resent, not lost");
+            // On time, or late by a sum of doubling probe timeouts, with one packet per try.
+            let extra = delay - 3;
+            assert_eq!(extra == 0, resent == 0);
+            if extra > 0 {
+                late += 1;
+                assert_eq!(extra, pto * ((1 << (resent / PACKET_BYTES as u64)) - 1));
+            }
+        }
+        assert!((200..400).contains(&late), "{late} of 1000 late");
+        // A message of 10 packets is late when any of them is lost.
+        let late10 = (0..1000)
+            .filter(|_| {
+                net.transit(&mut rng, 0, 1, 10 * PACKET_BYTES)
+                    .is_some_and(|(d, _)| d > 3)
+            })
+            .count();
+        assert!(late10 > 900, "{late10} of 1000 ten-packet messages late");
     }
 
     #[test]

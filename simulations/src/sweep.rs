@@ -41,5 +41,6 @@ pub fn scenario(n: usize, alerting: bool) -> Scenario {
         receiver_outages: Vec::new(),
         notify_ms: 200,
         max_sessions: crate::scenario::default_max_sessions(),
+        loss_model: Default::default(),
     }
 }

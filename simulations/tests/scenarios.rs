@@ -315,3 +315,37 @@ fn every_send_without_an_outcome_at_a_crash_may_be_sent_once_more() {
     let r = assert_ok(&shipped("alerter-crash-mid-notification"), 276);
     assert!(r.duplicate_notifications >= 1, "{r:?}");
 }
+
+/// lossy-100 at 20 nodes: QUIC resending lost packets (the agent's streams) against whole
+/// messages dropped. Resent packets make pushes late by probe timeouts; dropped messages
+/// leave events to a fingerprint-triggered session, seconds later.
+#[test]
+fn packet_loss_disseminates_in_probe_timeouts_message_loss_in_sessions() {
+    let mut packet = shipped("lossy-100");
+    packet.nodes = 20;
+    packet.duration_s = 300;
+    packet.rates.metrics_per_hour = 60.0;
+    let mut message = shipped("lossy-100-message-loss");
+    message.nodes = 20;
+    message.duration_s = 300;
+    message.rates.metrics_per_hour = 60.0;
+    assert_eq!(packet.loss_model, simulations::scenario::LossModel::Packet);
+    assert_eq!(
+        message.loss_model,
+        simulations::scenario::LossModel::Message
+    );
+    let p = assert_ok(&packet, 1);
+    let m = assert_ok(&message, 1);
+    let (p99p, p99m) = (
+        p.dissemination_p99_ms.unwrap(),
+        m.dissemination_p99_ms.unwrap(),
+    );
+    assert!(p99p < 1_000, "packet loss p99 {p99p} ms");
+    assert!(p99m > 2_000, "message loss p99 {p99m} ms");
+    assert!(
+        p.sessions < m.sessions,
+        "{} vs {} sessions",
+        p.sessions,
+        m.sessions
+    );
+}
