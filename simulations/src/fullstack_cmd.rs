@@ -42,11 +42,11 @@ fn alerters(a: Option<&[Vec<String>]>) -> String {
     })
 }
 
-const HEADER: &str = "scenario nodes  seed loss  join_ms detect_ms converge_ms events  B/node/s lost  false_dead suspicions sessions notes alerters virt_ms wall_ms result";
+const HEADER: &str = "scenario nodes  seed loss  join_ms detect_ms converge_ms events diss_p50 diss_p99  B/node/s lost  false_dead suspicions sessions notes alerters virt_ms wall_ms result";
 
 fn line(o: &Outcome) -> String {
     format!(
-        "{:<8} {:>5} {:>5} {:>4.2} {:>8} {:>9} {:>11} {:>6} {:>9.0} {:>5} {:>10} {:>10} {:>8} {:>5} {:<8} {:>7} {:>7} {}",
+        "{:<8} {:>5} {:>5} {:>4.2} {:>8} {:>9} {:>11} {:>6} {:>8} {:>8} {:>9.0} {:>5} {:>10} {:>10} {:>8} {:>5} {:<8} {:>7} {:>7} {}",
         o.scenario,
         o.nodes,
         o.seed,
@@ -55,6 +55,8 @@ fn line(o: &Outcome) -> String {
         opt(o.detection_ms),
         opt(o.convergence_ms),
         o.events_acknowledged,
+        opt(o.dissemination_p50_ms),
+        opt(o.dissemination_p99_ms),
         o.bytes_per_node_per_s,
         o.datagrams_lost,
         o.false_dead,
@@ -73,7 +75,7 @@ pub fn run(args: &[String], json: bool) -> Result<bool, String> {
     let nodes: usize = flag(args, "--nodes")
         .unwrap_or("5")
         .parse()
-        .map_err(|_| "--nodes wants a number from 2 to 30".to_owned())?;
+        .map_err(|_| "--nodes wants a number from 2 to 100".to_owned())?;
     let loss: f64 = flag(args, "--loss")
         .unwrap_or("0")
         .parse()

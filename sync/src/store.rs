@@ -619,6 +619,12 @@ impl EventStore {
         self.read_index().sync_items(since_ms)
     }
 
+    /// Whether the event file with this content hash is stored here (indexed, not
+    /// quarantined).
+    pub fn holds(&self, hash: &ContentHash) -> bool {
+        self.read_index().by_hash(hash).is_some()
+    }
+
     /// The bytes of the event file with this content hash, if stored here.
     pub fn read_by_hash(&self, hash: &ContentHash) -> Option<Vec<u8>> {
         let entry = self.read_index().by_hash(hash).cloned()?;

@@ -156,6 +156,11 @@ pub struct Outcome {
     /// events, all acknowledged writes included.
     pub convergence_ms: Option<u64>,
     pub events_acknowledged: usize,
+    /// From a write to the moment every node holds it (virtual ms, sampled every 10 ms), over
+    /// the events written while every node was up and no cut was in force: median and 99th
+    /// percentile.
+    pub dissemination_p50_ms: Option<u64>,
+    pub dissemination_p99_ms: Option<u64>,
     /// UDP payload bytes (QUIC packets) per node per virtual second.
     pub bytes_per_node_per_s: f64,
     pub datagrams_lost: u64,
@@ -229,6 +234,10 @@ struct Cluster<'a> {
     /// Writes whose HLC stamp broke causality or did not follow the node's own clock.
     clock_violations: Vec<String>,
     writes: u64,
+    /// Events written while the mesh was whole and not yet on every node: hash, write time.
+    spreading: Vec<([u8; 32], u64)>,
+    /// Write-to-everywhere times of the events that were in `spreading`.
+    spread_ms: Vec<u64>,
     false_dead: u64,
     false_suspicions: u64,
     /// A failure being watched for detection: since when, who must see whom go down.
@@ -268,8 +277,8 @@ fn data_root() -> Result<tempfile::TempDir, String> {
 
 impl<'a> Cluster<'a> {
     fn build(cfg: &FullstackConfig) -> Result<Cluster<'a>, String> {
-        if !(2..=30).contains(&cfg.nodes) {
-            return Err(format!("{} nodes: the full stack runs 2 to 30", cfg.nodes));
+        if !(2..=100).contains(&cfg.nodes) {
+            return Err(format!("{} nodes: the full stack runs 2 to 100", cfg.nodes));
         }
         let epoch = DateTime::<Utc>::from_timestamp(EPOCH_SECS, 0).unwrap_or_default();
         let mut sim = turmoil::Builder::new()
@@ -373,6 +382,8 @@ impl<'a> Cluster<'a> {
             stamps: BTreeMap::new(),
             clock_violations: Vec::new(),
             writes: 0,
+            spreading: Vec::new(),
+            spread_ms: Vec::new(),
             false_dead: 0,
             false_suspicions: 0,
             watch: None,
@@ -421,6 +432,9 @@ impl<'a> Cluster<'a> {
         if now.is_multiple_of(100) {
             self.watch_alerting(now);
         }
+        if now.is_multiple_of(10) && !self.spreading.is_empty() {
+            self.watch_spread(now);
+        }
         for observer in 0..self.probes.len() {
             let seen = std::mem::take(&mut lock(&self.probes[observer]).seen);
             for s in seen {
@@ -448,6 +462,26 @@ impl<'a> Cluster<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Moves the events every node now holds from `spreading` to `spread_ms`. A fault ends
+    /// the watch: what is written whole but caught by a cut measures the cut, not spreading.
+    fn watch_spread(&mut self, now: u64) {
+        if self.partitioned || self.running.iter().any(|r| !r) {
+            self.spreading.clear();
+            return;
+        }
+        let stores: Vec<_> = self.probes.iter().map(|p| lock(p).store.clone()).collect();
+        let spread_ms = &mut self.spread_ms;
+        self.spreading.retain(|(hash, at)| {
+            let everywhere = stores
+                .iter()
+                .all(|s| s.as_ref().is_some_and(|s| s.holds(hash)));
+            if everywhere {
+                spread_ms.push(now - at);
+            }
+            !everywhere
+        });
     }
 
     /// Collects notifications and, once every view has been still for [`STABLE_VIEW_MS`],
@@ -697,6 +731,9 @@ impl<'a> Cluster<'a> {
             if let Some(stamp) = hlc_ntp(&hlc) {
                 self.stamps.insert(a.entry.hash, stamp);
             }
+            if !self.partitioned && self.running.iter().all(|r| *r) {
+                self.spreading.push((a.entry.hash, self.now_ms()));
+            }
         }
         let line = format!("write {} {event_type} {}", self.names[i], event.id);
         self.note(&line);
@@ -934,6 +971,8 @@ impl<'a> Cluster<'a> {
                 cfg.seed
             );
         }
+        let mut spread = self.spread_ms.clone();
+        spread.sort_unstable();
         Outcome {
             scenario: cfg.scenario.name(),
             nodes: cfg.nodes,
@@ -943,6 +982,8 @@ impl<'a> Cluster<'a> {
             detection_ms: figures.detection_ms,
             convergence_ms: figures.convergence_ms,
             events_acknowledged: self.acknowledged.len(),
+            dissemination_p50_ms: crate::sim::quantile(&spread, 0.5),
+            dissemination_p99_ms: crate::sim::quantile(&spread, 0.99),
             bytes_per_node_per_s: bytes as f64
                 / self.names.len() as f64
                 / (virtual_ms.max(1) as f64 / 1000.0),
