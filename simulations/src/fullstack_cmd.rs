@@ -93,10 +93,21 @@ pub fn run(args: &[String], json: bool) -> Result<bool, String> {
         }
         None => None,
     };
+    let warmup = match flag(args, "--warmup") {
+        Some(v) => {
+            Some(Duration::from_secs(v.parse().map_err(|_| {
+                format!("--warmup wants whole seconds, got {v}")
+            })?))
+        }
+        None => None,
+    };
     let mut outcomes = Vec::new();
     for seed in seeds(args)? {
         let mut cfg = FullstackConfig::new(nodes, seed, scenario);
         cfg.loss = loss;
+        if let Some(w) = warmup {
+            cfg.warmup = w;
+        }
         if let Some((min, max)) = latency {
             cfg.latency_min = min;
             cfg.latency_max = max;

@@ -41,6 +41,10 @@ pub struct SyncTimings {
     /// Reconcile only events from midnight UTC this many days back on the node's clock: the
     /// agent's window, which is its retention (`store.retention_days`, default 30 days).
     pub window: Duration,
+    /// Most sessions in flight per node (`SyncSettings::max_sessions`, default 4; 0: no
+    /// cap). Without it a 100-node mesh under steady writes, whose fingerprints never match
+    /// at a sample, runs thousands of sessions that delay the eager pushes behind them.
+    pub max_sessions: usize,
 }
 
 impl Default for SyncTimings {
@@ -51,6 +55,7 @@ impl Default for SyncTimings {
             anti_entropy_interval: Duration::from_secs(30),
             session_timeout: Duration::from_secs(60),
             window: Duration::from_secs(30 * 86_400),
+            max_sessions: 4,
         }
     }
 }
@@ -521,6 +526,13 @@ impl Driver {
                         if let Some(name) = peers.keys().nth(pick) {
                             due.push(name.clone());
                         }
+                    }
+                    // The agent's cap, in its way: a random start, then as many as there is room.
+                    let room = self.timings.max_sessions.saturating_sub(self.core.sessions_in_flight());
+                    if self.timings.max_sessions > 0 && due.len() > room {
+                        let skip = self.rng.random_range(0..due.len());
+                        due.rotate_left(skip);
+                        due.truncate(room);
                     }
                     for name in due {
                         self.start_session(&name, &peers);
