@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::clock::NodeClock;
+use crate::scenario::CrashMoment;
 use super::socket::{LossTable, SimUdpSocket, WireCounters};
 
 /// The gossip key the agent publishes its event-set fingerprint under.
@@ -86,7 +87,14 @@ pub struct NodeSpec {
     /// The alerting config every node runs (the discrete simulation's: shipped rules, one
     /// receiver).
     pub alerting: alerting::Config,
+    /// Shared by every node of a run: see [`NotifierTrap`].
+    pub notifier_trap: NotifierTrap,
 }
+
+/// A scenario file's `crash_notifier`: while armed, the first node to hand a notification to
+/// the receiver takes it and stops at the moment it names (the run then crashes its host in
+/// the same step, see [`Probe::halted`]).
+pub type NotifierTrap = Arc<Mutex<Option<CrashMoment>>>;
 
 /// How often the alerting driver refreshes membership and ticks the engine (the agent's 1 s).
 const ALERTING_TICK: Duration = Duration::from_secs(1);
@@ -105,6 +113,8 @@ pub struct Delivered {
     pub stage: String,
     /// Whether the stand-in receiver accepted it (it fails everything while `receiver_down`).
     pub accepted: bool,
+    /// The sender stopped before it recorded the outcome (a `crash_notifier` trap).
+    pub orphan: bool,
 }
 
 /// A liveness change a node saw, for the invariants.
@@ -137,6 +147,8 @@ pub struct Probe {
     pub delivered: Vec<Delivered>,
     /// Set by the run: the stand-in receiver answers every delivery with a failure.
     pub receiver_down: bool,
+    /// Set by the node when a [`NotifierTrap`] stopped it; the run crashes it and clears this.
+    pub halted: bool,
 }
 
 pub type SharedProbe = Arc<Mutex<Probe>>;
@@ -233,6 +245,9 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
             clock: spec.clock.clone(),
             timers: timers_tx,
             results: results_tx,
+            trap: spec.notifier_trap.clone(),
+            halt_after: None,
+            halted: false,
         },
         name: spec.name.clone(),
         store,
@@ -288,6 +303,11 @@ struct Alerting {
     clock: Arc<super::clock::NodeClock>,
     timers: mpsc::UnboundedSender<Timer>,
     results: mpsc::UnboundedSender<(String, u32, Result<(), String>)>,
+    trap: NotifierTrap,
+    /// Stop once the outcome of this notification id is recorded (`after_outcome`).
+    halt_after: Option<String>,
+    /// A trap stopped this node: it does nothing more until its host is crashed.
+    halted: bool,
 }
 
 /// The engine's side effects during one call, as in the agent: events are stored at once (so a
@@ -378,11 +398,35 @@ impl Driver {
         f(&mut self.alerting.engine, now, &mut fx);
         let sends = fx.sends;
         let role = self.alerting.engine.role(now);
+        let moment = if sends.is_empty() {
+            None
+        } else {
+            lock(&self.alerting.trap).take()
+        };
         let mut probe = lock(&self.probe);
         probe.role = Some(role);
         let accepted = !probe.receiver_down;
         let at_ms = virtual_ms();
+        if let Some(m) = moment {
+            tracing::info!(target: "fullstack", node = %self.name, at = at_ms, moment = ?m, "crash_notifier trap");
+        }
         for n in sends {
+            match moment {
+                // The attempt record is stored; nothing leaves, no outcome.
+                Some(CrashMoment::BeforeSend) => {
+                    self.alerting.halted = true;
+                    probe.halted = true;
+                    continue;
+                }
+                Some(CrashMoment::BeforeOutcome) => {
+                    self.alerting.halted = true;
+                    probe.halted = true;
+                }
+                Some(CrashMoment::AfterOutcome) => {
+                    self.alerting.halt_after = Some(n.id.clone());
+                }
+                None => {}
+            }
             for a in n.message.alerts.iter().filter(|a| a.new) {
                 probe.delivered.push(Delivered {
                     at_ms,
@@ -392,7 +436,11 @@ impl Driver {
                     rule: a.rule.clone(),
                     stage: format!("{:?}", a.status),
                     accepted,
+                    orphan: self.alerting.halted,
                 });
+            }
+            if self.alerting.halted {
+                continue;
             }
             let result = if accepted {
                 Ok(())
@@ -443,6 +491,10 @@ impl Driver {
         let mut last_anti_entropy = Instant::now();
         let mut published = String::new();
         loop {
+            if self.alerting.halted {
+                // Stopped by a crash_notifier trap: the run crashes the host in this step.
+                std::future::pending::<()>().await;
+            }
             tokio::select! {
                 Some(msg) = inbound.recv() => {
                     let decoded = match SyncMessage::decode(&msg.bytes) {
@@ -487,6 +539,10 @@ impl Driver {
                 Some(timer) = timers.recv() => self.alert(|e, now, fx| e.on_timer(timer, now, fx)),
                 Some((id, attempt, result)) = results.recv() => {
                     self.alert(|e, now, fx| e.on_attempt_delivery(&id, attempt, result, now, fx));
+                    if self.alerting.halt_after.as_ref() == Some(&id) {
+                        self.alerting.halted = true;
+                        lock(&self.probe).halted = true;
+                    }
                 }
                 _ = alert_tick.tick() => {
                     self.membership().await;
