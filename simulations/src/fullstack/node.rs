@@ -149,6 +149,9 @@ pub struct Probe {
     pub receiver_down: bool,
     /// Set by the node when a [`NotifierTrap`] stopped it; the run crashes it and clears this.
     pub halted: bool,
+    /// The node's clock (ms since the Unix epoch) when each event reached its store, by content
+    /// hash: the HLC follows a stamp only if it was within its tolerance then.
+    pub arrived_ms: HashMap<[u8; 32], i64>,
 }
 
 pub type SharedProbe = Arc<Mutex<Probe>>;
@@ -518,6 +521,13 @@ impl Driver {
                     let mut batch = vec![entry];
                     while let Ok(more) = new_entries.try_recv() {
                         batch.push(more);
+                    }
+                    {
+                        let at = sync::Clock::now(self.alerting.clock.as_ref()).timestamp_millis();
+                        let mut probe = lock(&self.probe);
+                        for e in &batch {
+                            probe.arrived_ms.entry(e.hash).or_insert(at);
+                        }
                     }
                     // Eager push of this node's own events; peers push theirs themselves.
                     let own: Vec<Vec<u8>> = batch

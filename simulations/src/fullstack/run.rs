@@ -801,9 +801,9 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
-    /// A node's new stamp must be later than every stamp it holds that is within the HLC's
-    /// 10-minute tolerance of its clock (causality), and no later than its own clock or such a
-    /// stamp (so the HLC reads this node's clock, not the process's).
+    /// A node's new stamp must be later than every stamp it holds that was within the HLC's
+    /// 10-minute tolerance of its clock when it arrived (causality), and no later than its own
+    /// clock or such a stamp (so the HLC reads this node's clock, not the process's).
     fn check_stamp(&mut self, i: usize, store: &sync::EventStore, clock_ms: u64, hlc: &str) {
         const TOLERANCE_MS: u64 = 600_000;
         let Some(stamp) = hlc_ntp(hlc) else {
@@ -813,12 +813,22 @@ impl<'a> Cluster<'a> {
             ));
             return;
         };
+        // Within the tolerance of the node's clock when the stamp arrived, as the HLC decides
+        // (a stamp refused then stays refused, though the clock may have come closer since).
+        let arrived = std::mem::take(&mut lock(&self.probes[i]).arrived_ms);
         let held = store
             .sync_items(0)
             .into_iter()
-            .filter_map(|(_, h)| self.stamps.get(&h).copied())
-            .filter(|s| ntp_ms(*s) <= clock_ms + TOLERANCE_MS)
+            .filter_map(|(_, h)| {
+                let at = arrived
+                    .get(&h)
+                    .map_or(clock_ms, |&ms| u64::try_from(ms).unwrap_or(0));
+                Some((*self.stamps.get(&h)?, at))
+            })
+            .filter(|&(s, at)| ntp_ms(s) <= at + TOLERANCE_MS)
+            .map(|(s, _)| s)
             .max();
+        lock(&self.probes[i]).arrived_ms = arrived;
         if let Some(h) = held
             && stamp <= h
         {

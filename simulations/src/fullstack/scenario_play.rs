@@ -4,7 +4,7 @@
 //! is in [`Plan`]; the run's checks are the built-in scenarios' (`Cluster::finish`). See
 //! "Scenario files on the full stack" in `docs/simulation.md`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -322,6 +322,9 @@ struct Player<'a, 'p> {
     converged_after: Option<u64>,
     /// The armed `crash_notifier`'s down time, if it restarts.
     armed_down: Option<Option<u64>>,
+    /// `crash_notifier`s due while another was still armed: each is armed once the one before
+    /// it fired.
+    waiting_traps: VecDeque<(CrashMoment, Option<u64>)>,
     notifier_crashes: Vec<String>,
 }
 
@@ -383,7 +386,17 @@ impl<'a> Player<'a, '_> {
             if let Some(d) = down {
                 self.push(at + d, Item::Restart(i));
             }
+            if let Some((moment, down)) = self.waiting_traps.pop_front() {
+                self.arm(moment, down);
+            }
         }
+    }
+
+    fn arm(&mut self, moment: CrashMoment, down: Option<u64>) {
+        *lock(&self.c.notifier_trap) = Some(moment);
+        self.armed_down = Some(down);
+        self.c
+            .note(&format!("arm crash_notifier {}", moment_name(moment)));
     }
 
     /// Detection is measured for the first crash or partition only.
@@ -469,13 +482,12 @@ impl<'a> Player<'a, '_> {
             }
             FileFault::Restart { node, .. } => self.restart(node),
             FileFault::CrashNotifier { moment, .. } => {
+                let down = self.plan.notifier_down_ms.get(&idx).copied();
                 if self.armed_down.is_some() {
-                    self.notifier_crashes
-                        .push("a crash_notifier replaced one that never fired".into());
+                    self.waiting_traps.push_back((moment, down));
+                } else {
+                    self.arm(moment, down);
                 }
-                *lock(&self.c.notifier_trap) = Some(moment);
-                self.armed_down = Some(self.plan.notifier_down_ms.get(&idx).copied());
-                self.c.note(&format!("arm crash_notifier {}", moment_name(moment)));
             }
             FileFault::ClockJump { node, by_ms, .. } => {
                 self.c.clocks[node].jump(by_ms);
@@ -585,6 +597,7 @@ pub fn play_plan(plan: &Plan, seed: u64) -> Result<FileOutcome, String> {
         last_repair: None,
         converged_after: None,
         armed_down: None,
+        waiting_traps: VecDeque::new(),
         notifier_crashes: Vec::new(),
     };
     for i in 0..plan.faults.len() {
@@ -616,9 +629,11 @@ pub fn play_plan(plan: &Plan, seed: u64) -> Result<FileOutcome, String> {
             Item::Restart(node) => p.restart(node),
         }
     }
-    if lock(&p.c.notifier_trap).take().is_some() {
-        p.notifier_crashes
-            .push("a crash_notifier never fired: no notification after it".into());
+    let unfired = usize::from(lock(&p.c.notifier_trap).take().is_some()) + p.waiting_traps.len();
+    if unfired > 0 {
+        p.notifier_crashes.push(format!(
+            "{unfired} crash_notifier(s) never fired: no notification after them"
+        ));
     }
     let settle = cfg.settle_limit;
     let convergence_ms = match (p.last_repair, p.converged_after) {
