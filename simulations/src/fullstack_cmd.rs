@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use simulations::fullstack::{self, FileOutcome, FullScenario, FullstackConfig, Outcome, scenario_play};
+use simulations::fullstack::{
+    self, FileOutcome, FullScenario, FullstackConfig, Outcome, scenario_play,
+};
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::clock::NodeClock;
-use crate::scenario::CrashMoment;
 use super::socket::{LossTable, SimUdpSocket, WireCounters};
+use crate::scenario::CrashMoment;
 
 /// The gossip key the agent publishes its event-set fingerprint under.
 pub const FINGERPRINT_KEY: &str = "sync_fp";
@@ -92,8 +92,8 @@ pub struct NodeSpec {
 }
 
 /// A scenario file's `crash_notifier`: while armed, the first node to hand a notification to
-/// the receiver takes it and stops at the moment it names (the run then crashes its host in
-/// the same step, see [`Probe::halted`]).
+/// the receiver takes it and its alerting engine stops at the moment it names; the run crashes
+/// its host shortly after (see [`Probe::halted`]).
 pub type NotifierTrap = Arc<Mutex<Option<CrashMoment>>>;
 
 /// How often the alerting driver refreshes membership and ticks the engine (the agent's 1 s).
@@ -147,7 +147,8 @@ pub struct Probe {
     pub delivered: Vec<Delivered>,
     /// Set by the run: the stand-in receiver answers every delivery with a failure.
     pub receiver_down: bool,
-    /// Set by the node when a [`NotifierTrap`] stopped it; the run crashes it and clears this.
+    /// Set by the node when a [`NotifierTrap`] stopped its engine; the run clears it and
+    /// crashes the host a moment later.
     pub halted: bool,
     /// The node's clock (ms since the Unix epoch) when each event reached its store, by content
     /// hash: the HLC follows a stamp only if it was within its tolerance then.
@@ -392,6 +393,11 @@ impl Driver {
     /// Runs one engine call, then hands its notifications to the stand-in receiver, which
     /// records them and answers at once (failure while the run holds it down).
     fn alert(&mut self, f: impl FnOnce(&mut Engine, DateTime<Utc>, &mut Effects<'_>)) {
+        if self.alerting.halted {
+            // Stopped by a trap: the engine is dead; sync runs on until the host is crashed,
+            // so what the engine stored reaches the peers as in the discrete simulation.
+            return;
+        }
         let now = sync::Clock::now(self.alerting.clock.as_ref());
         let mut fx = Effects {
             store: &self.store,
@@ -494,10 +500,6 @@ impl Driver {
         let mut last_anti_entropy = Instant::now();
         let mut published = String::new();
         loop {
-            if self.alerting.halted {
-                // Stopped by a crash_notifier trap: the run crashes the host in this step.
-                std::future::pending::<()>().await;
-            }
             tokio::select! {
                 Some(msg) = inbound.recv() => {
                     let decoded = match SyncMessage::decode(&msg.bytes) {

@@ -28,6 +28,11 @@ pub const EPOCH_SECS: i64 = 1_767_225_600;
 /// are observed, so the wait can start from the last change anyone saw.
 pub const STABLE_VIEW_MS: u64 = 15_000;
 
+/// How long a node whose alerting engine a `crash_notifier` trap stopped runs on before its
+/// host is crashed: the discrete simulation's `notify_ms`, time enough for the eager push of
+/// what the engine stored (the attempt, or the outcome) on a LAN.
+const TRAP_GRACE_MS: u64 = 200;
+
 /// What happens during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum FullScenario {
@@ -297,8 +302,10 @@ pub(super) struct Cluster<'a> {
     alerter_violations: Vec<String>,
     receiver_down_until_ms: u64,
     receiver_outages: Vec<(u64, u64)>,
-    /// Nodes a `crash_notifier` trap stopped, and when: crashed in the step that saw it.
+    /// Nodes a `crash_notifier` trap stopped, and when they were crashed.
     pub(super) trapped: Vec<(usize, u64)>,
+    /// Nodes whose engine a trap stopped, and when their host is to be crashed.
+    doomed: Vec<(usize, u64)>,
     /// Shared by every node: the first to notify while it is armed stops at its moment.
     pub(super) notifier_trap: node::NotifierTrap,
     _dirs: Vec<tempfile::TempDir>,
@@ -444,6 +451,7 @@ impl<'a> Cluster<'a> {
             receiver_down_until_ms: cfg.receiver_down_until.as_millis() as u64,
             receiver_outages: cfg.file.receiver_outages.clone(),
             trapped: Vec::new(),
+            doomed: Vec::new(),
             notifier_trap,
             _dirs: vec![root],
         })
@@ -475,8 +483,13 @@ impl<'a> Cluster<'a> {
         self.time.set_ms(self.now_ms());
         let now = self.now_ms();
         for i in 0..self.probes.len() {
-            let halted = std::mem::take(&mut lock(&self.probes[i]).halted);
-            if halted && self.running[i] {
+            if std::mem::take(&mut lock(&self.probes[i]).halted) {
+                self.doomed.push((i, now + TRAP_GRACE_MS));
+            }
+        }
+        while let Some(k) = self.doomed.iter().position(|&(_, at)| at <= now) {
+            let (i, _) = self.doomed.remove(k);
+            if self.running[i] {
                 self.crash(i);
                 self.trapped.push((i, now));
             }
@@ -743,9 +756,7 @@ impl<'a> Cluster<'a> {
     /// shipped alerting rule matches).
     fn write_kind(&mut self, i: usize, event_type: &str, severity: Severity) -> Result<(), String> {
         let mut event = sync::NewEvent::new(event_type, severity, "fullstack");
-        event
-            .payload
-            .insert("seq".into(), (self.writes + 1).into());
+        event.payload.insert("seq".into(), (self.writes + 1).into());
         self.write_new(i, event)
     }
 
@@ -1034,11 +1045,7 @@ impl<'a> Cluster<'a> {
         };
         let first_violation = violations.first().cloned();
         if let Some(v) = first_violation {
-            violations[0] = format!(
-                "seed {}: {v} (reproduce: {})",
-                cfg.seed,
-                cfg.reproduce()
-            );
+            violations[0] = format!("seed {}: {v} (reproduce: {})", cfg.seed, cfg.reproduce());
         }
         Outcome {
             scenario: cfg.label(),

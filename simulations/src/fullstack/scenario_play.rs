@@ -14,7 +14,7 @@ use crate::scenario::{CrashMoment, Fault as FileFault, LinkSpec, Rates, Scenario
 use crate::workload::{self, Work};
 
 use super::node::lock;
-use super::run::{Cluster, Fault, FileSettings, Figures, FullScenario, FullstackConfig, Outcome};
+use super::run::{Cluster, Fault, Figures, FileSettings, FullScenario, FullstackConfig, Outcome};
 
 /// The default speed compresses a file into at most this many virtual seconds.
 pub const MAX_VIRTUAL_S: u64 = 600;
@@ -442,9 +442,7 @@ impl<'a> Player<'a, '_> {
             FileFault::OneWay { from, to, .. } => {
                 for &x in &from {
                     for &y in to.iter().filter(|&&y| y != x) {
-                        self.c
-                            .sim
-                            .partition_oneway(self.c.ips[x], self.c.ips[y]);
+                        self.c.sim.partition_oneway(self.c.ips[x], self.c.ips[y]);
                     }
                 }
                 let pairs = self.c.all_pairs(&from, &to);
@@ -638,10 +636,10 @@ pub fn play_plan(plan: &Plan, seed: u64) -> Result<FileOutcome, String> {
     let settle = cfg.settle_limit;
     let convergence_ms = match (p.last_repair, p.converged_after) {
         (Some(_), Some(after)) => Some(after),
-        (Some(r), None) => p
-            .c
-            .run_until(settle, Cluster::converged)?
-            .map(|_| p.c.now_ms() - r),
+        (Some(r), None) => {
+            p.c.run_until(settle, Cluster::converged)?
+                .map(|_| p.c.now_ms() - r)
+        }
         (None, _) => p.c.run_until(settle, Cluster::converged)?,
     };
     let figures = Figures {
@@ -713,7 +711,11 @@ mod tests {
             && min == Duration::from_millis(80)
             && max == Duration::from_millis(280)));
         assert_eq!(plan.pair_loss.len(), 10);
-        assert!(plan.pair_loss.iter().all(|&(a, b, l)| (a == 5 || b == 5) && l == 0.3));
+        assert!(
+            plan.pair_loss
+                .iter()
+                .all(|&(a, b, l)| (a == 5 || b == 5) && l == 0.3)
+        );
         // Partition at 900 s and heal at 1500 s, at 10x.
         assert_eq!(plan.faults[0].0, 90_000);
         assert_eq!(plan.faults[1].0, 150_000);
@@ -722,23 +724,38 @@ mod tests {
     #[test]
     fn offsets_outages_and_notifier_downtimes_scale_but_clock_jumps_do_not() {
         let skew = Plan::new(&shipped("skewed-clocks"), None).unwrap();
-        assert_eq!(skew.clock_offsets, [0, 600_000, -600_000, 45_000, -3_000, 0]);
+        assert_eq!(
+            skew.clock_offsets,
+            [0, 600_000, -600_000, 45_000, -3_000, 0]
+        );
         let outage = Plan::new(&shipped("receiver-outage"), Some(10)).unwrap();
-        assert_eq!(outage.receiver_outages, [(60_000, 300_000), (330_000, 360_000)]);
+        assert_eq!(
+            outage.receiver_outages,
+            [(60_000, 300_000), (330_000, 360_000)]
+        );
         let crash = Plan::new(&shipped("alerter-crash-mid-notification"), Some(6)).unwrap();
-        assert_eq!(crash.notifier_down_ms.values().copied().collect::<Vec<_>>(), [30_000; 3]);
+        assert_eq!(
+            crash.notifier_down_ms.values().copied().collect::<Vec<_>>(),
+            [30_000; 3]
+        );
         let rolling = Plan::new(&shipped("rolling-restarts"), Some(10)).unwrap();
         let jump = rolling
             .faults
             .iter()
             .find(|(_, f)| matches!(f, FileFault::ClockJump { .. }));
         assert!(
-            matches!(jump, Some((147_000, FileFault::ClockJump { by_ms: 120_000, .. }))),
+            matches!(
+                jump,
+                Some((147_000, FileFault::ClockJump { by_ms: 120_000, .. }))
+            ),
             "{jump:?}"
         );
         // 90 s crashes at 10x last 9 s: under the QUIC idle timeout, which the plan says.
         assert!(
-            rolling.warnings.iter().any(|w| w.contains("QUIC idle timeout")),
+            rolling
+                .warnings
+                .iter()
+                .any(|w| w.contains("QUIC idle timeout")),
             "{:?}",
             rolling.warnings
         );
@@ -748,7 +765,10 @@ mod tests {
     fn a_hundred_nodes_are_refused_naming_the_file() {
         let err = load("lossy-100").unwrap_err();
         assert!(err.contains("lossy-100.toml"), "{err}");
-        assert!(err.contains("100 nodes") && err.contains("2 to 30"), "{err}");
+        assert!(
+            err.contains("100 nodes") && err.contains("2 to 30"),
+            "{err}"
+        );
         assert!(Plan::new(&Scenario::load("lossy-100").unwrap(), None).is_err());
     }
 }
