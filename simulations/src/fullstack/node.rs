@@ -310,7 +310,7 @@ struct Alerting {
     trap: NotifierTrap,
     /// Stop once the outcome of this notification id is recorded (`after_outcome`).
     halt_after: Option<String>,
-    /// A trap stopped this node: it does nothing more until its host is crashed.
+    /// A trap stopped this node's engine: no engine call until its host is crashed.
     halted: bool,
 }
 

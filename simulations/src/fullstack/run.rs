@@ -278,6 +278,8 @@ pub(super) struct Cluster<'a> {
     window: Duration,
     /// The HLC stamp (NTP64) of every event written, by content hash.
     stamps: BTreeMap<[u8; 32], u64>,
+    /// The stamps of other events (the alerting engines'), read from a store when first held.
+    engine_stamps: BTreeMap<[u8; 32], Option<u64>>,
     /// Writes whose HLC stamp broke causality or did not follow the node's own clock.
     clock_violations: Vec<String>,
     writes: u64,
@@ -433,6 +435,7 @@ impl<'a> Cluster<'a> {
             written_ms: BTreeMap::new(),
             window: cfg.sync.window,
             stamps: BTreeMap::new(),
+            engine_stamps: BTreeMap::new(),
             clock_violations: Vec::new(),
             writes: 0,
             false_dead: 0,
@@ -827,18 +830,18 @@ impl<'a> Cluster<'a> {
         // Within the tolerance of the node's clock when the stamp arrived, as the HLC decides
         // (a stamp refused then stays refused, though the clock may have come closer since).
         let arrived = std::mem::take(&mut lock(&self.probes[i]).arrived_ms);
-        let held = store
-            .sync_items(0)
-            .into_iter()
-            .filter_map(|(_, h)| {
-                let at = arrived
-                    .get(&h)
-                    .map_or(clock_ms, |&ms| u64::try_from(ms).unwrap_or(0));
-                Some((*self.stamps.get(&h)?, at))
-            })
-            .filter(|&(s, at)| ntp_ms(s) <= at + TOLERANCE_MS)
-            .map(|(s, _)| s)
-            .max();
+        let mut held: Option<u64> = None;
+        for (_, h) in store.sync_items(0) {
+            let Some(s) = self.stamp_of(store, &h) else {
+                continue;
+            };
+            let at = arrived
+                .get(&h)
+                .map_or(clock_ms, |&ms| u64::try_from(ms).unwrap_or(0));
+            if ntp_ms(s) <= at + TOLERANCE_MS {
+                held = held.max(Some(s));
+            }
+        }
         lock(&self.probes[i]).arrived_ms = arrived;
         if let Some(h) = held
             && stamp <= h
@@ -855,6 +858,23 @@ impl<'a> Cluster<'a> {
                 self.names[i]
             ));
         }
+    }
+
+    /// The HLC stamp of a held event: recorded when the run wrote it, else (an alerting
+    /// engine's event, which moves HLCs too) read once from the store.
+    fn stamp_of(&mut self, store: &sync::EventStore, hash: &[u8; 32]) -> Option<u64> {
+        if let Some(s) = self.stamps.get(hash) {
+            return Some(*s);
+        }
+        if let Some(s) = self.engine_stamps.get(hash) {
+            return *s;
+        }
+        let stamp = store
+            .read_by_hash(hash)
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|doc| hlc_ntp(doc.get("hlc")?.as_str()?));
+        self.engine_stamps.insert(*hash, stamp);
+        stamp
     }
 
     /// One write on each running node in `on`, `count` rounds, `every` apart.
