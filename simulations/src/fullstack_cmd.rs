@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use simulations::fullstack::{self, FullScenario, FullstackConfig, Outcome};
+use simulations::fullstack::{
+    self, FileOutcome, FullScenario, FullstackConfig, Outcome, scenario_play,
+};
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
@@ -71,7 +73,15 @@ fn line(o: &Outcome) -> String {
 }
 
 pub fn run(args: &[String], json: bool) -> Result<bool, String> {
-    let scenario = FullScenario::parse(flag(args, "--scenario").unwrap_or("steady"))?;
+    let name = flag(args, "--scenario").unwrap_or("steady");
+    let scenario = match FullScenario::parse(name) {
+        Ok(s) => s,
+        // Not a built-in name: a scenario file, by name in simulations/scenarios/ or path.
+        Err(builtin) => {
+            let file = scenario_play::load(name).map_err(|e| format!("{e}\n({builtin})"))?;
+            return run_file(&file, args, json);
+        }
+    };
     let nodes: usize = flag(args, "--nodes")
         .unwrap_or("5")
         .parse()
@@ -137,4 +147,59 @@ pub fn run(args: &[String], json: bool) -> Result<bool, String> {
         }
     }
     Ok(outcomes.iter().all(Outcome::ok))
+}
+
+/// `--scenario FILE`: plays a scenario file on the full stack (see `scenario_play`).
+fn run_file(file: &simulations::Scenario, args: &[String], json: bool) -> Result<bool, String> {
+    let speed = match flag(args, "--speed") {
+        Some(k) => Some(
+            k.parse::<u64>()
+                .ok()
+                .filter(|&k| k >= 1)
+                .ok_or_else(|| format!("--speed wants a whole number from 1, got {k}"))?,
+        ),
+        None => None,
+    };
+    let plan = scenario_play::Plan::new(file, speed)?;
+    eprintln!(
+        "{}: {} nodes at speed {} ({} s + {} s quiet of virtual time)",
+        plan.name,
+        plan.nodes,
+        plan.speed,
+        plan.duration_ms / 1000,
+        plan.quiet_ms / 1000
+    );
+    for w in &plan.warnings {
+        eprintln!("  warning: {w}");
+    }
+    let mut outcomes: Vec<FileOutcome> = Vec::new();
+    for seed in seeds(args)? {
+        let o = scenario_play::play_plan(&plan, seed)?;
+        eprintln!(
+            "seed {seed}: {} in {} ms (virtual {} ms), trace {}",
+            if o.ok() { "ok" } else { "FAIL" },
+            o.outcome.wall_ms,
+            o.outcome.virtual_ms,
+            o.outcome.trace_hash
+        );
+        for n in &o.notifier_crashes {
+            eprintln!("  {n}");
+        }
+        for v in &o.outcome.violations {
+            eprintln!("  {v}");
+        }
+        outcomes.push(o);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcomes).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{HEADER}");
+        for o in &outcomes {
+            println!("{}", line(&o.outcome));
+        }
+    }
+    Ok(outcomes.iter().all(FileOutcome::ok))
 }

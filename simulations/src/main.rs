@@ -13,7 +13,7 @@ use simulations::{Report, Scenario, plot, run_seed, sweep};
 
 mod fullstack_cmd;
 
-const USAGE: &str = "usage: simulations run SCENARIO|ALL [--seeds A..B] [--jobs N] [--json] [--plot PATH]\n       simulations sweep [--sizes 10,100,300,1000] [--sync-only] [--json]\n       simulations fullstack [--scenario steady|split|crash|skew|oneway|restart|alerter-crash|offline-days] [--nodes 5] [--seeds A..B] [--loss 0.02] [--latency 1..5] [--warmup 3] [--json]";
+const USAGE: &str = "usage: simulations run SCENARIO|ALL [--seeds A..B] [--jobs N] [--json] [--plot PATH]\n       simulations sweep [--sizes 10,100,300,1000] [--sync-only] [--json]\n       simulations fullstack [--scenario steady|split|crash|skew|oneway|restart|alerter-crash|offline-days] [--nodes 5] [--seeds A..B] [--loss 0.02] [--latency 1..5] [--warmup 3] [--json]\n       simulations fullstack --scenario FILE_OR_NAME [--speed K] [--seeds A..B] [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -354,6 +354,12 @@ impl EventStore {
         }
         // Events and their HLC stamps read the same clock, so a node's skew shows in both.
         let hlc = crate::clock::HybridClock::with_clock(cfg.clock.clone());
+        // Start past every stamp this node made or followed before it stopped (the hint the
+        // store leaves): a peer's fast clock may have carried the HLC ahead of this node's own
+        // clock, and a fresh HLC would stamp new events before ones the node already holds.
+        if let Ok(hint) = fs::read_to_string(cfg.data_dir.join("state/hlc")) {
+            hlc.observe(hint.trim());
+        }
         let store = EventStore {
             cfg,
             writer,
@@ -476,7 +482,11 @@ impl EventStore {
             }
             items.push((event, layout::relative_path(event), bytes));
         }
-        self.store_items(items)
+        let out = self.store_items(items)?;
+        // Own stamps can run ahead of the last hint (after following a fast peer), so the hint
+        // must cover them too for the next start.
+        self.save_hlc_hint();
+        Ok(out)
     }
 
     /// Stores event files received as bytes (from a peer or an import): validated exactly like

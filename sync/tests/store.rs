@@ -476,3 +476,51 @@ fn a_file_without_an_id_gets_it_from_its_name_and_keeps_every_other_byte() {
     assert_eq!(doc["payload"]["gb"].to_string(), "1.5");
     assert!(String::from_utf8(sent).unwrap().contains(r#""gb": 1.50"#));
 }
+
+/// A node clock fixed at one instant.
+struct FixedClock(chrono::DateTime<chrono::Utc>);
+
+impl sync::store::Clock for FixedClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0
+    }
+}
+
+fn stamp_time(stamp: &str) -> u64 {
+    u64::from_str_radix(&stamp[..16], 16).unwrap()
+}
+
+#[test]
+fn a_reopened_store_stamps_after_everything_it_stamped_or_followed_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = parse_timestamp("2026-05-12T12:00:00Z").unwrap();
+    let open_at = |dir: &Path| {
+        let mut cfg = config(dir);
+        cfg.clock = Arc::new(FixedClock(now));
+        EventStore::open(cfg).unwrap().0
+    };
+    let store = open_at(dir.path());
+    // A peer whose clock runs 5 minutes ahead (within the HLC's tolerance): the HLC follows
+    // it, so this node's own next stamp is after it too.
+    let ahead = sync::world::ntp64_from_datetime(now + chrono::Duration::minutes(5));
+    let mut peer = NewEvent::new("deployment_started", Severity::Info, "deploy.sh")
+        .into_event("jupiter", now)
+        .unwrap();
+    peer.extra
+        .insert("hlc".into(), format!("{ahead:016x}/1f2e").into());
+    store.store_bytes_batch(&[peer.to_file_bytes()]).unwrap();
+    // Its own event, stamped as a writer does, after the peer's.
+    let own = store.stamp_hlc();
+    assert!(stamp_time(&own) > ahead);
+    let mut mine = NewEvent::new("backup_completed", Severity::Info, "restic")
+        .into_event("saturn", now)
+        .unwrap();
+    mine.extra.insert("hlc".into(), own.clone().into());
+    store.append_batch(std::slice::from_ref(&mine)).unwrap();
+    drop(store);
+    // Restarted with the same wall clock: still after what it followed and what it stamped.
+    // (Before, a fresh HLC read the wall clock and stamped 5 minutes before both.)
+    let store = open_at(dir.path());
+    let next = store.stamp_hlc();
+    assert!(stamp_time(&next) > stamp_time(&own), "{next} after {own}");
+}

@@ -8,6 +8,8 @@
 pub mod clock;
 pub mod node;
 pub mod run;
+pub mod scenario_play;
 pub mod socket;
 
 pub use run::{FullScenario, FullstackConfig, Outcome, run};
+pub use scenario_play::{FileOutcome, play};

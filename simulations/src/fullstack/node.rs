@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::clock::NodeClock;
 use super::socket::{LossTable, SimUdpSocket, WireCounters};
+use crate::scenario::CrashMoment;
 
 /// The gossip key the agent publishes its event-set fingerprint under.
 pub const FINGERPRINT_KEY: &str = "sync_fp";
@@ -91,7 +92,14 @@ pub struct NodeSpec {
     /// The alerting config every node runs (the discrete simulation's: shipped rules, one
     /// receiver).
     pub alerting: alerting::Config,
+    /// Shared by every node of a run: see [`NotifierTrap`].
+    pub notifier_trap: NotifierTrap,
 }
+
+/// A scenario file's `crash_notifier`: while armed, the first node to hand a notification to
+/// the receiver takes it and its alerting engine stops at the moment it names; the run crashes
+/// its host shortly after (see [`Probe::halted`]).
+pub type NotifierTrap = Arc<Mutex<Option<CrashMoment>>>;
 
 /// How often the alerting driver refreshes membership and ticks the engine (the agent's 1 s).
 const ALERTING_TICK: Duration = Duration::from_secs(1);
@@ -110,6 +118,8 @@ pub struct Delivered {
     pub stage: String,
     /// Whether the stand-in receiver accepted it (it fails everything while `receiver_down`).
     pub accepted: bool,
+    /// The sender stopped before it recorded the outcome (a `crash_notifier` trap).
+    pub orphan: bool,
 }
 
 /// A liveness change a node saw, for the invariants.
@@ -142,6 +152,12 @@ pub struct Probe {
     pub delivered: Vec<Delivered>,
     /// Set by the run: the stand-in receiver answers every delivery with a failure.
     pub receiver_down: bool,
+    /// Set by the node when a [`NotifierTrap`] stopped its engine; the run clears it and
+    /// crashes the host a moment later.
+    pub halted: bool,
+    /// The node's clock (ms since the Unix epoch) when each event reached its store, by content
+    /// hash: the HLC follows a stamp only if it was within its tolerance then.
+    pub arrived_ms: HashMap<[u8; 32], i64>,
 }
 
 pub type SharedProbe = Arc<Mutex<Probe>>;
@@ -238,6 +254,9 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
             clock: spec.clock.clone(),
             timers: timers_tx,
             results: results_tx,
+            trap: spec.notifier_trap.clone(),
+            halt_after: None,
+            halted: false,
         },
         name: spec.name.clone(),
         store,
@@ -293,6 +312,11 @@ struct Alerting {
     clock: Arc<super::clock::NodeClock>,
     timers: mpsc::UnboundedSender<Timer>,
     results: mpsc::UnboundedSender<(String, u32, Result<(), String>)>,
+    trap: NotifierTrap,
+    /// Stop once the outcome of this notification id is recorded (`after_outcome`).
+    halt_after: Option<String>,
+    /// A trap stopped this node's engine: no engine call until its host is crashed.
+    halted: bool,
 }
 
 /// The engine's side effects during one call, as in the agent: events are stored at once (so a
@@ -374,6 +398,11 @@ impl Driver {
     /// Runs one engine call, then hands its notifications to the stand-in receiver, which
     /// records them and answers at once (failure while the run holds it down).
     fn alert(&mut self, f: impl FnOnce(&mut Engine, DateTime<Utc>, &mut Effects<'_>)) {
+        if self.alerting.halted {
+            // Stopped by a trap: the engine is dead; sync runs on until the host is crashed,
+            // so what the engine stored reaches the peers as in the discrete simulation.
+            return;
+        }
         let now = sync::Clock::now(self.alerting.clock.as_ref());
         let mut fx = Effects {
             store: &self.store,
@@ -383,11 +412,35 @@ impl Driver {
         f(&mut self.alerting.engine, now, &mut fx);
         let sends = fx.sends;
         let role = self.alerting.engine.role(now);
+        let moment = if sends.is_empty() {
+            None
+        } else {
+            lock(&self.alerting.trap).take()
+        };
         let mut probe = lock(&self.probe);
         probe.role = Some(role);
         let accepted = !probe.receiver_down;
         let at_ms = virtual_ms();
+        if let Some(m) = moment {
+            tracing::info!(target: "fullstack", node = %self.name, at = at_ms, moment = ?m, "crash_notifier trap");
+        }
         for n in sends {
+            match moment {
+                // The attempt record is stored; nothing leaves, no outcome.
+                Some(CrashMoment::BeforeSend) => {
+                    self.alerting.halted = true;
+                    probe.halted = true;
+                    continue;
+                }
+                Some(CrashMoment::BeforeOutcome) => {
+                    self.alerting.halted = true;
+                    probe.halted = true;
+                }
+                Some(CrashMoment::AfterOutcome) => {
+                    self.alerting.halt_after = Some(n.id.clone());
+                }
+                None => {}
+            }
             for a in n.message.alerts.iter().filter(|a| a.new) {
                 probe.delivered.push(Delivered {
                     at_ms,
@@ -397,7 +450,11 @@ impl Driver {
                     rule: a.rule.clone(),
                     stage: format!("{:?}", a.status),
                     accepted,
+                    orphan: self.alerting.halted,
                 });
+            }
+            if self.alerting.halted {
+                continue;
             }
             let result = if accepted {
                 Ok(())
@@ -472,6 +529,13 @@ impl Driver {
                     while let Ok(more) = new_entries.try_recv() {
                         batch.push(more);
                     }
+                    {
+                        let at = sync::Clock::now(self.alerting.clock.as_ref()).timestamp_millis();
+                        let mut probe = lock(&self.probe);
+                        for e in &batch {
+                            probe.arrived_ms.entry(e.hash).or_insert(at);
+                        }
+                    }
                     // Eager push of this node's own events; peers push theirs themselves.
                     let own: Vec<Vec<u8>> = batch
                         .iter()
@@ -492,6 +556,10 @@ impl Driver {
                 Some(timer) = timers.recv() => self.alert(|e, now, fx| e.on_timer(timer, now, fx)),
                 Some((id, attempt, result)) = results.recv() => {
                     self.alert(|e, now, fx| e.on_attempt_delivery(&id, attempt, result, now, fx));
+                    if self.alerting.halt_after.as_ref() == Some(&id) {
+                        self.alerting.halted = true;
+                        lock(&self.probe).halted = true;
+                    }
                 }
                 _ = alert_tick.tick() => {
                     self.membership().await;

@@ -28,6 +28,11 @@ pub const EPOCH_SECS: i64 = 1_767_225_600;
 /// are observed, so the wait can start from the last change anyone saw.
 pub const STABLE_VIEW_MS: u64 = 15_000;
 
+/// How long a node whose alerting engine a `crash_notifier` trap stopped runs on before its
+/// host is crashed: the discrete simulation's `notify_ms`, time enough for the eager push of
+/// what the engine stored (the attempt, or the outcome) on a LAN.
+const TRAP_GRACE_MS: u64 = 200;
+
 /// What happens during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum FullScenario {
@@ -52,6 +57,8 @@ pub enum FullScenario {
     /// day); it comes back with its clock on the same day. It wrote one event no peer had
     /// just before it went down.
     OfflineDays,
+    /// A scenario file played by [`super::scenario_play`]; [`run`] refuses it.
+    File,
 }
 
 impl FullScenario {
@@ -81,6 +88,7 @@ impl FullScenario {
             FullScenario::Restart => "restart",
             FullScenario::AlerterCrash => "alerter-crash",
             FullScenario::OfflineDays => "offline-days",
+            FullScenario::File => "file",
         }
     }
 }
@@ -121,9 +129,52 @@ pub struct FullstackConfig {
     /// what a running mesh does; the 3 s default only lets the first round's dials end (the
     /// connect timeout is 3 s) and shows what a freshly started mesh does.
     pub warmup: Duration,
+    /// Set by a scenario file (see [`super::scenario_play`]); empty or none for the built-in
+    /// scenarios.
+    pub file: FileSettings,
+}
+
+/// What a scenario file sets beyond the built-in knobs.
+#[derive(Debug, Clone, Default)]
+pub struct FileSettings {
+    /// The file's name (reported as the scenario) and its time compression.
+    pub name: Option<String>,
+    pub speed: u64,
+    /// Nodes that gossip the agent's `transient` flag.
+    pub transient: Vec<usize>,
+    /// Initial wall-clock offset per node, ms (missing: 0).
+    pub clock_offsets: Vec<i64>,
+    /// Loss per directed pair `(from, to)`, on top of [`FullstackConfig::loss`].
+    pub pair_loss: Vec<(usize, usize, f64)>,
+    /// Windows of virtual time (ms) in which the stand-in receiver refuses every delivery.
+    pub receiver_outages: Vec<(u64, u64)>,
 }
 
 impl FullstackConfig {
+    /// The scenario's name in reports: the file's, or the built-in one's.
+    pub fn label(&self) -> String {
+        self.file
+            .name
+            .clone()
+            .unwrap_or_else(|| self.scenario.name().to_owned())
+    }
+
+    /// The command that reruns this configuration.
+    fn reproduce(&self) -> String {
+        match &self.file.name {
+            Some(name) => format!(
+                "cargo run -p simulations -- fullstack --scenario {name} --speed {} --seed {}",
+                self.file.speed, self.seed
+            ),
+            None => format!(
+                "cargo run -p simulations -- fullstack --scenario {} --nodes {} --seed {}",
+                self.scenario.name(),
+                self.nodes,
+                self.seed
+            ),
+        }
+    }
+
     pub fn new(nodes: usize, seed: u64, scenario: FullScenario) -> Self {
         FullstackConfig {
             nodes,
@@ -148,6 +199,7 @@ impl FullstackConfig {
             receiver_down_until: Duration::ZERO,
             offline_days: 3,
             warmup: Duration::from_secs(3),
+            file: FileSettings::default(),
         }
     }
 }
@@ -155,7 +207,7 @@ impl FullstackConfig {
 /// Figures and verdict of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
-    pub scenario: &'static str,
+    pub scenario: String,
     pub nodes: usize,
     pub seed: u64,
     pub loss: f64,
@@ -218,30 +270,32 @@ impl Outcome {
 /// A fault window between an observer and a subject: declaring the subject dead inside it (or
 /// shortly after) is legitimate.
 #[derive(Debug, Clone)]
-struct Fault {
-    pairs: BTreeSet<(usize, usize)>,
-    from_ms: u64,
-    to_ms: Option<u64>,
+pub(super) struct Fault {
+    pub(super) pairs: BTreeSet<(usize, usize)>,
+    pub(super) from_ms: u64,
+    pub(super) to_ms: Option<u64>,
 }
 
-struct Cluster<'a> {
-    sim: turmoil::Sim<'a>,
-    names: Vec<String>,
-    ips: Vec<IpAddr>,
+pub(super) struct Cluster<'a> {
+    pub(super) sim: turmoil::Sim<'a>,
+    pub(super) names: Vec<String>,
+    pub(super) ips: Vec<IpAddr>,
     probes: Vec<SharedProbe>,
-    clocks: Vec<Arc<NodeClock>>,
+    pub(super) clocks: Vec<Arc<NodeClock>>,
     counters: Vec<Arc<WireCounters>>,
     time: Arc<VirtualTime>,
-    running: Vec<bool>,
-    faults: Vec<Fault>,
+    pub(super) running: Vec<bool>,
+    pub(super) faults: Vec<Fault>,
     trace: Sha256,
-    rng: StdRng,
+    pub(super) rng: StdRng,
     acknowledged: BTreeMap<[u8; 32], String>,
     /// The timestamp (ms) of every acknowledged event, by content hash.
     written_ms: BTreeMap<[u8; 32], i64>,
     window: Duration,
     /// The HLC stamp (NTP64) of every event written, by content hash.
     stamps: BTreeMap<[u8; 32], u64>,
+    /// The stamps of other events (the alerting engines'), read from a store when first held.
+    engine_stamps: BTreeMap<[u8; 32], Option<u64>>,
     /// Writes whose HLC stamp broke causality or did not follow the node's own clock.
     clock_violations: Vec<String>,
     writes: u64,
@@ -252,14 +306,14 @@ struct Cluster<'a> {
     false_dead: u64,
     false_suspicions: u64,
     /// A failure being watched for detection: since when, who must see whom go down.
-    watch: Option<(u64, Vec<usize>, Vec<usize>)>,
-    detected_ms: Option<u64>,
+    pub(super) watch: Option<(u64, Vec<usize>, Vec<usize>)>,
+    pub(super) detected_ms: Option<u64>,
     /// Notifications so far, each with whether a partition or one-way cut was in force.
     sent: Vec<(Delivered, bool)>,
     /// A partition or one-way cut is in force.
-    partitioned: bool,
+    pub(super) partitioned: bool,
     /// When partitions and cuts ended.
-    repairs: Vec<u64>,
+    pub(super) repairs: Vec<u64>,
     /// Who each node saw up at the last sample, and when any of that last changed.
     views: Vec<Option<BTreeSet<String>>>,
     view_changed_ms: u64,
@@ -269,6 +323,13 @@ struct Cluster<'a> {
     alerters_during_fault: Option<Vec<Vec<String>>>,
     alerter_violations: Vec<String>,
     receiver_down_until_ms: u64,
+    receiver_outages: Vec<(u64, u64)>,
+    /// Nodes a `crash_notifier` trap stopped, and when they were crashed.
+    pub(super) trapped: Vec<(usize, u64)>,
+    /// Nodes whose engine a trap stopped, and when their host is to be crashed.
+    doomed: Vec<(usize, u64)>,
+    /// Shared by every node: the first to notify while it is armed stops at its moment.
+    pub(super) notifier_trap: node::NotifierTrap,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -287,7 +348,7 @@ fn data_root() -> Result<tempfile::TempDir, String> {
 }
 
 impl<'a> Cluster<'a> {
-    fn build(cfg: &FullstackConfig) -> Result<Cluster<'a>, String> {
+    pub(super) fn build(cfg: &FullstackConfig) -> Result<Cluster<'a>, String> {
         if !(2..=100).contains(&cfg.nodes) {
             return Err(format!("{} nodes: the full stack runs 2 to 100", cfg.nodes));
         }
@@ -319,6 +380,12 @@ impl<'a> Cluster<'a> {
                 }
             }
         }
+        for &(from, to, rate) in &cfg.file.pair_loss {
+            if let (Some(a), Some(b)) = (ips.get(from), ips.get(to)) {
+                loss.set(*a, *b, rate.max(cfg.loss));
+            }
+        }
+        let notifier_trap = node::NotifierTrap::default();
         let alerting = alerting::Config::from_toml_str(crate::run::ALERTING_TOML)
             .map_err(|e| format!("alerting config: {e}"))?;
         let mut rng = StdRng::seed_from_u64(cfg.seed);
@@ -333,7 +400,7 @@ impl<'a> Cluster<'a> {
                     rng.random_range(-200..=200),
                 )
             } else {
-                (0, 0)
+                (cfg.file.clock_offsets.get(i).copied().unwrap_or(0), 0)
             };
             let clock = Arc::new(NodeClock::new(time.clone(), epoch, offset, drift));
             let identity = ca.issue(name, &[ips[i]], 365).map_err(|e| e.to_string())?;
@@ -357,8 +424,10 @@ impl<'a> Cluster<'a> {
                 seed: cfg.seed.wrapping_mul(31).wrapping_add(i as u64),
                 gossip_interval: cfg.gossip_interval,
                 sync: cfg.sync.clone(),
-                transient: cfg.scenario == FullScenario::OfflineDays && i + 1 == cfg.nodes,
+                transient: (cfg.scenario == FullScenario::OfflineDays && i + 1 == cfg.nodes)
+                    || cfg.file.transient.contains(&i),
                 alerting: alerting.clone(),
+                notifier_trap: notifier_trap.clone(),
             };
             let host_probe = probe.clone();
             sim.host(name.as_str(), move || {
@@ -369,12 +438,7 @@ impl<'a> Cluster<'a> {
             counters.push(counter);
         }
         let mut trace = Sha256::new();
-        trace.update(format!(
-            "{} {} {}\n",
-            cfg.scenario.name(),
-            cfg.nodes,
-            cfg.seed
-        ));
+        trace.update(format!("{} {} {}\n", cfg.label(), cfg.nodes, cfg.seed));
         Ok(Cluster {
             sim,
             running: vec![true; names.len()],
@@ -391,6 +455,7 @@ impl<'a> Cluster<'a> {
             written_ms: BTreeMap::new(),
             window: cfg.sync.window,
             stamps: BTreeMap::new(),
+            engine_stamps: BTreeMap::new(),
             clock_violations: Vec::new(),
             writes: 0,
             spreading: Vec::new(),
@@ -409,18 +474,27 @@ impl<'a> Cluster<'a> {
             alerters_during_fault: None,
             alerter_violations: Vec::new(),
             receiver_down_until_ms: cfg.receiver_down_until.as_millis() as u64,
+            receiver_outages: cfg.file.receiver_outages.clone(),
+            trapped: Vec::new(),
+            doomed: Vec::new(),
+            notifier_trap,
             _dirs: vec![root],
         })
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(super) fn now_ms(&self) -> u64 {
         self.sim.elapsed().as_millis() as u64
+    }
+
+    /// Windows (virtual ms) in which the stand-in receiver refuses every delivery.
+    pub(super) fn set_receiver_outages(&mut self, windows: Vec<(u64, u64)>) {
+        self.receiver_outages = windows;
     }
 
     /// Adds a step of the seeded schedule to the trace. Virtual times stay out of it: when
     /// the mesh forms depends on chitchat's own randomness (outside the seed), and every later
     /// step is timed from there, so times would make the same seed hash differently now and then.
-    fn note(&mut self, what: &str) {
+    pub(super) fn note(&mut self, what: &str) {
         tracing::debug!(target: "fullstack", "{} {what}", self.now_ms());
         self.trace.update(what.as_bytes());
         self.trace.update(b"\n");
@@ -433,6 +507,18 @@ impl<'a> Cluster<'a> {
             .map_err(|e| format!("simulation failed: {e}"))?;
         self.time.set_ms(self.now_ms());
         let now = self.now_ms();
+        for i in 0..self.probes.len() {
+            if std::mem::take(&mut lock(&self.probes[i]).halted) {
+                self.doomed.push((i, now + TRAP_GRACE_MS));
+            }
+        }
+        while let Some(k) = self.doomed.iter().position(|&(_, at)| at <= now) {
+            let (i, _) = self.doomed.remove(k);
+            if self.running[i] {
+                self.crash(i);
+                self.trapped.push((i, now));
+            }
+        }
         if now.is_multiple_of(50)
             && let Some((since, observers, subjects)) = &self.watch
             && self.sees(observers, subjects, false)
@@ -500,7 +586,11 @@ impl<'a> Cluster<'a> {
     fn watch_alerting(&mut self, now: u64) {
         for i in 0..self.probes.len() {
             let mut probe = lock(&self.probes[i]);
-            probe.receiver_down = now < self.receiver_down_until_ms;
+            probe.receiver_down = now < self.receiver_down_until_ms
+                || self
+                    .receiver_outages
+                    .iter()
+                    .any(|&(from, until)| from <= now && now < until);
             let partitioned = self.partitioned;
             self.sent
                 .extend(probe.delivered.drain(..).map(|d| (d, partitioned)));
@@ -575,18 +665,18 @@ impl<'a> Cluster<'a> {
     }
 
     /// The alerter check ran just now and found exactly one alerter in every component.
-    fn alerting_settled(&self) -> bool {
+    pub(super) fn alerting_settled(&self) -> bool {
         self.alerters.as_ref().is_some_and(|(at, found)| {
             *at + 100 >= self.now_ms() && found.iter().all(|a| a.len() == 1)
         })
     }
 
     /// Remembers the alerters of the fault, before a heal or a restart changes the views.
-    fn keep_fault_alerters(&mut self) {
+    pub(super) fn keep_fault_alerters(&mut self) {
         self.alerters_during_fault = self.alerters.as_ref().map(|(_, a)| a.clone());
     }
 
-    fn run_for(&mut self, d: Duration) -> Result<(), String> {
+    pub(super) fn run_for(&mut self, d: Duration) -> Result<(), String> {
         let until = self.now_ms() + d.as_millis() as u64;
         while self.now_ms() < until {
             self.step()?;
@@ -594,7 +684,7 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
-    fn run_until_elapsed(&mut self, at_ms: u64) -> Result<(), String> {
+    pub(super) fn run_until_elapsed(&mut self, at_ms: u64) -> Result<(), String> {
         while self.now_ms() < at_ms {
             self.step()?;
         }
@@ -603,7 +693,7 @@ impl<'a> Cluster<'a> {
 
     /// Steps until `done` holds (checked every 100 ms of virtual time) or `limit` passes;
     /// returns the virtual time it took.
-    fn run_until(
+    pub(super) fn run_until(
         &mut self,
         limit: Duration,
         mut done: impl FnMut(&Cluster<'a>) -> bool,
@@ -620,7 +710,7 @@ impl<'a> Cluster<'a> {
         }
     }
 
-    fn all_pairs(&self, a: &[usize], b: &[usize]) -> BTreeSet<(usize, usize)> {
+    pub(super) fn all_pairs(&self, a: &[usize], b: &[usize]) -> BTreeSet<(usize, usize)> {
         let mut pairs = BTreeSet::new();
         for &x in a {
             for &y in b {
@@ -631,7 +721,7 @@ impl<'a> Cluster<'a> {
         pairs
     }
 
-    fn partition(&mut self, a: &[usize], b: &[usize]) {
+    pub(super) fn partition(&mut self, a: &[usize], b: &[usize]) {
         for &x in a {
             for &y in b {
                 self.sim.partition(self.ips[x], self.ips[y]);
@@ -661,14 +751,14 @@ impl<'a> Cluster<'a> {
         self.note(&format!("heal {a:?} | {b:?}"));
     }
 
-    fn end_faults(&mut self) {
+    pub(super) fn end_faults(&mut self) {
         let now = self.now_ms();
         for f in &mut self.faults {
             f.to_ms.get_or_insert(now);
         }
     }
 
-    fn crash(&mut self, i: usize) {
+    pub(super) fn crash(&mut self, i: usize) {
         let name = self.names[i].clone();
         self.sim.crash(name.as_str());
         {
@@ -688,12 +778,18 @@ impl<'a> Cluster<'a> {
         self.note(&format!("crash {name}"));
     }
 
-    fn restart(&mut self, i: usize) {
+    pub(super) fn restart(&mut self, i: usize) {
         let name = self.names[i].clone();
         self.keep_fault_alerters();
         self.sim.bounce(name.as_str());
         self.running[i] = true;
-        self.end_faults();
+        // Only the crash's own window: a partition still in force stays open.
+        let now = self.now_ms();
+        for f in &mut self.faults {
+            if f.pairs.iter().all(|&(a, b)| a == i || b == i) {
+                f.to_ms.get_or_insert(now);
+            }
+        }
         self.note(&format!("restart {name}"));
     }
 
@@ -707,15 +803,31 @@ impl<'a> Cluster<'a> {
     /// [`Cluster::write`] with an event type and severity of the caller's choice (an event a
     /// shipped alerting rule matches).
     fn write_kind(&mut self, i: usize, event_type: &str, severity: Severity) -> Result<(), String> {
+        let mut event = sync::NewEvent::new(event_type, severity, "fullstack");
+        event.payload.insert("seq".into(), (self.writes + 1).into());
+        self.write_new(i, event)
+    }
+
+    /// Writes `new` on node `i` (see [`Cluster::write`]); a node whose store is not open (down,
+    /// or starting) writes nothing.
+    pub(super) fn write_new(&mut self, i: usize, new: sync::NewEvent) -> Result<(), String> {
+        // Drawn before the store is looked at, so that a node still opening its store after a
+        // restart does not shift the rest of the seed's schedule.
+        let random: [u8; 10] = self.rng.random();
         let Some(store) = lock(&self.probes[i]).store.clone() else {
             return Ok(());
         };
         let at = sync::Clock::now(self.clocks[i].as_ref());
-        let random: [u8; 10] = self.rng.random();
         let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
         self.writes += 1;
-        let mut payload = serde_json::Map::new();
-        payload.insert("seq".into(), self.writes.into());
+        let sync::NewEvent {
+            event_type,
+            severity,
+            source,
+            service,
+            correlation_id,
+            payload,
+        } = new;
         let hlc = store.stamp_hlc();
         self.check_stamp(i, &store, ms, &hlc);
         let mut extra = serde_json::Map::new();
@@ -724,11 +836,11 @@ impl<'a> Cluster<'a> {
             id: uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid(),
             timestamp: at,
             node: self.names[i].clone(),
-            event_type: event_type.into(),
+            event_type: event_type.clone(),
             severity,
-            source: "fullstack".into(),
-            service: "all".into(),
-            correlation_id: String::new(),
+            source,
+            service,
+            correlation_id,
             payload,
             extra,
         };
@@ -751,9 +863,9 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
-    /// A node's new stamp must be later than every stamp it holds that is within the HLC's
-    /// 10-minute tolerance of its clock (causality), and no later than its own clock or such a
-    /// stamp (so the HLC reads this node's clock, not the process's).
+    /// A node's new stamp must be later than every stamp it holds that was within the HLC's
+    /// 10-minute tolerance of its clock when it arrived (causality), and no later than its own
+    /// clock or such a stamp (so the HLC reads this node's clock, not the process's).
     fn check_stamp(&mut self, i: usize, store: &sync::EventStore, clock_ms: u64, hlc: &str) {
         const TOLERANCE_MS: u64 = 600_000;
         let Some(stamp) = hlc_ntp(hlc) else {
@@ -763,12 +875,22 @@ impl<'a> Cluster<'a> {
             ));
             return;
         };
-        let held = store
-            .sync_items(0)
-            .into_iter()
-            .filter_map(|(_, h)| self.stamps.get(&h).copied())
-            .filter(|s| ntp_ms(*s) <= clock_ms + TOLERANCE_MS)
-            .max();
+        // Within the tolerance of the node's clock when the stamp arrived, as the HLC decides
+        // (a stamp refused then stays refused, though the clock may have come closer since).
+        let arrived = std::mem::take(&mut lock(&self.probes[i]).arrived_ms);
+        let mut held: Option<u64> = None;
+        for (_, h) in store.sync_items(0) {
+            let Some(s) = self.stamp_of(store, &h) else {
+                continue;
+            };
+            let at = arrived
+                .get(&h)
+                .map_or(clock_ms, |&ms| u64::try_from(ms).unwrap_or(0));
+            if ntp_ms(s) <= at + TOLERANCE_MS {
+                held = held.max(Some(s));
+            }
+        }
+        lock(&self.probes[i]).arrived_ms = arrived;
         if let Some(h) = held
             && stamp <= h
         {
@@ -786,6 +908,23 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// The HLC stamp of a held event: recorded when the run wrote it, else (an alerting
+    /// engine's event, which moves HLCs too) read once from the store.
+    fn stamp_of(&mut self, store: &sync::EventStore, hash: &[u8; 32]) -> Option<u64> {
+        if let Some(s) = self.stamps.get(hash) {
+            return Some(*s);
+        }
+        if let Some(s) = self.engine_stamps.get(hash) {
+            return *s;
+        }
+        let stamp = store
+            .read_by_hash(hash)
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|doc| hlc_ntp(doc.get("hlc")?.as_str()?));
+        self.engine_stamps.insert(*hash, stamp);
+        stamp
+    }
+
     /// One write on each running node in `on`, `count` rounds, `every` apart.
     fn write_rounds(&mut self, on: &[usize], count: usize, every: Duration) -> Result<(), String> {
         for _ in 0..count {
@@ -800,7 +939,7 @@ impl<'a> Cluster<'a> {
     }
 
     /// Every running node holds the same events, and every acknowledged event among them.
-    fn converged(&self) -> bool {
+    pub(super) fn converged(&self) -> bool {
         let since = self.window_start();
         let mut first: Option<BTreeSet<[u8; 32]>> = None;
         for (i, probe) in self.probes.iter().enumerate() {
@@ -846,7 +985,7 @@ impl<'a> Cluster<'a> {
 
     /// Every running observer in `observers` sees every node in `subjects` as up (`up`) or
     /// none of them (`!up`).
-    fn sees(&self, observers: &[usize], subjects: &[usize], up: bool) -> bool {
+    pub(super) fn sees(&self, observers: &[usize], subjects: &[usize], up: bool) -> bool {
         observers.iter().filter(|&&o| self.running[o]).all(|&o| {
             let probe = lock(&self.probes[o]);
             subjects
@@ -856,11 +995,11 @@ impl<'a> Cluster<'a> {
         })
     }
 
-    fn everyone(&self) -> Vec<usize> {
+    pub(super) fn everyone(&self) -> Vec<usize> {
         (0..self.names.len()).collect()
     }
 
-    fn finish(
+    pub(super) fn finish(
         mut self,
         cfg: &FullstackConfig,
         figures: Figures,
@@ -974,18 +1113,12 @@ impl<'a> Cluster<'a> {
         };
         let first_violation = violations.first().cloned();
         if let Some(v) = first_violation {
-            violations[0] = format!(
-                "seed {}: {v} (reproduce: cargo run -p simulations -- fullstack --scenario {} --nodes {} --seed {})",
-                cfg.seed,
-                cfg.scenario.name(),
-                cfg.nodes,
-                cfg.seed
-            );
+            violations[0] = format!("seed {}: {v} (reproduce: {})", cfg.seed, cfg.reproduce());
         }
         let mut spread = self.spread_ms.clone();
         spread.sort_unstable();
         Outcome {
-            scenario: cfg.scenario.name(),
+            scenario: cfg.label(),
             nodes: cfg.nodes,
             seed: cfg.seed,
             loss: cfg.loss,
@@ -1022,7 +1155,8 @@ impl<'a> Cluster<'a> {
 /// No `(episode, receiver, stage)` accepted twice, unless a copy was sent while a partition or
 /// one-way cut was in force or a repair falls between the copies (the discrete simulation's
 /// rule in `report.rs`): each side of a split has its own alerter and cannot see the other's
-/// ledger.
+/// ledger. A copy whose sender died before it recorded the outcome (an orphan) allows one more,
+/// as in `report.rs`: nobody can know that it arrived.
 fn duplicate_notifications(sent: &[(Delivered, bool)], repairs: &[u64]) -> Vec<String> {
     type Key<'a> = (&'a str, &'a str, &'a str);
     let mut by_key: BTreeMap<Key<'_>, Vec<&(Delivered, bool)>> = BTreeMap::new();
@@ -1034,7 +1168,8 @@ fn duplicate_notifications(sent: &[(Delivered, bool)], repairs: &[u64]) -> Vec<S
     }
     let mut out = Vec::new();
     for ((episode, receiver, stage), sends) in by_key {
-        if sends.len() < 2 {
+        let orphans = sends.iter().filter(|(d, _)| d.orphan).count();
+        if sends.len() < 2 + orphans {
             continue;
         }
         let first = sends[0].0.at_ms;
@@ -1068,10 +1203,10 @@ fn ntp_ms(ntp: u64) -> u64 {
 }
 
 #[derive(Default)]
-struct Figures {
-    join_ms: Option<u64>,
-    detection_ms: Option<u64>,
-    convergence_ms: Option<u64>,
+pub(super) struct Figures {
+    pub(super) join_ms: Option<u64>,
+    pub(super) detection_ms: Option<u64>,
+    pub(super) convergence_ms: Option<u64>,
 }
 
 /// Runs one scenario with one seed.
@@ -1093,6 +1228,9 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
     let n = cfg.nodes;
     let settle = cfg.settle_limit;
     match cfg.scenario {
+        FullScenario::File => {
+            return Err("a scenario file is played by fullstack::scenario_play::play".into());
+        }
         FullScenario::Steady | FullScenario::Skew => {
             // The first round opens most QUIC connections (gossip has dialled only a few
             // peers by now). Young connections are slow to repair a lost packet: see
@@ -1270,6 +1408,7 @@ mod tests {
             rule: "build_failed".into(),
             stage: "Firing".into(),
             accepted: true,
+            orphan: false,
         };
         (d, split)
     }
@@ -1288,5 +1427,12 @@ mod tests {
         let mut refused = twice.clone();
         refused[0].0.accepted = false;
         assert!(duplicate_notifications(&refused, &[]).is_empty());
+        // The sender died before it learnt the first copy arrived: one more is allowed, two
+        // are not.
+        let mut orphaned = twice.to_vec();
+        orphaned[0].0.orphan = true;
+        assert!(duplicate_notifications(&orphaned, &[]).is_empty());
+        orphaned.push(sent("n2", 9_000, false));
+        assert_eq!(duplicate_notifications(&orphaned, &[]).len(), 1);
     }
 }
