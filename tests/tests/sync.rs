@@ -510,3 +510,140 @@ fn a_clock_ten_minutes_ahead_does_not_confuse_incidents() {
     assert!(ts.with_timezone(&chrono::Utc) - chrono::Utc::now() > chrono::Duration::minutes(9));
     assert!(events[0]["hlc"].is_string());
 }
+
+/// `peer`'s entry in a node's `/v1/sync` (null when it has none yet).
+fn sync_peer(agent: &Agent, peer: &str) -> Value {
+    agent.get_json("/v1/sync")["peers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["peer"] == peer).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn sync_now(agent: &Agent, peer: &str) {
+    let path = format!("/v1/sync/now?peer={peer}");
+    let token = std::fs::read_to_string(agent.data_dir.join("api-token")).unwrap();
+    let (status, body) =
+        labmesh_tests::http_auth(agent.api, "POST", &path, Some(token.trim()), None).unwrap();
+    assert_eq!(status, 200, "POST {path}: {body}");
+}
+
+/// Bravo stops answering while alpha has a session open with it, then restarts (a new process,
+/// a new mesh generation). Alpha drops that session as soon as it sees the new generation
+/// instead of holding it until the 60 s session timeout, so a session with the new process
+/// starts and completes at once; an event alpha wrote while bravo was down reaches it.
+#[test]
+fn a_session_with_a_restarted_peer_is_dropped_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = {
+        let data = dir.path().join("alpha");
+        let gossip = format!("127.0.0.1:{}", free_udp_port());
+        let debug = ["--log-level", "labmesh::sync_driver=debug,info"];
+        let agent = Agent::start(&data, &args("alpha", &gossip, &debug));
+        Node {
+            name: "alpha".into(),
+            data,
+            gossip,
+            agent: Some(agent),
+        }
+    };
+    let mut bravo = join(dir.path(), &alpha, "bravo", &[]);
+    let a = alpha.agent.as_ref().unwrap();
+    let logs = |alpha: &Node, bravo: &Node| {
+        format!(
+            "alpha log:\n{}\nbravo log:\n{}",
+            std::fs::read_to_string(alpha.data.with_extension("agent.log")).unwrap_or_default(),
+            std::fs::read_to_string(bravo.data.with_extension("agent.log")).unwrap_or_default()
+        )
+    };
+    wait_until("bravo alive on alpha", Duration::from_secs(30), || {
+        a.get_json("/v1/nodes")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "bravo" && n["liveness"] == "alive")
+    });
+
+    // Bravo freezes; alpha opens a session with it that is never answered.
+    let pid = rustix::process::Pid::from_raw(bravo.agent.as_ref().unwrap().pid()).unwrap();
+    rustix::process::kill_process(pid, Signal::STOP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = sync_peer(a, "bravo");
+    let started = before["sessions_started"].as_u64().unwrap_or(0);
+    let completed = before["sessions_completed"].as_u64().unwrap_or(0);
+    sync_now(a, "bravo");
+    wait_until("alpha starts a session", Duration::from_secs(10), || {
+        sync_peer(a, "bravo")["sessions_started"]
+            .as_u64()
+            .unwrap_or(0)
+            > started
+    });
+    let stale_since = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sync_peer(a, "bravo")["sessions_completed"].as_u64(),
+        Some(completed),
+        "a frozen bravo cannot answer"
+    );
+    // Alpha writes while bravo is down: the push is lost, only a session can deliver it.
+    emit_lines(&alpha, &[json!({"type": "written_while_bravo_was_down"})]);
+
+    // Bravo's process dies and a new one starts on the same address.
+    bravo.agent.take().unwrap().stop_with(Signal::KILL);
+    let gossip = bravo.gossip.clone();
+    bravo.agent = Some(Agent::start(
+        &bravo.data,
+        &args("bravo", &gossip, &["--seed", &alpha.gossip]),
+    ));
+    let restarted_after = stale_since.elapsed();
+    eprintln!("bravo restarted {restarted_after:?} after alpha's session began");
+    // The stale session would block alpha until 60 s after it began; leave a margin for a slow
+    // machine, and make sure the rest of the test still fits before that.
+    let budget = Duration::from_secs(50).saturating_sub(restarted_after);
+    assert!(
+        budget >= Duration::from_secs(15),
+        "bravo took {restarted_after:?} to restart; too slow to tell a dropped session from an expired one"
+    );
+    let b = bravo.agent.as_ref().unwrap();
+    let mut last_nudge: Option<std::time::Instant> = None;
+    let deadline = std::time::Instant::now() + budget;
+    loop {
+        let peer = sync_peer(a, "bravo");
+        if peer["sessions_completed"].as_u64().unwrap_or(0) > completed {
+            eprintln!(
+                "alpha completed a session with the new bravo {:?} after the stale one began",
+                stale_since.elapsed()
+            );
+            assert!(
+                peer["sessions_abandoned"].as_u64().unwrap_or(0) >= 1,
+                "{peer:#}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alpha still holds its session with bravo's old process {:?} after it began: {peer:#}\n{}",
+            stale_since.elapsed(),
+            logs(&alpha, &bravo)
+        );
+        if last_nudge.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            sync_now(a, "bravo");
+            last_nudge = Some(std::time::Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until("bravo has alpha's event", Duration::from_secs(20), || {
+        b.get_json("/v1/events?type=written_while_bravo_was_down")
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+    });
+    assert!(
+        alpha
+            .agent
+            .as_ref()
+            .unwrap()
+            .log_text()
+            .contains("dropped sync sessions with a peer's old process"),
+        "{}",
+        logs(&alpha, &bravo)
+    );
+}
