@@ -1,5 +1,6 @@
 //! Sync with real processes: the offline laptop catches up in both directions, and every node
 //! computes the same world.
+//! A session with a peer's process that restarted or died is dropped at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,14 +21,10 @@ struct Node {
 }
 
 fn args<'a>(name: &'a str, gossip: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "--name",
-        name,
-        "--gossip-addr",
-        gossip,
-        "--gossip-interval",
-        "100ms",
-    ];
+    let mut v = vec!["--name", name, "--gossip-addr", gossip];
+    if !extra.contains(&"--gossip-interval") {
+        v.extend(["--gossip-interval", "100ms"]);
+    }
     v.extend_from_slice(extra);
     v
 }
@@ -50,8 +47,11 @@ fn join(dir: &Path, ca: &Node, name: &str, extra: &[&str]) -> Node {
     let data = dir.join(name);
     let gossip = format!("127.0.0.1:{}", free_udp_port());
     let b = bundle.display().to_string();
-    let mut a = args(name, &gossip, &["--join", &b, "--seed", &ca.gossip]);
-    a.extend_from_slice(extra);
+    let a = args(
+        name,
+        &gossip,
+        &[&["--join", &b, "--seed", &ca.gossip], extra].concat(),
+    );
     let agent = Agent::start(&data, &a);
     Node {
         name: name.into(),
@@ -527,34 +527,44 @@ fn sync_now(agent: &Agent, peer: &str) {
     assert_eq!(status, 200, "POST {path}: {body}");
 }
 
-/// Bravo stops answering while alpha has a session open with it, then restarts (a new process,
-/// a new mesh generation). Alpha drops that session as soon as it sees the new generation
-/// instead of holding it until the 60 s session timeout, so a session with the new process
-/// starts and completes at once; an event alpha wrote while bravo was down reaches it.
-#[test]
-fn a_session_with_a_restarted_peer_is_dropped_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let alpha = {
-        let data = dir.path().join("alpha");
-        let gossip = format!("127.0.0.1:{}", free_udp_port());
-        let debug = ["--log-level", "labmesh::sync_driver=debug,info"];
-        let agent = Agent::start(&data, &args("alpha", &gossip, &debug));
-        Node {
-            name: "alpha".into(),
-            data,
-            gossip,
-            agent: Some(agent),
-        }
+/// Gossip slow enough that a peer frozen for a few seconds is not yet declared dead.
+const SLOW_GOSSIP: [&str; 2] = ["--gossip-interval", "1s"];
+
+fn agent_logs(nodes: &[&Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            let log = std::fs::read_to_string(n.data.with_extension("agent.log"));
+            format!("{} log:\n{}\n", n.name, log.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Alpha (sync logged at debug) and bravo, both started with `extra`, with a session alpha
+/// opened with bravo that bravo never answers: bravo is frozen (SIGSTOP) when it starts.
+struct StaleSession {
+    alpha: Node,
+    bravo: Node,
+    /// Alpha's `sessions_completed` with bravo before the stale session.
+    completed: u64,
+    /// When the stale session began.
+    since: std::time::Instant,
+}
+
+fn stale_session(dir: &Path, extra: &[&str]) -> StaleSession {
+    let data = dir.join("alpha");
+    let gossip = format!("127.0.0.1:{}", free_udp_port());
+    let mut alpha_extra = vec!["--log-level", "labmesh::sync_driver=debug,info"];
+    alpha_extra.extend_from_slice(extra);
+    let agent = Agent::start(&data, &args("alpha", &gossip, &alpha_extra));
+    let alpha = Node {
+        name: "alpha".into(),
+        data,
+        gossip,
+        agent: Some(agent),
     };
-    let mut bravo = join(dir.path(), &alpha, "bravo", &[]);
+    let bravo = join(dir, &alpha, "bravo", extra);
     let a = alpha.agent.as_ref().unwrap();
-    let logs = |alpha: &Node, bravo: &Node| {
-        format!(
-            "alpha log:\n{}\nbravo log:\n{}",
-            std::fs::read_to_string(alpha.data.with_extension("agent.log")).unwrap_or_default(),
-            std::fs::read_to_string(bravo.data.with_extension("agent.log")).unwrap_or_default()
-        )
-    };
     wait_until("bravo alive on alpha", Duration::from_secs(30), || {
         a.get_json("/v1/nodes")
             .as_array()
@@ -562,8 +572,6 @@ fn a_session_with_a_restarted_peer_is_dropped_at_once() {
             .iter()
             .any(|n| n["node"] == "bravo" && n["liveness"] == "alive")
     });
-
-    // Bravo freezes; alpha opens a session with it that is never answered.
     let pid = rustix::process::Pid::from_raw(bravo.agent.as_ref().unwrap().pid()).unwrap();
     rustix::process::kill_process(pid, Signal::STOP).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -577,13 +585,37 @@ fn a_session_with_a_restarted_peer_is_dropped_at_once() {
             .unwrap_or(0)
             > started
     });
-    let stale_since = std::time::Instant::now();
+    let since = std::time::Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         sync_peer(a, "bravo")["sessions_completed"].as_u64(),
         Some(completed),
         "a frozen bravo cannot answer"
     );
+    StaleSession {
+        alpha,
+        bravo,
+        completed,
+        since,
+    }
+}
+
+/// Bravo stops answering while alpha has a session open with it, then restarts (a new process,
+/// a new mesh generation) before the freeze alone would get it declared dead (gossip every
+/// 1 s). Alpha drops that session as soon as the new generation shows up (the view shows it
+/// dead until its first heartbeat, or alive under a new generation) instead of holding it
+/// until the 60 s session timeout, so a session with the new process starts and completes at
+/// once; an event alpha wrote while bravo was down reaches it.
+#[test]
+fn a_session_with_a_restarted_peer_is_dropped_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let StaleSession {
+        alpha,
+        mut bravo,
+        completed,
+        since: stale_since,
+    } = stale_session(dir.path(), &SLOW_GOSSIP);
+    let a = alpha.agent.as_ref().unwrap();
     // Alpha writes while bravo is down: the push is lost, only a session can deliver it.
     emit_lines(&alpha, &[json!({"type": "written_while_bravo_was_down"})]);
 
@@ -592,7 +624,11 @@ fn a_session_with_a_restarted_peer_is_dropped_at_once() {
     let gossip = bravo.gossip.clone();
     bravo.agent = Some(Agent::start(
         &bravo.data,
-        &args("bravo", &gossip, &["--seed", &alpha.gossip]),
+        &args(
+            "bravo",
+            &gossip,
+            &[&["--seed", &alpha.gossip], &SLOW_GOSSIP[..]].concat(),
+        ),
     ));
     let restarted_after = stale_since.elapsed();
     eprintln!("bravo restarted {restarted_after:?} after alpha's session began");
@@ -623,7 +659,7 @@ fn a_session_with_a_restarted_peer_is_dropped_at_once() {
             std::time::Instant::now() < deadline,
             "alpha still holds its session with bravo's old process {:?} after it began: {peer:#}\n{}",
             stale_since.elapsed(),
-            logs(&alpha, &bravo)
+            agent_logs(&[&alpha, &bravo])
         );
         if last_nudge.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             sync_now(a, "bravo");
@@ -637,13 +673,53 @@ fn a_session_with_a_restarted_peer_is_dropped_at_once() {
             .is_some_and(|v| !v.is_empty())
     });
     assert!(
-        alpha
-            .agent
-            .as_ref()
-            .unwrap()
-            .log_text()
+        a.log_text()
             .contains("dropped sync sessions with a peer's old process"),
         "{}",
-        logs(&alpha, &bravo)
+        agent_logs(&[&alpha, &bravo])
+    );
+}
+
+/// Bravo stays frozen until alpha declares it dead (a few seconds, gossip every 300 ms):
+/// alpha drops the session then, not at the 60 s session timeout, so it stops counting against
+/// `max_sessions` and a returning bravo gets a session at once.
+#[test]
+fn a_session_with_a_peer_declared_dead_is_dropped_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = stale_session(dir.path(), &["--gossip-interval", "300ms"]);
+    let a = stale.alpha.agent.as_ref().unwrap();
+    wait_until("bravo not live on alpha", Duration::from_secs(30), || {
+        !a.get_json("/v1/nodes").as_array().unwrap().iter().any(|n| {
+            n["node"] == "bravo" && (n["liveness"] == "alive" || n["liveness"] == "suspect")
+        })
+    });
+    let dead_after = stale.since.elapsed();
+    let budget = Duration::from_secs(50).saturating_sub(dead_after);
+    assert!(
+        budget >= Duration::from_secs(10),
+        "bravo took {dead_after:?} to be declared dead; too slow to tell a dropped session from an expired one"
+    );
+    let deadline = std::time::Instant::now() + budget;
+    loop {
+        let peer = sync_peer(a, "bravo");
+        if peer["sessions_abandoned"].as_u64().unwrap_or(0) >= 1 {
+            eprintln!(
+                "alpha dropped the session {:?} after it began (bravo dead after {dead_after:?})",
+                stale.since.elapsed()
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alpha still holds its session with a dead bravo {:?} after it began: {peer:#}\n{}",
+            stale.since.elapsed(),
+            agent_logs(&[&stale.alpha, &stale.bravo])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        sync_peer(a, "bravo")["sessions_completed"].as_u64(),
+        Some(stale.completed),
+        "dropped, not completed"
     );
 }
