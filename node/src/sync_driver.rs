@@ -250,9 +250,10 @@ impl SyncDriver {
 
     fn abandon(&self, peer: &str, why: Departure) {
         let dropped = lock(&self.core).abandon(peer);
-        if dropped > 0 {
-            *lock(&self.abandoned).entry(peer.to_owned()).or_default() += dropped as u64;
+        if dropped == 0 {
+            return;
         }
+        *lock(&self.abandoned).entry(peer.to_owned()).or_default() += dropped as u64;
         tracing::debug!(
             peer,
             reason = why.as_str(),
