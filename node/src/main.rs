@@ -45,6 +45,7 @@ mod score_card;
 mod settings;
 mod status_view;
 mod sync_driver;
+mod sync_peers;
 mod timespec;
 mod web;
 mod workers;

@@ -260,6 +260,12 @@ fn store_and_sync(state: &ApiState, out: &mut Out) {
         None,
         t.sessions_completed,
     );
+    out.counter(
+        "sync_sessions_abandoned",
+        "Sync reconciliation sessions dropped because the peer restarted or stopped being live, since the agent started",
+        None,
+        t.sessions_abandoned,
+    );
 }
 
 fn checks_and_workers(state: &ApiState, out: &mut Out) {

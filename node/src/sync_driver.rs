@@ -15,6 +15,7 @@ use sync::{EventStore, IndexEntry};
 use tokio::sync::mpsc;
 
 use crate::peer::PeerRuntime;
+use crate::sync_peers::{Departure, peers_to_abandon};
 use crate::world_driver::{WORLD_HASH_KEY, WorldRuntime};
 
 /// Gossip key holding this node's event-set fingerprint (`<count>:<hex>`). Owned by sync.
@@ -22,6 +23,17 @@ pub const FINGERPRINT_KEY: &str = "sync_fp";
 
 /// A peer's send queue and the address its sending task delivers to.
 type PeerQueue = (SocketAddr, mpsc::Sender<Vec<u8>>);
+
+/// A live peer as the mesh view shows it.
+struct LivePeer {
+    addr: SocketAddr,
+    /// Its gossiped `sync_fp`; empty until it publishes one.
+    fingerprint: String,
+    /// Its mesh generation: a new one is a new process.
+    generation: u64,
+}
+
+type LivePeers = BTreeMap<String, LivePeer>;
 
 /// Messages queued per peer. A session over a big difference hands out all its batches at
 /// once (100k events = 200 batches of 500), and a dropped batch costs a later round trip by
@@ -79,6 +91,8 @@ pub struct PeerSyncView {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub events_refused: u64,
+    /// Sessions dropped because the peer restarted or stopped being live.
+    pub sessions_abandoned: u64,
 }
 
 /// Sync figures summed over every peer.
@@ -90,6 +104,7 @@ pub struct SyncTotals {
     pub bytes_received: u64,
     pub sessions_completed: u64,
     pub events_refused: u64,
+    pub sessions_abandoned: u64,
 }
 
 pub struct SyncDriver {
@@ -105,6 +120,10 @@ pub struct SyncDriver {
     refusals: Mutex<std::collections::VecDeque<serde_json::Value>>,
     last_session: Mutex<BTreeMap<String, Instant>>,
     differ_since: Mutex<HashMap<String, Instant>>,
+    /// Live peers and their mesh generations as last seen, to notice restarts and departures.
+    generations: Mutex<BTreeMap<String, u64>>,
+    /// Per peer: sessions dropped because it restarted or stopped being live.
+    abandoned: Mutex<BTreeMap<String, u64>>,
     queues: Mutex<HashMap<String, PeerQueue>>,
     /// Per peer: when a world snapshot was last offered, and the wait before the next.
     last_world_sent: Mutex<HashMap<String, (Instant, Duration)>>,
@@ -165,6 +184,8 @@ impl SyncDriver {
             refusals: Mutex::new(std::collections::VecDeque::new()),
             last_session: Mutex::new(BTreeMap::new()),
             differ_since: Mutex::new(HashMap::new()),
+            generations: Mutex::new(BTreeMap::new()),
+            abandoned: Mutex::new(BTreeMap::new()),
             queues: Mutex::new(HashMap::new()),
             now_tx,
             now_rx: Mutex::new(Some(now_rx)),
@@ -188,21 +209,57 @@ impl SyncDriver {
             .map_or(0, |t| t.and_utc().timestamp_millis())
     }
 
-    /// Live peers by name, with the address to reach them.
-    async fn live_peers(&self) -> BTreeMap<String, (SocketAddr, String)> {
+    /// Live peers by name. Every caller acts on what it returns, so this is also where
+    /// sessions with a process that restarted or went away are dropped, before anyone decides
+    /// from the new view whether a session with that peer is already running.
+    async fn live_peers(&self) -> LivePeers {
         let view = self.peer.mesh.view().await;
-        view.peers
+        let live: LivePeers = view
+            .peers
             .iter()
             .filter(|p| p.liveness.is_up())
             .map(|p| {
-                let fp = p
+                let fingerprint = p
                     .key_values
                     .get(FINGERPRINT_KEY)
                     .cloned()
                     .unwrap_or_default();
-                (p.node.clone(), (p.gossip_addr, fp))
+                let peer = LivePeer {
+                    addr: p.gossip_addr,
+                    fingerprint,
+                    generation: p.generation,
+                };
+                (p.node.clone(), peer)
             })
-            .collect()
+            .collect();
+        let current: BTreeMap<String, u64> = live
+            .iter()
+            .map(|(n, p)| (n.clone(), p.generation))
+            .collect();
+        let departed = {
+            let mut known = lock(&self.generations);
+            let departed = peers_to_abandon(&known, &current);
+            *known = current;
+            departed
+        };
+        for (name, why) in departed {
+            self.abandon(&name, why);
+        }
+        live
+    }
+
+    fn abandon(&self, peer: &str, why: Departure) {
+        let dropped = lock(&self.core).abandon(peer);
+        if dropped == 0 {
+            return;
+        }
+        *lock(&self.abandoned).entry(peer.to_owned()).or_default() += dropped as u64;
+        tracing::debug!(
+            peer,
+            reason = why.as_str(),
+            sessions = dropped,
+            "dropped sync sessions with a peer's old process"
+        );
     }
 
     /// Asks for a reconciliation now (`labmesh sync now [PEER]`).
@@ -239,14 +296,10 @@ impl SyncDriver {
         }
     }
 
-    async fn perform(
-        self: &Arc<Self>,
-        out: Outbox,
-        peers: &BTreeMap<String, (SocketAddr, String)>,
-    ) {
+    async fn perform(self: &Arc<Self>, out: Outbox, peers: &LivePeers) {
         for (to, msg) in out.send {
             match peers.get(&to) {
-                Some((addr, _)) => self.send(&to, *addr, &msg),
+                Some(p) => self.send(&to, p.addr, &msg),
                 None => tracing::debug!(peer = %to, "not live; dropped a sync message"),
             }
         }
@@ -272,11 +325,7 @@ impl SyncDriver {
         }
     }
 
-    async fn start_session(
-        self: &Arc<Self>,
-        peer: &str,
-        peers: &BTreeMap<String, (SocketAddr, String)>,
-    ) {
+    async fn start_session(self: &Arc<Self>, peer: &str, peers: &LivePeers) {
         let mut out = Outbox::default();
         let store = self.store.clone();
         let since = self.since_ms();
@@ -343,7 +392,11 @@ impl SyncDriver {
                             }
                             let mut peers = peers;
                             // A peer that just wrote to us may not be "alive" in our view yet.
-                            peers.entry(msg.from.node.clone()).or_insert((msg.from_addr, String::new()));
+                            peers.entry(msg.from.node.clone()).or_insert(LivePeer {
+                                addr: msg.from_addr,
+                                fingerprint: String::new(),
+                                generation: 0,
+                            });
                             self.perform(out, &peers).await;
                         }
                         Err(e) => self.refuse(&msg.from.node, 1, "sync message", &e.to_string()),
@@ -391,7 +444,8 @@ impl SyncDriver {
                     {
                         let mut differ = lock(&self.differ_since);
                         differ.retain(|n, _| peers.contains_key(n));
-                        for (name, (_, their)) in &peers {
+                        for (name, peer) in &peers {
+                            let their = &peer.fingerprint;
                             if their.is_empty() || *their == fp {
                                 differ.remove(name);
                                 continue;
@@ -495,6 +549,7 @@ impl SyncDriver {
             t.sessions_completed += s.sessions_completed;
         }
         t.events_refused = lock(&self.refused).values().sum();
+        t.sessions_abandoned = lock(&self.abandoned).values().sum();
         t
     }
 
@@ -505,6 +560,7 @@ impl SyncDriver {
         let stats = lock(&self.core).stats.clone();
         let refused = lock(&self.refused).clone();
         let last = lock(&self.last_session).clone();
+        let abandoned = lock(&self.abandoned).clone();
         let peers: Vec<PeerSyncView> = view
             .peers
             .iter()
@@ -527,6 +583,7 @@ impl SyncDriver {
                     bytes_sent: s.bytes_sent,
                     bytes_received: s.bytes_received,
                     events_refused: refused.get(&p.node).copied().unwrap_or(0),
+                    sessions_abandoned: abandoned.get(&p.node).copied().unwrap_or(0),
                 }
             })
             .collect();

@@ -264,9 +264,12 @@ impl SyncCore {
         before - self.sessions.len()
     }
 
-    /// Forgets sessions with a peer that went away (the next session redoes what is missing).
-    pub fn abandon(&mut self, peer: &str) {
+    /// Forgets sessions with a peer that went away or restarted (the next session redoes what
+    /// is missing); returns how many.
+    pub fn abandon(&mut self, peer: &str) -> usize {
+        let before = self.sessions.len();
         self.sessions.retain(|_, s| s.peer != peer);
+        before - self.sessions.len()
     }
 
     /// Handles one message from `from`. Errors name what was wrong; the driver counts them.
@@ -557,6 +560,22 @@ mod tests {
             a.events.keys().collect::<Vec<_>>(),
             b.events.keys().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn abandon_drops_only_that_peers_sessions() {
+        let src = Mem::default();
+        let mut core = SyncCore::new(1);
+        let (mut out, mut stored, mut wire) = (VecDeque::new(), Vec::new(), 0);
+        for peer in ["b", "c"] {
+            core.start(&mut Rt(&mut out, &mut stored, &mut wire), &src, peer, 0, 0)
+                .unwrap();
+        }
+        assert_eq!(core.abandon("b"), 1);
+        assert_eq!(core.abandon("b"), 0);
+        assert!(!core.in_session_with("b"));
+        assert!(core.in_session_with("c"));
+        assert_eq!(core.sessions_in_flight(), 1);
     }
 
     #[test]

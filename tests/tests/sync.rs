@@ -1,5 +1,6 @@
 //! Sync with real processes: the offline laptop catches up in both directions, and every node
 //! computes the same world.
+//! A session with a peer's process that restarted or died is dropped at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,14 +21,10 @@ struct Node {
 }
 
 fn args<'a>(name: &'a str, gossip: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "--name",
-        name,
-        "--gossip-addr",
-        gossip,
-        "--gossip-interval",
-        "100ms",
-    ];
+    let mut v = vec!["--name", name, "--gossip-addr", gossip];
+    if !extra.contains(&"--gossip-interval") {
+        v.extend(["--gossip-interval", "100ms"]);
+    }
     v.extend_from_slice(extra);
     v
 }
@@ -50,8 +47,11 @@ fn join(dir: &Path, ca: &Node, name: &str, extra: &[&str]) -> Node {
     let data = dir.join(name);
     let gossip = format!("127.0.0.1:{}", free_udp_port());
     let b = bundle.display().to_string();
-    let mut a = args(name, &gossip, &["--join", &b, "--seed", &ca.gossip]);
-    a.extend_from_slice(extra);
+    let a = args(
+        name,
+        &gossip,
+        &[&["--join", &b, "--seed", &ca.gossip], extra].concat(),
+    );
     let agent = Agent::start(&data, &a);
     Node {
         name: name.into(),
@@ -509,4 +509,217 @@ fn a_clock_ten_minutes_ahead_does_not_confuse_incidents() {
         chrono::DateTime::parse_from_rfc3339(events[0]["timestamp"].as_str().unwrap()).unwrap();
     assert!(ts.with_timezone(&chrono::Utc) - chrono::Utc::now() > chrono::Duration::minutes(9));
     assert!(events[0]["hlc"].is_string());
+}
+
+/// `peer`'s entry in a node's `/v1/sync` (null when it has none yet).
+fn sync_peer(agent: &Agent, peer: &str) -> Value {
+    agent.get_json("/v1/sync")["peers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["peer"] == peer).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn sync_now(agent: &Agent, peer: &str) {
+    let path = format!("/v1/sync/now?peer={peer}");
+    let token = std::fs::read_to_string(agent.data_dir.join("api-token")).unwrap();
+    let (status, body) =
+        labmesh_tests::http_auth(agent.api, "POST", &path, Some(token.trim()), None).unwrap();
+    assert_eq!(status, 200, "POST {path}: {body}");
+}
+
+/// Gossip slow enough that a peer frozen for a few seconds is not yet declared dead.
+const SLOW_GOSSIP: [&str; 2] = ["--gossip-interval", "1s"];
+
+fn agent_logs(nodes: &[&Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            let log = std::fs::read_to_string(n.data.with_extension("agent.log"));
+            format!("{} log:\n{}\n", n.name, log.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Alpha (sync logged at debug) and bravo, both started with `extra`, with a session alpha
+/// opened with bravo that bravo never answers: bravo is frozen (SIGSTOP) when it starts.
+struct StaleSession {
+    alpha: Node,
+    bravo: Node,
+    /// Alpha's `sessions_completed` with bravo before the stale session.
+    completed: u64,
+    /// When the stale session began.
+    since: std::time::Instant,
+}
+
+fn stale_session(dir: &Path, extra: &[&str]) -> StaleSession {
+    let data = dir.join("alpha");
+    let gossip = format!("127.0.0.1:{}", free_udp_port());
+    let mut alpha_extra = vec!["--log-level", "labmesh::sync_driver=debug,info"];
+    alpha_extra.extend_from_slice(extra);
+    let agent = Agent::start(&data, &args("alpha", &gossip, &alpha_extra));
+    let alpha = Node {
+        name: "alpha".into(),
+        data,
+        gossip,
+        agent: Some(agent),
+    };
+    let bravo = join(dir, &alpha, "bravo", extra);
+    let a = alpha.agent.as_ref().unwrap();
+    wait_until("bravo alive on alpha", Duration::from_secs(30), || {
+        a.get_json("/v1/nodes")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "bravo" && n["liveness"] == "alive")
+    });
+    let pid = rustix::process::Pid::from_raw(bravo.agent.as_ref().unwrap().pid()).unwrap();
+    rustix::process::kill_process(pid, Signal::STOP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = sync_peer(a, "bravo");
+    let started = before["sessions_started"].as_u64().unwrap_or(0);
+    let completed = before["sessions_completed"].as_u64().unwrap_or(0);
+    sync_now(a, "bravo");
+    wait_until("alpha starts a session", Duration::from_secs(10), || {
+        sync_peer(a, "bravo")["sessions_started"]
+            .as_u64()
+            .unwrap_or(0)
+            > started
+    });
+    let since = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sync_peer(a, "bravo")["sessions_completed"].as_u64(),
+        Some(completed),
+        "a frozen bravo cannot answer"
+    );
+    StaleSession {
+        alpha,
+        bravo,
+        completed,
+        since,
+    }
+}
+
+/// Bravo stops answering while alpha has a session open with it, then restarts (a new process,
+/// a new mesh generation) before the freeze alone would get it declared dead (gossip every
+/// 1 s). Alpha drops that session as soon as the new generation shows up (the view shows it
+/// dead until its first heartbeat, or alive under a new generation) instead of holding it
+/// until the 60 s session timeout, so a session with the new process starts and completes at
+/// once; an event alpha wrote while bravo was down reaches it.
+#[test]
+fn a_session_with_a_restarted_peer_is_dropped_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let StaleSession {
+        alpha,
+        mut bravo,
+        completed,
+        since: stale_since,
+    } = stale_session(dir.path(), &SLOW_GOSSIP);
+    let a = alpha.agent.as_ref().unwrap();
+    // Alpha writes while bravo is down: the push is lost, only a session can deliver it.
+    emit_lines(&alpha, &[json!({"type": "written_while_bravo_was_down"})]);
+
+    // Bravo's process dies and a new one starts on the same address.
+    bravo.agent.take().unwrap().stop_with(Signal::KILL);
+    let gossip = bravo.gossip.clone();
+    bravo.agent = Some(Agent::start(
+        &bravo.data,
+        &args(
+            "bravo",
+            &gossip,
+            &[&["--seed", &alpha.gossip], &SLOW_GOSSIP[..]].concat(),
+        ),
+    ));
+    let restarted_after = stale_since.elapsed();
+    eprintln!("bravo restarted {restarted_after:?} after alpha's session began");
+    // The stale session would block alpha until 60 s after it began; leave a margin for a slow
+    // machine, and make sure the rest of the test still fits before that.
+    let budget = Duration::from_secs(50).saturating_sub(restarted_after);
+    assert!(
+        budget >= Duration::from_secs(15),
+        "bravo took {restarted_after:?} to restart; too slow to tell a dropped session from an expired one"
+    );
+    let b = bravo.agent.as_ref().unwrap();
+    let mut last_nudge: Option<std::time::Instant> = None;
+    let deadline = std::time::Instant::now() + budget;
+    loop {
+        let peer = sync_peer(a, "bravo");
+        if peer["sessions_completed"].as_u64().unwrap_or(0) > completed {
+            eprintln!(
+                "alpha completed a session with the new bravo {:?} after the stale one began",
+                stale_since.elapsed()
+            );
+            assert!(
+                peer["sessions_abandoned"].as_u64().unwrap_or(0) >= 1,
+                "{peer:#}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alpha still holds its session with bravo's old process {:?} after it began: {peer:#}\n{}",
+            stale_since.elapsed(),
+            agent_logs(&[&alpha, &bravo])
+        );
+        if last_nudge.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            sync_now(a, "bravo");
+            last_nudge = Some(std::time::Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until("bravo has alpha's event", Duration::from_secs(20), || {
+        b.get_json("/v1/events?type=written_while_bravo_was_down")
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+    });
+    assert!(
+        a.log_text()
+            .contains("dropped sync sessions with a peer's old process"),
+        "{}",
+        agent_logs(&[&alpha, &bravo])
+    );
+}
+
+/// Bravo stays frozen until alpha declares it dead (a few seconds, gossip every 300 ms):
+/// alpha drops the session then, not at the 60 s session timeout, so it stops counting against
+/// `max_sessions` and a returning bravo gets a session at once.
+#[test]
+fn a_session_with_a_peer_declared_dead_is_dropped_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = stale_session(dir.path(), &["--gossip-interval", "300ms"]);
+    let a = stale.alpha.agent.as_ref().unwrap();
+    wait_until("bravo not live on alpha", Duration::from_secs(30), || {
+        !a.get_json("/v1/nodes").as_array().unwrap().iter().any(|n| {
+            n["node"] == "bravo" && (n["liveness"] == "alive" || n["liveness"] == "suspect")
+        })
+    });
+    let dead_after = stale.since.elapsed();
+    let budget = Duration::from_secs(50).saturating_sub(dead_after);
+    assert!(
+        budget >= Duration::from_secs(10),
+        "bravo took {dead_after:?} to be declared dead; too slow to tell a dropped session from an expired one"
+    );
+    let deadline = std::time::Instant::now() + budget;
+    loop {
+        let peer = sync_peer(a, "bravo");
+        if peer["sessions_abandoned"].as_u64().unwrap_or(0) >= 1 {
+            eprintln!(
+                "alpha dropped the session {:?} after it began (bravo dead after {dead_after:?})",
+                stale.since.elapsed()
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alpha still holds its session with a dead bravo {:?} after it began: {peer:#}\n{}",
+            stale.since.elapsed(),
+            agent_logs(&[&stale.alpha, &stale.bravo])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        sync_peer(a, "bravo")["sessions_completed"].as_u64(),
+        Some(stale.completed),
+        "dropped, not completed"
+    );
 }
