@@ -266,6 +266,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
         timings: spec.sync.clone(),
         queues: HashMap::new(),
         differ_since: HashMap::new(),
+        generations: BTreeMap::new(),
         last_session: HashMap::new(),
         started: Instant::now(),
         pruned_on,
@@ -387,6 +388,9 @@ struct Driver {
     timings: SyncTimings,
     queues: HashMap<String, (SocketAddr, mpsc::Sender<Vec<u8>>)>,
     differ_since: HashMap<String, Instant>,
+    /// Live peers and their mesh generations at the last look, to drop sessions with a process
+    /// that restarted or left (the agent's `sync_peers::peers_to_abandon`).
+    generations: BTreeMap<String, u64>,
     last_session: HashMap<String, Instant>,
     started: Instant,
     /// The node's date at its latest retention prune.
@@ -644,11 +648,22 @@ impl Driver {
         due
     }
 
-    async fn live_peers(&self) -> Peers {
+    async fn live_peers(&mut self) -> Peers {
         let view = self.mesh.view().await;
-        view.peers
+        let live: Vec<_> = view.peers.iter().filter(|p| p.liveness.is_up()).collect();
+        // As the agent does: a session with a peer whose process restarted or that left the
+        // live set is never answered, so it is dropped now rather than at its timeout.
+        let current: BTreeMap<String, u64> = live
             .iter()
-            .filter(|p| p.liveness.is_up())
+            .map(|p| (p.node.clone(), p.generation))
+            .collect();
+        for (name, generation) in &self.generations {
+            if current.get(name) != Some(generation) {
+                self.core.abandon(name);
+            }
+        }
+        self.generations = current;
+        live.iter()
             .map(|p| {
                 let fp = p
                     .key_values
