@@ -6,7 +6,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::node::{Source, SyncOut};
-use crate::run::{ANTI_ENTROPY_MS, DIFFER_DELAY_MS, SESSION_TIMEOUT_MS, Sim};
+use crate::run::{ANTI_ENTROPY_MS, SESSION_TIMEOUT_MS, Sim};
 
 impl Sim {
     /// What the agent's sync driver does every tick: expire sessions, start one with peers
@@ -25,6 +25,7 @@ impl Sim {
                 continue;
             }
             let now = self.now;
+            let differ_ms = self.s.differ_delay_ms;
             let node = &mut self.nodes[i];
             node.core.expire(now, SESSION_TIMEOUT_MS);
             let mut due = Vec::new();
@@ -37,11 +38,7 @@ impl Sim {
                         continue;
                     }
                     let since = *node.differ_since.entry(j).or_insert(now);
-                    let wait = if i < j {
-                        DIFFER_DELAY_MS
-                    } else {
-                        DIFFER_DELAY_MS * 3
-                    };
+                    let wait = if i < j { differ_ms } else { differ_ms * 3 };
                     let recent = node.last_session.get(&j).is_some_and(|t| now - t < wait);
                     if now - since >= wait && !recent {
                         due.push(j);

@@ -13,7 +13,7 @@ use simulations::{Report, Scenario, plot, run_seed, sweep};
 
 mod fullstack_cmd;
 
-const USAGE: &str = "usage: simulations run SCENARIO|ALL [--seeds A..B] [--jobs N] [--json] [--plot PATH]\n       simulations sweep [--sizes 10,100,300,1000] [--sync-only] [--json]\n       simulations fullstack [--scenario steady|split|crash|skew|oneway|restart|alerter-crash|offline-days] [--nodes 5] [--seeds A..B] [--loss 0.02] [--latency 1..5] [--warmup 3] [--json]\n       simulations fullstack --scenario FILE_OR_NAME [--speed K] [--seeds A..B] [--json]";
+const USAGE: &str = "usage: simulations run SCENARIO|ALL [--seeds A..B] [--jobs N] [--json] [--plot PATH]\n       simulations sweep [--sizes 10,100,300,1000] [--sync-only] [--loss 0,0.05] [--loss-model message|packet] [--tick 500,1000] [--differ 1000,2000] [--json]\n       simulations fullstack [--scenario steady|split|crash|skew|oneway|restart|alerter-crash|offline-days] [--nodes 5] [--seeds A..B] [--loss 0.02] [--latency 1..5] [--warmup 3] [--json]\n       simulations fullstack --scenario FILE_OR_NAME [--speed K] [--seeds A..B] [--json]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -220,18 +220,27 @@ fn real_main(args: &[String]) -> Result<bool, String> {
                 None => sweep::SIZES.to_vec(),
             };
             let sync_only = args.iter().any(|a| a == "--sync-only");
+            let grid = sweep::Grid::from_args(
+                flag(args, "--loss"),
+                flag(args, "--loss-model"),
+                flag(args, "--tick"),
+                flag(args, "--differ"),
+            )?;
             let mut out = Vec::new();
             for n in sizes {
-                let r = run_seed(&sweep::scenario(n, !sync_only), 1)?;
-                eprintln!(
-                    "N={n}: {} in {} ms",
-                    if r.ok() { "ok" } else { "FAIL" },
-                    r.wall_ms
-                );
-                if let Some(f) = r.failure() {
-                    eprintln!("{f}");
+                for s in grid.scenarios(&sweep::scenario(n, !sync_only)) {
+                    let r = run_seed(&s, 1)?;
+                    eprintln!(
+                        "{}: {} in {} ms",
+                        s.name,
+                        if r.ok() { "ok" } else { "FAIL" },
+                        r.wall_ms
+                    );
+                    if let Some(f) = r.failure() {
+                        eprintln!("{f}");
+                    }
+                    out.push(r);
                 }
-                out.push(r);
             }
             groups.push(out);
         }

@@ -20,7 +20,6 @@ use crate::workload::{Work, make, next_wait};
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// A sync session that has not finished after this long is dropped (agent default).
 pub(crate) const SESSION_TIMEOUT_MS: u64 = 60_000;
-pub(crate) const DIFFER_DELAY_MS: u64 = 2_000;
 pub(crate) const ANTI_ENTROPY_MS: u64 = 300_000;
 /// The alerting driver's batching: new events reach the engine at most this late.
 const ALERT_FEED_MS: u64 = 100;

@@ -57,6 +57,16 @@ pub struct Scenario {
     /// message arrives late, as on the agent's reliable uni streams).
     #[serde(default)]
     pub loss_model: LossModel,
+    /// How long a peer's fingerprint must differ before the smaller name of the pair starts
+    /// a session (the larger waits three times as long), ms. The agent's `differ_delay`,
+    /// default 2000: shorter repairs a lost push sooner but starts sessions for events a
+    /// push is still delivering.
+    #[serde(default = "default_differ")]
+    pub differ_delay_ms: u64,
+}
+
+fn default_differ() -> u64 {
+    2_000
 }
 
 /// See [`Scenario::loss_model`].
