@@ -5,6 +5,8 @@
 //! fed from that store and the mesh view, paging an in-process stand-in receiver. See the "Full
 //! stack" section of `docs/simulation.md`.
 
+pub mod builtin;
+mod checks;
 pub mod clock;
 pub mod node;
 pub mod run;

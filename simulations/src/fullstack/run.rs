@@ -1,10 +1,10 @@
-//! One run: builds the hosts, plays the scenario's faults and writes between simulation steps,
-//! samples what the nodes see, and checks the invariants at the end.
+//! One run: builds the hosts, steps the simulation while sampling what the nodes see, and
+//! offers the faults and writes that a script plays ([`super::builtin`] or
+//! [`super::scenario_play`]); the invariants checked at the end are in `checks`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -15,6 +15,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sync::{Event, Severity};
 
+pub use super::builtin::FullScenario;
+use super::checks::hlc_ntp;
 use super::clock::{NodeClock, VirtualTime};
 use super::node::{self, Delivered, NodeSpec, SharedProbe, SyncTimings, lock};
 use super::socket::{LossTable, WireCounters};
@@ -32,66 +34,6 @@ pub const STABLE_VIEW_MS: u64 = 15_000;
 /// host is crashed: the discrete simulation's `notify_ms`, time enough for the eager push of
 /// what the engine stored (the attempt, or the outcome) on a LAN.
 const TRAP_GRACE_MS: u64 = 200;
-
-/// What happens during a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum FullScenario {
-    /// Everyone writes; nothing fails.
-    Steady,
-    /// The first two nodes are cut off from the rest; both sides write; the cut heals.
-    Split,
-    /// The last node crashes while the others write, and restarts with its data dir.
-    Crash,
-    /// Clocks are skewed and drift; one node's clock jumps an hour ahead mid-run.
-    Skew,
-    /// The first node can receive but not send (a one-way cut) while everyone writes.
-    Oneway,
-    /// The last node crashes and restarts 3 s later, within the peers' QUIC idle timeout, so
-    /// their connections to its previous process still look alive.
-    Restart,
-    /// A `build_failed` alert is pending (inside its group wait) on the alerter when the
-    /// alerter crashes; the next alerter must send it, once.
-    AlerterCrash,
-    /// The last node, a transient laptop, goes down with its data dir kept; the others live
-    /// `offline_days` days without it (their clocks jump a day at a time, and they write every
-    /// day); it comes back with its clock on the same day. It wrote one event no peer had
-    /// just before it went down.
-    OfflineDays,
-    /// A scenario file played by [`super::scenario_play`]; [`run`] refuses it.
-    File,
-}
-
-impl FullScenario {
-    pub fn parse(name: &str) -> Result<FullScenario, String> {
-        match name {
-            "steady" => Ok(FullScenario::Steady),
-            "split" => Ok(FullScenario::Split),
-            "crash" => Ok(FullScenario::Crash),
-            "skew" => Ok(FullScenario::Skew),
-            "oneway" => Ok(FullScenario::Oneway),
-            "restart" => Ok(FullScenario::Restart),
-            "alerter-crash" => Ok(FullScenario::AlerterCrash),
-            "offline-days" => Ok(FullScenario::OfflineDays),
-            other => Err(format!(
-                "unknown full-stack scenario {other:?} (steady, split, crash, skew, oneway, restart, alerter-crash, offline-days)"
-            )),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            FullScenario::Steady => "steady",
-            FullScenario::Split => "split",
-            FullScenario::Crash => "crash",
-            FullScenario::Skew => "skew",
-            FullScenario::Oneway => "oneway",
-            FullScenario::Restart => "restart",
-            FullScenario::AlerterCrash => "alerter-crash",
-            FullScenario::OfflineDays => "offline-days",
-            FullScenario::File => "file",
-        }
-    }
-}
 
 /// Run settings; each field's doc says what it trades.
 #[derive(Debug, Clone)]
@@ -160,7 +102,7 @@ impl FullstackConfig {
     }
 
     /// The command that reruns this configuration.
-    fn reproduce(&self) -> String {
+    pub(super) fn reproduce(&self) -> String {
         match &self.file.name {
             Some(name) => format!(
                 "cargo run -p simulations -- fullstack --scenario {name} --speed {} --seed {}",
@@ -280,36 +222,36 @@ pub(super) struct Cluster<'a> {
     pub(super) sim: turmoil::Sim<'a>,
     pub(super) names: Vec<String>,
     pub(super) ips: Vec<IpAddr>,
-    probes: Vec<SharedProbe>,
+    pub(super) probes: Vec<SharedProbe>,
     pub(super) clocks: Vec<Arc<NodeClock>>,
-    counters: Vec<Arc<WireCounters>>,
+    pub(super) counters: Vec<Arc<WireCounters>>,
     time: Arc<VirtualTime>,
     pub(super) running: Vec<bool>,
     pub(super) faults: Vec<Fault>,
-    trace: Sha256,
+    pub(super) trace: Sha256,
     pub(super) rng: StdRng,
-    acknowledged: BTreeMap<[u8; 32], String>,
+    pub(super) acknowledged: BTreeMap<[u8; 32], String>,
     /// The timestamp (ms) of every acknowledged event, by content hash.
-    written_ms: BTreeMap<[u8; 32], i64>,
+    pub(super) written_ms: BTreeMap<[u8; 32], i64>,
     window: Duration,
     /// The HLC stamp (NTP64) of every event written, by content hash.
-    stamps: BTreeMap<[u8; 32], u64>,
+    pub(super) stamps: BTreeMap<[u8; 32], u64>,
     /// The stamps of other events (the alerting engines'), read from a store when first held.
-    engine_stamps: BTreeMap<[u8; 32], Option<u64>>,
+    pub(super) engine_stamps: BTreeMap<[u8; 32], Option<u64>>,
     /// Writes whose HLC stamp broke causality or did not follow the node's own clock.
-    clock_violations: Vec<String>,
+    pub(super) clock_violations: Vec<String>,
     writes: u64,
     /// Events written while the mesh was whole and not yet on every node: hash, write time.
     spreading: Vec<([u8; 32], u64)>,
     /// Write-to-everywhere times of the events that were in `spreading`.
-    spread_ms: Vec<u64>,
-    false_dead: u64,
-    false_suspicions: u64,
+    pub(super) spread_ms: Vec<u64>,
+    pub(super) false_dead: u64,
+    pub(super) false_suspicions: u64,
     /// A failure being watched for detection: since when, who must see whom go down.
     pub(super) watch: Option<(u64, Vec<usize>, Vec<usize>)>,
     pub(super) detected_ms: Option<u64>,
     /// Notifications so far, each with whether a partition or one-way cut was in force.
-    sent: Vec<(Delivered, bool)>,
+    pub(super) sent: Vec<(Delivered, bool)>,
     /// A partition or one-way cut is in force.
     pub(super) partitioned: bool,
     /// When partitions and cuts ended.
@@ -317,11 +259,11 @@ pub(super) struct Cluster<'a> {
     /// Who each node saw up at the last sample, and when any of that last changed.
     views: Vec<Option<BTreeSet<String>>>,
     view_changed_ms: u64,
-    alerter_checks: u64,
+    pub(super) alerter_checks: u64,
     /// Alerters per component at the latest check, and when it was made.
-    alerters: Option<(u64, Vec<Vec<String>>)>,
-    alerters_during_fault: Option<Vec<Vec<String>>>,
-    alerter_violations: Vec<String>,
+    pub(super) alerters: Option<(u64, Vec<Vec<String>>)>,
+    pub(super) alerters_during_fault: Option<Vec<Vec<String>>>,
+    pub(super) alerter_violations: Vec<String>,
     receiver_down_until_ms: u64,
     receiver_outages: Vec<(u64, u64)>,
     /// Nodes a `crash_notifier` trap stopped, and when they were crashed.
@@ -738,7 +680,7 @@ impl<'a> Cluster<'a> {
         self.note(&format!("partition {a:?} | {b:?}"));
     }
 
-    fn heal(&mut self, a: &[usize], b: &[usize]) {
+    pub(super) fn heal(&mut self, a: &[usize], b: &[usize]) {
         self.keep_fault_alerters();
         self.partitioned = false;
         self.repairs.push(self.now_ms());
@@ -796,13 +738,18 @@ impl<'a> Cluster<'a> {
     /// Writes one event on node `i` through its store (the agent's append path: validated,
     /// fsynced, indexed, then pushed by the sync loop). Ids come from the run's RNG and
     /// timestamps from the node's clock, so the same seed writes the same events.
-    fn write(&mut self, i: usize) -> Result<(), String> {
+    pub(super) fn write(&mut self, i: usize) -> Result<(), String> {
         self.write_kind(i, "sim_write", Severity::Info)
     }
 
     /// [`Cluster::write`] with an event type and severity of the caller's choice (an event a
     /// shipped alerting rule matches).
-    fn write_kind(&mut self, i: usize, event_type: &str, severity: Severity) -> Result<(), String> {
+    pub(super) fn write_kind(
+        &mut self,
+        i: usize,
+        event_type: &str,
+        severity: Severity,
+    ) -> Result<(), String> {
         let mut event = sync::NewEvent::new(event_type, severity, "fullstack");
         event.payload.insert("seq".into(), (self.writes + 1).into());
         self.write_new(i, event)
@@ -863,70 +810,13 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
-    /// A node's new stamp must be later than every stamp it holds that was within the HLC's
-    /// 10-minute tolerance of its clock when it arrived (causality), and no later than its own
-    /// clock or such a stamp (so the HLC reads this node's clock, not the process's).
-    fn check_stamp(&mut self, i: usize, store: &sync::EventStore, clock_ms: u64, hlc: &str) {
-        const TOLERANCE_MS: u64 = 600_000;
-        let Some(stamp) = hlc_ntp(hlc) else {
-            self.clock_violations.push(format!(
-                "{} stamped an unreadable HLC {hlc:?}",
-                self.names[i]
-            ));
-            return;
-        };
-        // Within the tolerance of the node's clock when the stamp arrived, as the HLC decides
-        // (a stamp refused then stays refused, though the clock may have come closer since).
-        let arrived = std::mem::take(&mut lock(&self.probes[i]).arrived_ms);
-        let mut held: Option<u64> = None;
-        for (_, h) in store.sync_items(0) {
-            let Some(s) = self.stamp_of(store, &h) else {
-                continue;
-            };
-            let at = arrived
-                .get(&h)
-                .map_or(clock_ms, |&ms| u64::try_from(ms).unwrap_or(0));
-            if ntp_ms(s) <= at + TOLERANCE_MS {
-                held = held.max(Some(s));
-            }
-        }
-        lock(&self.probes[i]).arrived_ms = arrived;
-        if let Some(h) = held
-            && stamp <= h
-        {
-            self.clock_violations.push(format!(
-                "{} stamped {hlc}, not after {h:016x} which it holds",
-                self.names[i]
-            ));
-        }
-        let bound = held.map_or(0, ntp_ms).max(clock_ms) + 1_000;
-        if ntp_ms(stamp) > bound {
-            self.clock_violations.push(format!(
-                "{} stamped {hlc}, ahead of its clock ({clock_ms} ms) and of what it holds",
-                self.names[i]
-            ));
-        }
-    }
-
-    /// The HLC stamp of a held event: recorded when the run wrote it, else (an alerting
-    /// engine's event, which moves HLCs too) read once from the store.
-    fn stamp_of(&mut self, store: &sync::EventStore, hash: &[u8; 32]) -> Option<u64> {
-        if let Some(s) = self.stamps.get(hash) {
-            return Some(*s);
-        }
-        if let Some(s) = self.engine_stamps.get(hash) {
-            return *s;
-        }
-        let stamp = store
-            .read_by_hash(hash)
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|doc| hlc_ntp(doc.get("hlc")?.as_str()?));
-        self.engine_stamps.insert(*hash, stamp);
-        stamp
-    }
-
     /// One write on each running node in `on`, `count` rounds, `every` apart.
-    fn write_rounds(&mut self, on: &[usize], count: usize, every: Duration) -> Result<(), String> {
+    pub(super) fn write_rounds(
+        &mut self,
+        on: &[usize],
+        count: usize,
+        every: Duration,
+    ) -> Result<(), String> {
         for _ in 0..count {
             for &i in on {
                 if self.running[i] {
@@ -968,7 +858,7 @@ impl<'a> Cluster<'a> {
 
     /// Where the event sets are compared from: the latest start of any node's sync window on
     /// its own clock. Older events are no longer reconciled (and the agent prunes them).
-    fn window_start(&self) -> i64 {
+    pub(super) fn window_start(&self) -> i64 {
         self.clocks
             .iter()
             .map(|c| node::window_start_ms(sync::Clock::now(c.as_ref()), self.window))
@@ -977,7 +867,7 @@ impl<'a> Cluster<'a> {
     }
 
     /// The acknowledged events at or after `since`.
-    fn in_window(&self, since: i64) -> impl Iterator<Item = (&[u8; 32], &String)> {
+    pub(super) fn in_window(&self, since: i64) -> impl Iterator<Item = (&[u8; 32], &String)> {
         self.acknowledged
             .iter()
             .filter(move |(h, _)| self.written_ms.get(*h).is_some_and(|&ms| ms >= since))
@@ -998,208 +888,6 @@ impl<'a> Cluster<'a> {
     pub(super) fn everyone(&self) -> Vec<usize> {
         (0..self.names.len()).collect()
     }
-
-    pub(super) fn finish(
-        mut self,
-        cfg: &FullstackConfig,
-        figures: Figures,
-        wall: std::time::Instant,
-    ) -> Outcome {
-        let mut violations = Vec::new();
-        let since = self.window_start();
-        let mut oldest_held_ms = None;
-        let mut sets: Vec<(String, BTreeSet<[u8; 32]>)> = Vec::new();
-        for (i, probe) in self.probes.iter().enumerate() {
-            let Some(store) = lock(probe).store.clone() else {
-                violations.push(format!("{} is not running at the end", self.names[i]));
-                continue;
-            };
-            let set: BTreeSet<[u8; 32]> = store
-                .sync_items(since)
-                .into_iter()
-                .map(|(_, h)| h)
-                .collect();
-            // The final set by event id and timestamp (the bytes carry HLC ids, which are
-            // random per process).
-            // Without the alerting engine's events: when a node becomes alerter follows
-            // chitchat's gossip order, which the seed does not decide, and their ids come from
-            // the store's UUIDv7 context.
-            let mut ids: Vec<String> = store
-                .query(&sync::Query::default())
-                .iter()
-                .filter(|e| &*e.source != alerting::EVENT_SOURCE)
-                .map(|e| format!("{}@{}", e.id, e.millis))
-                .collect();
-            ids.sort();
-            self.trace
-                .update(format!("final {} {}\n", self.names[i], ids.join(",")).as_bytes());
-            if let Some((ms, _)) = store.sync_items(0).first() {
-                let ms = i64::try_from(*ms).unwrap_or(i64::MAX);
-                oldest_held_ms = Some(oldest_held_ms.map_or(ms, |o: i64| o.min(ms)));
-            }
-            sets.push((self.names[i].clone(), set));
-        }
-        if let Some((first_name, first)) = sets.first() {
-            for (name, set) in &sets[1..] {
-                if set != first {
-                    violations.push(format!(
-                        "event sets differ after heal: {first_name} holds {} events, {name} {} ({} only on {first_name}, {} only on {name})",
-                        first.len(),
-                        set.len(),
-                        first.difference(set).count(),
-                        set.difference(first).count()
-                    ));
-                }
-            }
-        }
-        for (hash, what) in self.in_window(since) {
-            for (name, set) in &sets {
-                if !set.contains(hash) {
-                    violations.push(format!("acknowledged event {what} missing on {name}"));
-                }
-            }
-        }
-        violations.extend(self.clock_violations.iter().take(5).cloned());
-        violations.extend(self.alerter_violations.iter().cloned());
-        violations.extend(duplicate_notifications(&self.sent, &self.repairs));
-        let alerters_at_end = self.alerters.as_ref().map(|(_, a)| a.clone());
-        if !alerters_at_end
-            .as_ref()
-            .is_some_and(|a| a.iter().all(|c| c.len() == 1))
-        {
-            violations.push(format!(
-                "no single alerter per component at the end (views stable for {STABLE_VIEW_MS} ms: {:?})",
-                alerters_at_end
-            ));
-        }
-        if cfg.loss <= 0.05 && self.false_dead > 0 {
-            violations.push(format!(
-                "{} peer(s) declared dead while reachable at {:.0} % loss",
-                self.false_dead,
-                cfg.loss * 100.0
-            ));
-        }
-        if figures.convergence_ms.is_none() {
-            violations.push(format!(
-                "no convergence within {} s",
-                cfg.settle_limit.as_secs()
-            ));
-        }
-        let virtual_ms = self.now_ms();
-        let bytes: u64 = self
-            .counters
-            .iter()
-            .map(|c| c.bytes_sent.load(Ordering::Relaxed))
-            .sum();
-        let lost = self
-            .counters
-            .iter()
-            .map(|c| c.datagrams_lost.load(Ordering::Relaxed))
-            .sum();
-        let sessions = self.probes.iter().map(|p| lock(p).sessions_completed).sum();
-        let opened_with = self
-            .names
-            .iter()
-            .zip(&self.probes)
-            .map(|(n, p)| (n.clone(), lock(p).opened_with.clone()))
-            .collect();
-        let outside_window = self.acknowledged.len() - self.in_window(since).count();
-        let clock_span_ms = match (
-            self.written_ms.values().min(),
-            self.written_ms.values().max(),
-        ) {
-            (Some(lo), Some(hi)) => u64::try_from(hi - lo).unwrap_or(0),
-            _ => 0,
-        };
-        let first_violation = violations.first().cloned();
-        if let Some(v) = first_violation {
-            violations[0] = format!("seed {}: {v} (reproduce: {})", cfg.seed, cfg.reproduce());
-        }
-        let mut spread = self.spread_ms.clone();
-        spread.sort_unstable();
-        Outcome {
-            scenario: cfg.label(),
-            nodes: cfg.nodes,
-            seed: cfg.seed,
-            loss: cfg.loss,
-            join_ms: figures.join_ms,
-            detection_ms: figures.detection_ms,
-            convergence_ms: figures.convergence_ms,
-            events_acknowledged: self.acknowledged.len(),
-            dissemination_p50_ms: crate::sim::quantile(&spread, 0.5),
-            dissemination_p99_ms: crate::sim::quantile(&spread, 0.99),
-            bytes_per_node_per_s: bytes as f64
-                / self.names.len() as f64
-                / (virtual_ms.max(1) as f64 / 1000.0),
-            datagrams_lost: lost,
-            false_dead: self.false_dead,
-            false_suspicions: self.false_suspicions,
-            sessions_completed: sessions,
-            opened_with,
-            virtual_ms,
-            wall_ms: wall.elapsed().as_millis() as u64,
-            trace_hash: hex::encode(self.trace.finalize()),
-            notifications: self.sent.into_iter().map(|(d, _)| d).collect(),
-            alerter_checks: self.alerter_checks,
-            alerters_during_fault: self.alerters_during_fault,
-            alerters_at_end,
-            window_start_ms: since,
-            outside_window,
-            clock_span_ms,
-            oldest_held_ms,
-            violations,
-        }
-    }
-}
-
-/// No `(episode, receiver, stage)` accepted twice, unless a copy was sent while a partition or
-/// one-way cut was in force or a repair falls between the copies (the discrete simulation's
-/// rule in `report.rs`): each side of a split has its own alerter and cannot see the other's
-/// ledger. A copy whose sender died before it recorded the outcome (an orphan) allows one more,
-/// as in `report.rs`: nobody can know that it arrived.
-fn duplicate_notifications(sent: &[(Delivered, bool)], repairs: &[u64]) -> Vec<String> {
-    type Key<'a> = (&'a str, &'a str, &'a str);
-    let mut by_key: BTreeMap<Key<'_>, Vec<&(Delivered, bool)>> = BTreeMap::new();
-    for s in sent.iter().filter(|(d, _)| d.accepted) {
-        by_key
-            .entry((&s.0.episode, &s.0.receiver, &s.0.stage))
-            .or_default()
-            .push(s);
-    }
-    let mut out = Vec::new();
-    for ((episode, receiver, stage), sends) in by_key {
-        let orphans = sends.iter().filter(|(d, _)| d.orphan).count();
-        if sends.len() < 2 + orphans {
-            continue;
-        }
-        let first = sends[0].0.at_ms;
-        let last = sends[sends.len() - 1].0.at_ms;
-        let healed_between = repairs.iter().any(|&h| h >= first && h <= last);
-        if sends.iter().any(|(_, split)| *split) || healed_between {
-            continue;
-        }
-        let who: Vec<String> = sends
-            .iter()
-            .map(|(d, _)| format!("{}@{}ms", d.sender, d.at_ms))
-            .collect();
-        out.push(format!(
-            "notification sent {} times for episode {episode} ({}) to {receiver} ({stage}): {}",
-            sends.len(),
-            sends[0].0.rule,
-            who.join(", ")
-        ));
-    }
-    out
-}
-
-/// The time of an HLC stamp (`<NTP64 hex>/<id>`).
-fn hlc_ntp(stamp: &str) -> Option<u64> {
-    u64::from_str_radix(stamp.get(..16)?, 16).ok()
-}
-
-/// NTP64 (32.32 fixed point seconds since the Unix epoch) in ms.
-fn ntp_ms(ntp: u64) -> u64 {
-    (ntp >> 32) * 1000 + (((ntp & 0xffff_ffff) * 1000) >> 32)
 }
 
 #[derive(Default)]
@@ -1225,167 +913,8 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
         ));
     }
     c.note("joined");
-    let n = cfg.nodes;
+    super::builtin::script(&mut c, cfg, &mut figures)?;
     let settle = cfg.settle_limit;
-    match cfg.scenario {
-        FullScenario::File => {
-            return Err("a scenario file is played by fullstack::scenario_play::play".into());
-        }
-        FullScenario::Steady | FullScenario::Skew => {
-            // The first round opens most QUIC connections (gossip has dialled only a few
-            // peers by now). Young connections are slow to repair a lost packet: see
-            // `FullstackConfig::warmup`. Dissemination counts the later rounds.
-            c.write_rounds(&all, 1, cfg.write_every)?;
-            c.run_until(settle, Cluster::converged)?;
-            c.run_for(cfg.warmup)?;
-            c.note("warm");
-            c.spread_ms.clear();
-            let rest = cfg.writes_per_node.saturating_sub(1);
-            let half = rest / 2;
-            c.write_rounds(&all, half, cfg.write_every)?;
-            if cfg.scenario == FullScenario::Skew {
-                c.clocks[0].jump(3_600_000);
-                c.note("clock jump n0 +1h");
-            }
-            c.write_rounds(&all, rest - half, cfg.write_every)?;
-            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
-        }
-        FullScenario::Split => {
-            let left: Vec<usize> = (0..2.min(n - 1)).collect();
-            let right: Vec<usize> = (left.len()..n).collect();
-            // An alert the whole mesh sees before the split and that pages only after the
-            // group wait (30 s): by then each side has its own alerter, and both page.
-            c.write_kind(n - 1, "build_failed", Severity::Error)?;
-            c.run_for(Duration::from_secs(1))?;
-            c.partition(&left, &right);
-            let cut_at = c.now_ms();
-            // Each side must see the other down: watch left seeing right, then the reverse
-            // would need a second watch; both sides run the same detector, so one suffices.
-            c.watch = Some((c.now_ms(), left.clone(), right.clone()));
-            c.write_rounds(&all, cfg.writes_per_node, cfg.write_every)?;
-            c.run_until(settle, |c| {
-                c.sees(&left, &right, false) && c.sees(&right, &left, false)
-            })?;
-            figures.detection_ms = c.detected_ms;
-            c.run_until_elapsed(cut_at + cfg.fault_for.as_millis() as u64)?;
-            c.heal(&left, &right);
-            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
-        }
-        FullScenario::Crash => {
-            let victim = n - 1;
-            let others: Vec<usize> = (0..victim).collect();
-            // One round first, so the victim has events of its own on disk when it goes down.
-            c.write_rounds(&all, 1, cfg.write_every)?;
-            c.crash(victim);
-            let cut_at = c.now_ms();
-            c.watch = Some((c.now_ms(), others.clone(), vec![victim]));
-            c.write_rounds(&others, cfg.writes_per_node, cfg.write_every)?;
-            c.run_until(settle, |c| c.sees(&others, &[victim], false))?;
-            figures.detection_ms = c.detected_ms;
-            c.run_until_elapsed(cut_at + cfg.fault_for.as_millis() as u64)?;
-            c.restart(victim);
-            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
-        }
-        FullScenario::Restart => {
-            let victim = n - 1;
-            let others: Vec<usize> = (0..victim).collect();
-            c.write_rounds(&all, 1, cfg.write_every)?;
-            c.crash(victim);
-            let cut_at = c.now_ms();
-            // Written while the victim is down: it can only get them from its peers after the
-            // restart, over whatever connection they use to reach it.
-            c.write_rounds(&others, 1, Duration::ZERO)?;
-            c.run_until_elapsed(cut_at + cfg.fault_for.as_millis() as u64)?;
-            c.restart(victim);
-            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
-        }
-        FullScenario::AlerterCrash => {
-            // Wait for the one alerter, then write an alert it holds in its group wait (30 s)
-            // and crash it 5 s later, before it sends; the next alerter must send it once.
-            c.run_until(settle, Cluster::alerting_settled)?;
-            let alerter = c
-                .alerters
-                .as_ref()
-                .and_then(|(_, a)| a.first()?.first().cloned())
-                .and_then(|name| c.names.iter().position(|n| *n == name))
-                .ok_or_else(|| format!("seed {}: no alerter was elected", cfg.seed))?;
-            let writer = (alerter + 1) % n;
-            c.write_kind(writer, "build_failed", Severity::Error)?;
-            c.run_for(Duration::from_secs(5))?;
-            c.crash(alerter);
-            let cut_at = c.now_ms();
-            let others: Vec<usize> = (0..n).filter(|&i| i != alerter).collect();
-            c.watch = Some((cut_at, others.clone(), vec![alerter]));
-            // Past the group wait and the survivors' election (detection, then the settle).
-            c.run_for(Duration::from_secs(40))?;
-            figures.detection_ms = c.detected_ms;
-            c.restart(alerter);
-            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
-        }
-        FullScenario::OfflineDays => {
-            const DAY_MS: i64 = 86_400_000;
-            let laptop = n - 1;
-            let others: Vec<usize> = (0..laptop).collect();
-            // Day 0: a round by everyone, synced everywhere, so the laptop leaves holding the
-            // mesh's events as well as its own.
-            c.write_rounds(&all, 1, cfg.write_every)?;
-            c.run_until(settle, Cluster::converged)?;
-            // Written in the same step as the crash, so no peer has it: it reaches them only
-            // through a session after the laptop is back, days later.
-            c.write(laptop)?;
-            c.crash(laptop);
-            let cut_at = c.now_ms();
-            c.watch = Some((cut_at, others.clone(), vec![laptop]));
-            c.run_until(settle, |c| c.sees(&others, &[laptop], false))?;
-            figures.detection_ms = c.detected_ms;
-            // Days of transport time are out of reach at 1 ms ticks; what days do to sync is
-            // in the data, so the clocks jump a day at once and every day's events carry it.
-            for day in 1..=cfg.offline_days {
-                for &o in &others {
-                    c.clocks[o].jump(DAY_MS);
-                }
-                c.note(&format!("day {day}: clocks of {others:?} +1 day"));
-                c.write_rounds(&others, cfg.writes_per_node, cfg.write_every)?;
-                // The rest of the day (a fixed wait: `converged` would wait for the laptop's
-                // unsent event, which cannot arrive before it is back).
-                c.run_for(Duration::from_secs(5))?;
-            }
-            c.clocks[laptop].jump(i64::from(cfg.offline_days) * DAY_MS);
-            c.note(&format!("clock of n{laptop} +{} days", cfg.offline_days));
-            c.restart(laptop);
-            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
-            // Once back, the laptop's writes must be stamped after the days-newer events it
-            // just received (the HLC check in `write`) and reach everyone.
-            c.write_rounds(&all, 1, cfg.write_every)?;
-        }
-        FullScenario::Oneway => {
-            let others: Vec<usize> = (1..n).collect();
-            for &o in &others {
-                c.sim.partition_oneway(c.ips[0], c.ips[o]);
-            }
-            let pairs = c.all_pairs(&[0], &others);
-            let from_ms = c.now_ms();
-            c.faults.push(Fault {
-                pairs,
-                from_ms,
-                to_ms: None,
-            });
-            c.partitioned = true;
-            c.note("one-way cut n0 -> everyone");
-            c.write_rounds(&all, cfg.writes_per_node, cfg.write_every)?;
-            c.run_until_elapsed(from_ms + cfg.fault_for.as_millis() as u64)?;
-            c.keep_fault_alerters();
-            for &o in &others {
-                c.sim.repair_oneway(c.ips[0], c.ips[o]);
-            }
-            c.partitioned = false;
-            let now = c.now_ms();
-            c.repairs.push(now);
-            c.end_faults();
-            c.note("one-way cut repaired");
-            figures.convergence_ms = c.run_until(settle, Cluster::converged)?;
-        }
-    }
     // The views settle and one alerter per component is named (its election events sync
     // like any other), then the sets are equal again.
     c.run_until(settle, Cluster::alerting_settled)?;
@@ -1393,46 +922,4 @@ pub fn run(cfg: &FullstackConfig) -> Result<Outcome, String> {
     // A little more time, so that a declaration of death right after convergence is caught.
     c.run_for(Duration::from_secs(2))?;
     Ok(c.finish(cfg, figures, wall))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sent(sender: &str, at_ms: u64, split: bool) -> (Delivered, bool) {
-        let d = Delivered {
-            at_ms,
-            sender: sender.into(),
-            receiver: "phone".into(),
-            episode: "e1".into(),
-            rule: "build_failed".into(),
-            stage: "Firing".into(),
-            accepted: true,
-            orphan: false,
-        };
-        (d, split)
-    }
-
-    #[test]
-    fn a_notification_told_twice_is_a_violation_unless_a_partition_explains_it() {
-        let twice = [sent("n0", 1_000, false), sent("n1", 5_000, false)];
-        let found = duplicate_notifications(&twice, &[]);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("n0@1000ms, n1@5000ms"), "{found:?}");
-        // Sent while a partition was in force, or with a heal between the copies: allowed.
-        let split = [sent("n0", 1_000, true), sent("n2", 1_000, true)];
-        assert!(duplicate_notifications(&split, &[]).is_empty());
-        assert!(duplicate_notifications(&twice, &[3_000]).is_empty());
-        // A delivery the receiver refused told nobody anything.
-        let mut refused = twice.clone();
-        refused[0].0.accepted = false;
-        assert!(duplicate_notifications(&refused, &[]).is_empty());
-        // The sender died before it learnt the first copy arrived: one more is allowed, two
-        // are not.
-        let mut orphaned = twice.to_vec();
-        orphaned[0].0.orphan = true;
-        assert!(duplicate_notifications(&orphaned, &[]).is_empty());
-        orphaned.push(sent("n2", 9_000, false));
-        assert_eq!(duplicate_notifications(&orphaned, &[]).len(), 1);
-    }
 }
