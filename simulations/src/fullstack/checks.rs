@@ -99,8 +99,8 @@ impl Cluster<'_> {
                 .into_iter()
                 .map(|(_, h)| h)
                 .collect();
-            // The final set by event id and timestamp (the bytes carry HLC ids, which are
-            // random per process).
+            // The final set by the seeded part of each event id (the bytes carry HLC ids,
+            // which are random per process, and the id's timestamp is virtual time).
             // Without the alerting engine's events: when a node becomes alerter follows
             // chitchat's gossip order, which the seed does not decide, and their ids come from
             // the store's UUIDv7 context.
@@ -108,7 +108,7 @@ impl Cluster<'_> {
                 .query(&sync::Query::default())
                 .iter()
                 .filter(|e| &*e.source != alerting::EVENT_SOURCE)
-                .map(|e| format!("{}@{}", e.id, e.millis))
+                .map(|e| super::run::seeded_part(&e.id))
                 .collect();
             ids.sort();
             self.trace
