@@ -343,6 +343,11 @@ impl QuicTransport {
         }
     }
 
+    /// The largest application message [`QuicTransport::send_app`] takes.
+    pub fn max_app_message_bytes(&self) -> usize {
+        self.shared.cfg.max_app_message_bytes
+    }
+
     /// This node's advertised gossip address.
     pub fn advertise_addr(&self) -> SocketAddr {
         self.shared.cfg.advertise

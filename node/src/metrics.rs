@@ -266,6 +266,17 @@ fn store_and_sync(state: &ApiState, out: &mut Out) {
         None,
         t.sessions_abandoned,
     );
+    let reason = |v: &str| label("reason", v);
+    out.counters(
+        "sync_messages_unsent",
+        "Sync messages given up: the peer's queue was full, the message was over the mesh's size limit, or the transport failed to deliver it, since the agent started",
+        None,
+        [
+            (reason("queue_full"), t.unsent_queue_full),
+            (reason("too_large"), t.unsent_too_large),
+            (reason("failed"), t.unsent_failed),
+        ],
+    );
 }
 
 fn checks_and_workers(state: &ApiState, out: &mut Out) {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,19 @@ pub struct SyncTotals {
     pub sessions_completed: u64,
     pub events_refused: u64,
     pub sessions_abandoned: u64,
+    /// Sync messages this node gave up sending: its queue for the peer was full, the message
+    /// was over the mesh's size limit, or the transport could not deliver it.
+    pub unsent_queue_full: u64,
+    pub unsent_too_large: u64,
+    pub unsent_failed: u64,
+}
+
+/// Sync messages given up, by reason (see [`SyncTotals`]).
+#[derive(Default)]
+struct Unsent {
+    queue_full: AtomicU64,
+    too_large: AtomicU64,
+    failed: Arc<AtomicU64>,
 }
 
 pub struct SyncDriver {
@@ -125,6 +139,7 @@ pub struct SyncDriver {
     /// Per peer: sessions dropped because it restarted or stopped being live.
     abandoned: Mutex<BTreeMap<String, u64>>,
     queues: Mutex<HashMap<String, PeerQueue>>,
+    unsent: Unsent,
     /// Per peer: when a world snapshot was last offered, and the wait before the next.
     last_world_sent: Mutex<HashMap<String, (Instant, Duration)>>,
     /// `sync now` requests: a peer name, or empty for every live peer.
@@ -187,6 +202,7 @@ impl SyncDriver {
             generations: Mutex::new(BTreeMap::new()),
             abandoned: Mutex::new(BTreeMap::new()),
             queues: Mutex::new(HashMap::new()),
+            unsent: Unsent::default(),
             now_tx,
             now_rx: Mutex::new(Some(now_rx)),
         })
@@ -270,6 +286,20 @@ impl SyncDriver {
     /// Sends through a per-peer queue so one slow peer never stalls the others.
     fn send(self: &Arc<Self>, to: &str, addr: SocketAddr, msg: &SyncMessage) {
         let bytes = msg.encode();
+        let limit = self.peer.mesh.transport().max_app_message_bytes();
+        if bytes.len() > limit {
+            // The core batches events under the limit; what can outgrow it is a world
+            // snapshot, which is sent whole. Said loudly: the peer will keep a stale world.
+            self.unsent.too_large.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer = to,
+                kind = msg.kind(),
+                bytes = bytes.len(),
+                limit,
+                "sync message over the mesh's message limit; not sent"
+            );
+            return;
+        }
         let mut queues = lock(&self.queues);
         // A peer back on another address gets a new queue; the old one's task ends with it.
         if queues.get(to).is_some_and(|(at, _)| *at != addr) {
@@ -279,9 +309,11 @@ impl SyncDriver {
             let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE);
             let transport = self.peer.mesh.transport().clone();
             let name = to.to_owned();
+            let failed = self.unsent.failed.clone();
             tokio::spawn(async move {
                 while let Some(bytes) = rx.recv().await {
                     if let Err(e) = transport.send_app(addr, &bytes).await {
+                        failed.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(peer = %name, error = %e, "sync message not delivered");
                     }
                 }
@@ -289,6 +321,7 @@ impl SyncDriver {
             (addr, tx)
         });
         if tx.try_send(bytes).is_err() {
+            self.unsent.queue_full.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 peer = to,
                 "sync queue full; the next reconciliation catches up"
@@ -550,6 +583,9 @@ impl SyncDriver {
         }
         t.events_refused = lock(&self.refused).values().sum();
         t.sessions_abandoned = lock(&self.abandoned).values().sum();
+        t.unsent_queue_full = self.unsent.queue_full.load(Ordering::Relaxed);
+        t.unsent_too_large = self.unsent.too_large.load(Ordering::Relaxed);
+        t.unsent_failed = self.unsent.failed.load(Ordering::Relaxed);
         t
     }
 

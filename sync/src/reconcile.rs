@@ -76,6 +76,19 @@ pub enum WireError {
 }
 
 impl SyncMessage {
+    /// The message's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncMessage::Push { .. } => "push",
+            SyncMessage::Reconcile { .. } => "reconcile",
+            SyncMessage::Reply { .. } => "reply",
+            SyncMessage::Continue { .. } => "continue",
+            SyncMessage::Fetch { .. } => "fetch",
+            SyncMessage::Events { .. } => "events",
+            SyncMessage::World { .. } => "world",
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![WIRE_VERSION];
         // Encoding plain enums of byte vectors cannot fail.

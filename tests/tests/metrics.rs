@@ -141,6 +141,10 @@ fn metrics_pass_promtool_and_show_host_checks_and_workers() {
     assert_eq!(value(&body, "labmesh_workers{state=\"fresh\"}"), Some(0.0));
     assert_eq!(value(&body, "labmesh_workers_stale_total"), Some(0.0));
     assert!(body.contains("# TYPE labmesh_sync_events_total counter"));
+    for reason in ["queue_full", "too_large", "failed"] {
+        let series = format!("labmesh_sync_messages_unsent_total{{reason=\"{reason}\"}}");
+        assert_eq!(value(&body, &series), Some(0.0), "{series}: {body}");
+    }
     must(&body, "labmesh_events");
     assert_eq!(value(&body, "labmesh_events_quarantined_total"), Some(0.0));
 
