@@ -98,6 +98,8 @@ pub struct Plan {
     pub notifier_down_ms: BTreeMap<usize, u64>,
     pub receiver_outages: Vec<(u64, u64)>,
     pub tick: Duration,
+    /// The file's `differ_delay_ms` (the agent's default unless it says otherwise).
+    pub differ_delay: Duration,
     /// What the chosen speed makes doubtful (faults too close, cuts shorter than the QUIC
     /// idle timeout or the group wait, absences that stay long).
     pub warnings: Vec<String>,
@@ -182,6 +184,7 @@ impl Plan {
                 .map(|w| (scale(w.from_s), scale(w.until_s)))
                 .collect(),
             tick: Duration::from_millis(s.tick_ms),
+            differ_delay: Duration::from_millis(s.differ_delay_ms),
             warnings: Vec::new(),
         };
         Ok(plan.with_warnings())
@@ -263,6 +266,7 @@ impl Plan {
         cfg.latency_min = self.latency.0;
         cfg.latency_max = self.latency.1;
         cfg.sync.tick = self.tick;
+        cfg.sync.differ_delay = self.differ_delay;
         cfg.file = FileSettings {
             name: Some(self.name.clone()),
             speed: self.speed,
