@@ -123,30 +123,45 @@ pub fn run(args: &[String], json: bool) -> Result<bool, String> {
             cfg.latency_max = max;
         }
         let o = fullstack::run(&cfg)?;
-        eprintln!(
-            "seed {seed}: {} in {} ms (virtual {} ms), trace {}",
-            if o.ok() { "ok" } else { "FAIL" },
-            o.wall_ms,
-            o.virtual_ms,
-            o.trace_hash
-        );
-        for v in &o.violations {
-            eprintln!("  {v}");
-        }
+        report_seed(seed, &o, &[]);
         outcomes.push(o);
     }
+    print_all(&outcomes, outcomes.iter(), json)?;
+    Ok(outcomes.iter().all(Outcome::ok))
+}
+
+/// One seed's verdict on stderr, with `notes` (what a file's traps did) before violations.
+fn report_seed(seed: u64, o: &Outcome, notes: &[String]) {
+    eprintln!(
+        "seed {seed}: {} in {} ms (virtual {} ms), trace {}",
+        if o.ok() { "ok" } else { "FAIL" },
+        o.wall_ms,
+        o.virtual_ms,
+        o.trace_hash
+    );
+    for n in notes.iter().chain(&o.violations) {
+        eprintln!("  {n}");
+    }
+}
+
+/// Every run as JSON (`records`, whatever their type), or the table of their outcomes.
+fn print_all<'a, T: serde::Serialize>(
+    records: &[T],
+    outcomes: impl Iterator<Item = &'a Outcome>,
+    json: bool,
+) -> Result<(), String> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&outcomes).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(records).map_err(|e| e.to_string())?
         );
     } else {
         println!("{HEADER}");
-        for o in &outcomes {
+        for o in outcomes {
             println!("{}", line(o));
         }
     }
-    Ok(outcomes.iter().all(Outcome::ok))
+    Ok(())
 }
 
 /// `--scenario FILE`: plays a scenario file on the full stack (see `scenario_play`).
@@ -175,31 +190,9 @@ fn run_file(file: &simulations::Scenario, args: &[String], json: bool) -> Result
     let mut outcomes: Vec<FileOutcome> = Vec::new();
     for seed in seeds(args)? {
         let o = scenario_play::play_plan(&plan, seed)?;
-        eprintln!(
-            "seed {seed}: {} in {} ms (virtual {} ms), trace {}",
-            if o.ok() { "ok" } else { "FAIL" },
-            o.outcome.wall_ms,
-            o.outcome.virtual_ms,
-            o.outcome.trace_hash
-        );
-        for n in &o.notifier_crashes {
-            eprintln!("  {n}");
-        }
-        for v in &o.outcome.violations {
-            eprintln!("  {v}");
-        }
+        report_seed(seed, &o.outcome, &o.notifier_crashes);
         outcomes.push(o);
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcomes).map_err(|e| e.to_string())?
-        );
-    } else {
-        println!("{HEADER}");
-        for o in &outcomes {
-            println!("{}", line(&o.outcome));
-        }
-    }
+    print_all(&outcomes, outcomes.iter().map(|o| &o.outcome), json)?;
     Ok(outcomes.iter().all(FileOutcome::ok))
 }
