@@ -7,30 +7,11 @@ use simulations::fullstack::{
     self, FileOutcome, FullScenario, FullstackConfig, Outcome, scenario_play,
 };
 
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
+use crate::{flag, opt};
 
+/// `--seeds A..B`, `--seeds N` or `--seed N` (default: seed 1).
 fn seeds(args: &[String]) -> Result<Vec<u64>, String> {
-    let spec = flag(args, "--seeds")
-        .or(flag(args, "--seed"))
-        .unwrap_or("1");
-    let bad = || format!("--seeds wants A..B or N, got {spec}");
-    match spec.split_once("..") {
-        Some((a, b)) => {
-            let a: u64 = a.parse().map_err(|_| bad())?;
-            let b: u64 = b.trim_start_matches('=').parse().map_err(|_| bad())?;
-            Ok((a..=b).collect())
-        }
-        None => Ok(vec![spec.parse().map_err(|_| bad())?]),
-    }
-}
-
-fn opt(v: Option<u64>) -> String {
-    v.map_or("-".into(), |x| x.to_string())
+    crate::seeds(flag(args, "--seeds").or(flag(args, "--seed")))
 }
 
 /// Alerters per component, `|` between components (`-` when none was checked).
