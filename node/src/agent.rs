@@ -172,7 +172,8 @@ async fn serve(mut settings: Settings) -> anyhow::Result<u8> {
     let events_tx = crate::web::fanout();
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let fanout_tx = events_tx.clone();
-    store.set_listener(Box::new(move |entry| {
+    store.set_listener(Box::new(move |stored| {
+        let entry = &stored.entry;
         let _ = entries_tx.send(entry.clone());
         let _ = world_tx.send(entry.clone());
         // No page open means no receiver: that send fails, harmlessly.

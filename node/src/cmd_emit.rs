@@ -24,14 +24,11 @@ pub fn run(settings: &Settings, args: &EmitArgs) -> anyhow::Result<u8> {
     let event_type = args.event_type.clone().unwrap_or_default();
     let payload = read_payload(args)?;
     let new = defaults(args, &event_type)?.payload(payload);
-    let clock = settings.store_config().clock;
-    let mut event = new
-        .into_event(&settings.name, clock.now())
+    let hlc =
+        sync::clock::HybridClock::for_writer(&settings.data_dir, settings.store_config().clock);
+    let event = hlc
+        .stamp_event(new, &settings.name)
         .map_err(|e| UsageError(format!("invalid event: {e}")))?;
-    event.extra.insert(
-        "hlc".into(),
-        Value::String(sync::clock::HybridClock::for_writer(&settings.data_dir).stamp()),
-    );
     let outcome = writer.write(&event)?;
     let mut out = io::stdout().lock();
     print_outcome(&mut out, &event, &outcome, args.json)?;
@@ -131,7 +128,6 @@ fn event_from_line(
     settings: &Settings,
     args: &EmitArgs,
     line: &str,
-    clock: &dyn sync::Clock,
     hlc: &sync::clock::HybridClock,
 ) -> Result<Event, String> {
     let doc = match serde_json::from_str::<Value>(line) {
@@ -178,11 +174,8 @@ fn event_from_line(
         .service(&text("service", &args.service)?)
         .correlation_id(&text("correlation_id", &args.correlation_id)?)
         .payload(payload);
-    let mut event = new
-        .into_event(&settings.name, clock.now())
-        .map_err(|e| e.to_string())?;
-    event.extra.insert("hlc".into(), Value::String(hlc.stamp()));
-    Ok(event)
+    hlc.stamp_event(new, &settings.name)
+        .map_err(|e| e.to_string())
 }
 
 fn bulk(
@@ -198,8 +191,8 @@ fn bulk(
             UsageError(format!("--from-jsonl {}: {e}", source.display()))
         })?))
     };
-    let clock = settings.store_config().clock;
-    let hlc = sync::clock::HybridClock::for_writer(&settings.data_dir);
+    let hlc =
+        sync::clock::HybridClock::for_writer(&settings.data_dir, settings.store_config().clock);
     let batch_size = args.batch_size.max(1);
     let mut out = BufWriter::new(io::stdout().lock());
     let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
@@ -222,7 +215,7 @@ fn bulk(
         if line.trim().is_empty() {
             continue;
         }
-        match event_from_line(settings, args, &line, clock.as_ref(), &hlc) {
+        match event_from_line(settings, args, &line, &hlc) {
             Ok(event) => batch.push(event),
             Err(problem) => {
                 flush(&mut batch, &mut out)?;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use uhlc::{HLC, HLCBuilder, NTP64, Timestamp};
 
-use crate::store::Clock;
+use chrono::{DateTime, Utc};
 
 /// Milliseconds added to the system clock (tests of clock skew; `LABMESH_CLOCK_OFFSET_MS`).
 static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
@@ -20,6 +20,24 @@ static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
 /// Shifts this process's clock (for clock-skew tests and the simulator).
 pub fn set_offset_ms(ms: i64) {
     OFFSET_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Where time comes from. The agent uses the system clock; tests and the simulator inject
+/// skewed or virtual clocks through this.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock, optionally shifted (for clock-skew tests: `LABMESH_CLOCK_OFFSET_MS`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock {
+    pub offset_ms: i64,
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.offset_ms)
+    }
 }
 
 thread_local! {
@@ -93,14 +111,41 @@ impl HybridClock {
         out
     }
 
-    /// A clock for a short-lived writer on a node: starts past the hint the agent leaves in
-    /// `<data>/state/hlc` (the latest stamp it has seen), if any.
-    pub fn for_writer(data_dir: &std::path::Path) -> Self {
-        let clock = Self::new();
+    /// A node's clock, reading `clock` for its physical part and starting past the hint the
+    /// node leaves in `<data>/state/hlc` (the latest stamp it made or followed), if any: the
+    /// store's, and a short-lived writer's (`labmesh emit`) on the same node.
+    pub fn for_writer(data_dir: &std::path::Path, clock: Arc<dyn Clock>) -> Self {
+        let hlc = Self::with_clock(clock);
         if let Ok(hint) = std::fs::read_to_string(data_dir.join("state/hlc")) {
-            clock.observe(hint.trim());
+            hlc.observe(hint.trim());
         }
-        clock
+        hlc
+    }
+
+    /// The wall-clock time this clock reads.
+    pub fn wall_now(&self) -> DateTime<Utc> {
+        match &self.clock {
+            Some(clock) => clock.now(),
+            None => SystemClock {
+                offset_ms: OFFSET_MS.load(Ordering::Relaxed),
+            }
+            .now(),
+        }
+    }
+
+    /// Turns a new event into one written by `node` now: the one place where an event gets
+    /// its `timestamp` (this clock's wall time) and its `hlc` stamp, for the store's appends
+    /// and for `labmesh emit` alike.
+    pub fn stamp_event(
+        &self,
+        new: crate::event::NewEvent,
+        node: &str,
+    ) -> Result<crate::event::Event, crate::event::EventError> {
+        let mut event = new.into_event(node, self.wall_now())?;
+        event
+            .extra
+            .insert("hlc".into(), serde_json::Value::String(self.stamp()));
+        Ok(event)
     }
 
     /// A fresh stamp, later than every stamp this clock produced or observed.

@@ -17,9 +17,11 @@ pub mod index;
 pub mod layout;
 pub mod pickup;
 pub mod reconcile;
+pub mod schedule;
 pub mod store;
 pub mod world;
 
+pub use clock::{Clock, SystemClock};
 pub use event::{Event, EventError, NewEvent, Severity};
 pub use index::{IndexEntry, Order, Query};
-pub use store::{Clock, EventStore, EventWriter, StoreConfig, StoreError, SystemClock};
+pub use store::{EventStore, EventWriter, StoreConfig, StoreError, StoredEvent};

@@ -113,6 +113,31 @@ pub trait Runtime {
     fn store(&mut self, from: &str, events: Vec<Vec<u8>>);
 }
 
+/// Collects what the core asked for during a call, for the driver to perform afterwards: the
+/// one runtime the agent, the simulations and the tests use.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Messages to send, in order.
+    pub send: Vec<(String, SyncMessage)>,
+    /// Event files received, by sender, to store.
+    pub store: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.send.is_empty() && self.store.is_empty()
+    }
+}
+
+impl Runtime for Outbox {
+    fn send(&mut self, to: &str, msg: SyncMessage) {
+        self.send.push((to.to_owned(), msg));
+    }
+    fn store(&mut self, from: &str, events: Vec<Vec<u8>>) {
+        self.store.push((from.to_owned(), events));
+    }
+}
+
 /// What the core reads from the local store.
 pub trait SyncSource {
     /// `(timestamp ms, content hash)` of every event at or after `since_ms`, in time order.

@@ -480,7 +480,7 @@ fn a_file_without_an_id_gets_it_from_its_name_and_keeps_every_other_byte() {
 /// A node clock fixed at one instant.
 struct FixedClock(chrono::DateTime<chrono::Utc>);
 
-impl sync::store::Clock for FixedClock {
+impl sync::Clock for FixedClock {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.0
     }

@@ -228,8 +228,8 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
         .filter_map(|e| parse(&store, e))
         .collect();
     let (new_tx, new_rx) = mpsc::unbounded_channel();
-    store.set_listener(Box::new(move |entry: &IndexEntry| {
-        let _ = new_tx.send(entry.clone());
+    store.set_listener(Box::new(move |stored: &Arc<sync::StoredEvent>| {
+        let _ = new_tx.send(stored.entry.clone());
     }));
     {
         let mut p = lock(&probe);
