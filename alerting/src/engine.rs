@@ -8,60 +8,32 @@
 //! socket, so the agent, the turmoil simulation and the tests run the same code.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sync::{Event, NewEvent};
+use sync::Event;
 
 use crate::EVENT_SOURCE;
 use crate::config::Config;
 use crate::election::{Election, Member, Role};
-use crate::message::NotificationMessage;
+use crate::expectations::{Change, Expectation, Expectations};
 use crate::pipeline::{Mode, Pipeline};
 use crate::receiver::Receiver;
 use crate::rules::{Condition, RuleKind, RuleSet};
+use crate::runtime::{Runtime, Timer};
 use crate::silence::{Silence, Suppressions};
 use crate::state::{Alert, AlertBook};
 use crate::summary::NodeSummary;
 use crate::util::until;
 use crate::watchdog::Watchdogs;
 
-/// Everything the core asks of its driver. Calls are made in order and the driver must keep
-/// that order: in particular a `notification_attempted` event passed to
-/// [`Runtime::write_event`] must be durably stored before the [`Runtime::notify`] that follows
-/// it is performed. That record is what stops another node from sending the same thing.
-pub trait Runtime {
-    /// Store this event (through the event store, which stamps id, time and node) and sync it.
-    fn write_event(&mut self, event: NewEvent);
-    /// Perform this notification (build it with [`crate::notify::build`]), give up at its
-    /// `deadline`, and report with [`Engine::on_delivery`].
-    fn notify(&mut self, notification: Notification);
-    /// Call [`Engine::on_timer`] with `timer` after `after`. Extra or early calls are harmless.
-    fn submit_after(&mut self, timer: Timer, after: Duration);
-}
-
-/// Why the engine wants to be woken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Timer {
-    /// The membership view will have settled.
-    Settle,
-    /// An alert leaves pending, an event alert goes quiet, or a periodic job's window ends.
-    Alerts,
-    /// A group is due, a retry, a mute ending, another node's attempt going stale.
-    Notify,
-}
-
-/// One notification to perform.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
-    /// The ledger id; pass it back to [`Engine::on_delivery`].
-    pub id: String,
-    pub attempt: u32,
-    pub receiver: String,
-    pub message: NotificationMessage,
-    /// Abandon the send at this time and report it failed: after it, other nodes may take over.
-    pub deadline: DateTime<Utc>,
-}
+/// How long the engine gathers newly stored events before one evaluation
+/// ([`Engine::on_stored`]). Synced events land in bursts (a healed partition's `alert_firing`
+/// with the `notification_sent` that covers it); evaluated one by one, the engine would see
+/// the other side's alert before its ledger and page again. Long enough for the store to
+/// index the rest of a received batch; short next to any `group_wait`.
+pub const BURST_WINDOW: Duration = Duration::from_millis(50);
 
 /// The alerting core of one node.
 #[derive(Debug)]
@@ -78,6 +50,10 @@ pub struct Engine {
     disk_keep: Duration,
     /// Nodes whose disks the projection learns from `host_sample` events.
     sampled: std::collections::BTreeSet<String>,
+    /// Expectations declared by events (`labmesh expect`), turned into rules.
+    expectations: Expectations,
+    /// Stored events waiting for the burst timer.
+    burst: Vec<Arc<Event>>,
 }
 
 impl Engine {
@@ -111,6 +87,8 @@ impl Engine {
             armed: BTreeMap::new(),
             disk_keep,
             sampled: Default::default(),
+            expectations: Expectations::default(),
+            burst: Vec::new(),
         }
     }
 
@@ -169,21 +147,52 @@ impl Engine {
     /// wrote itself update the alert book and the ledger but are never matched by rules (a rule
     /// on `notification_failed` would feed on itself).
     pub fn on_event(&mut self, e: &Event, now: DateTime<Utc>, rt: &mut impl Runtime) {
-        self.ingest(e, now);
-        self.step(now, rt);
+        self.on_events(std::iter::once(e), now, rt);
     }
 
-    /// Many events at once (the replay at start), with one evaluation at the end.
+    /// Many events at once (the replay at start), with one evaluation at the end. Expectation
+    /// declarations and removals among them are applied first, so a job's report in the same
+    /// batch meets its rule.
     pub fn on_events<'a>(
         &mut self,
         events: impl IntoIterator<Item = &'a Event>,
         now: DateTime<Utc>,
         rt: &mut impl Runtime,
     ) {
+        let events: Vec<&Event> = events.into_iter().collect();
+        for e in &events {
+            self.expect(e);
+        }
         for e in events {
             self.ingest(e, now);
         }
         self.step(now, rt);
+    }
+
+    /// An event that just entered the store (any node's, as the driver's event bus tells
+    /// it). Held until the burst timer ([`BURST_WINDOW`]) so that what was stored together
+    /// is evaluated together.
+    pub fn on_stored(&mut self, e: Arc<Event>, _now: DateTime<Utc>, rt: &mut impl Runtime) {
+        if self.burst.is_empty() {
+            rt.submit_after(Timer::Burst, BURST_WINDOW);
+        }
+        self.burst.push(e);
+    }
+
+    /// Stored events waiting for the burst timer.
+    pub fn pending_events(&self) -> usize {
+        self.burst.len()
+    }
+
+    /// Applies an expectation event to the rules.
+    fn expect(&mut self, e: &Event) {
+        match self.expectations.on_event(e) {
+            Some(Change::Set(rule, since)) => self.set_rule(*rule, since),
+            Some(Change::Removed(rule, at)) => {
+                self.remove_rule(&rule, at);
+            }
+            None => {}
+        }
     }
 
     fn ingest(&mut self, e: &Event, now: DateTime<Utc>) {
@@ -262,6 +271,12 @@ impl Engine {
 
     /// A timer submitted through [`Runtime::submit_after`] is due.
     pub fn on_timer(&mut self, timer: Timer, now: DateTime<Utc>, rt: &mut impl Runtime) {
+        if timer == Timer::Burst {
+            // An early call only evaluates sooner; the next stored event arms it again.
+            let burst = std::mem::take(&mut self.burst);
+            self.on_events(burst.iter().map(|e| e.as_ref()), now, rt);
+            return;
+        }
         if self.armed.get(&timer).is_some_and(|at| *at <= now) {
             self.armed.remove(&timer);
         }
@@ -380,6 +395,11 @@ impl Engine {
 
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// Expectations declared by events, newest declaration per name.
+    pub fn expectations(&self) -> &[Expectation] {
+        self.expectations.list()
     }
 
     pub fn name(&self) -> &str {

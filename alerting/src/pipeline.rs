@@ -24,10 +24,10 @@ use sync::Severity;
 use sync::event::format_timestamp;
 
 pub use crate::config::{PipelineConfig, RetryPolicy};
-use crate::engine::{Notification, Runtime};
 use crate::ledger::{self, Item, Ledger, Stage};
 use crate::message::{MessageAlert, NotificationMessage};
 use crate::route::routes_for;
+use crate::runtime::{Notification, Runtime};
 use crate::silence::Suppressions;
 use crate::state::{Alert, Status};
 use crate::util::{Labels, after, stable_hash};

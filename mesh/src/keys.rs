@@ -30,8 +30,8 @@ pub const STATUS_LEFT: &str = "left";
 /// re-published by every node that learns one so revocations spread without the CA holder.
 pub const REVOCATION_PREFIX: &str = "rev.";
 /// The node's live host summary: compact JSON with short keys (CPU, steal, memory, swap, disk,
-/// VRAM, a 0–100 score), replaced every probe interval. Written and read by the node crate;
-/// a few hundred bytes at most.
+/// VRAM, a 0–100 score), replaced every probe interval; a few hundred bytes at most. Its
+/// format and its one reader are [`crate::summary::Summary`].
 pub const SUMMARY: &str = "summary";
 
 /// What a node says about itself (published once at start; `status` changes at shutdown).

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod liveness;
 pub mod membership;
 pub mod stats;
+pub mod summary;
 pub mod transport;
 pub mod udp_guard;
 

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::exit::UsageError;
+use crate::error::UsageError;
 
 pub fn parse(flag: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, UsageError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
@@ -13,7 +13,7 @@ pub fn parse(flag: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>
     {
         return Ok(t.and_utc());
     }
-    match crate::settings::parse_duration(text) {
+    match crate::config::parse_duration(text) {
         Ok(age) => Ok(now - chrono::Duration::from_std(age).unwrap_or_default()),
         Err(_) => Err(UsageError(format!(
             "{flag} {text:?}: not a time; use RFC 3339 (2026-05-12T12:05:00Z), a date (2026-05-12) or an age (15m, 2h, 7d)"

@@ -1,17 +1,17 @@
-//! The sync driver's schedule, as the agent's `node/src/sync_driver.rs` runs it: eager push
-//! happens on write (`run.rs`); here are the per-tick decisions (session expiry, reconcile with
-//! a peer whose fingerprint differs, periodic anti-entropy) and the alerter check.
+//! The sync driver's schedule, as the agent runs it: eager push happens on write (`run.rs`);
+//! here each tick hands every node's view to the shipping `sync::schedule::Scheduler`, which
+//! expires sessions and starts the ones due. Also the alerter check.
 
-use rand::Rng;
-use rand::seq::SliceRandom;
+use sync::reconcile::Outbox;
+use sync::schedule::PeerSight;
 
-use crate::node::{Source, SyncOut};
-use crate::run::{ANTI_ENTROPY_MS, SESSION_TIMEOUT_MS, Sim};
+use crate::node::Source;
+use crate::run::Sim;
 
 impl Sim {
-    /// What the agent's sync driver does every tick: expire sessions, start one with peers
-    /// whose fingerprint has differed long enough (2 s for the smaller name, 6 s for the
-    /// other), and anti-entropy with one random live peer every 5 min.
+    /// What the agent's sync driver does every tick, through the same scheduler: expire
+    /// sessions, reconcile with peers whose fingerprint has differed long enough, anti-entropy
+    /// with one random live peer now and then, at most `max_sessions` at once.
     pub(crate) fn tick(&mut self) {
         let n = self.s.nodes;
         let fps: Vec<_> = self
@@ -19,76 +19,48 @@ impl Sim {
             .iter()
             .map(|x| x.store.fingerprint.clone())
             .collect();
-        let all_equal = fps.windows(2).all(|w| w[0] == w[1]);
+        let epochs: Vec<u64> = self.nodes.iter().map(|x| x.epoch).collect();
         for i in 0..n {
             if !self.nodes[i].up {
                 continue;
             }
-            let now = self.now;
-            let differ_ms = self.s.differ_delay_ms;
-            let node = &mut self.nodes[i];
-            node.core.expire(now, SESSION_TIMEOUT_MS);
-            let mut due = Vec::new();
-            if all_equal {
-                node.differ_since.clear();
-            } else {
-                for j in (0..n).filter(|&j| j != i) {
-                    if !self.view[i][j] || fps[j] == fps[i] {
-                        node.differ_since.remove(&j);
-                        continue;
-                    }
-                    let since = *node.differ_since.entry(j).or_insert(now);
-                    let wait = if i < j { differ_ms } else { differ_ms * 3 };
-                    let recent = node.last_session.get(&j).is_some_and(|t| now - t < wait);
-                    if now - since >= wait && !recent {
-                        due.push(j);
-                    }
-                }
-            }
-            if now.saturating_sub(node.last_anti_entropy) >= ANTI_ENTROPY_MS {
-                let live: Vec<usize> = (0..n).filter(|&j| j != i && self.view[i][j]).collect();
-                if !live.is_empty() {
-                    node.last_anti_entropy = now;
-                    due.push(live[self.rng.random_range(0..live.len())]);
-                }
-            }
-            // The heal herd: after a split heals, every node differs from every peer on the
-            // other side, ~N²/2 sessions at once. A few at a time, in random order (so the
-            // smallest names are not everyone's first pick), and the fingerprints that match
-            // after those sessions spare the rest.
-            if self.s.max_sessions > 0 {
-                let room = self
-                    .s
-                    .max_sessions
-                    .saturating_sub(self.nodes[i].core.sessions_in_flight());
-                if due.len() > room {
-                    due.shuffle(&mut self.rng);
-                    due.truncate(room);
-                }
-            }
-            for j in due {
-                self.start_session(i, j);
-            }
-        }
-    }
-
-    fn start_session(&mut self, i: usize, j: usize) {
-        let peer = self.nodes[j].name.clone();
-        let node = &mut self.nodes[i];
-        if node.core.in_session_with(&peer) {
-            return;
-        }
-        let mut out = SyncOut::default();
-        let src = Source {
-            store: &node.store,
-            blobs: &self.blobs,
-        };
-        match node.core.start(&mut out, &src, &peer, 0, self.now) {
-            Ok(_) => {
-                node.last_session.insert(j, self.now);
-                self.perform(i, out, None);
-            }
-            Err(_) => node.sync_errors += 1,
+            let mut out = Outbox::default();
+            let Sim {
+                nodes,
+                names,
+                blobs,
+                view,
+                rng,
+                now,
+                ..
+            } = self;
+            let row = &view[i];
+            let peers = (0..n)
+                .filter(move |&j| j != i && row[j])
+                .map(|j| PeerSight {
+                    name: names[j].as_str(),
+                    generation: epochs[j],
+                    fingerprint: Some(&fps[j]),
+                });
+            let node = &mut nodes[i];
+            let wall = node.now(*now);
+            let src = Source {
+                store: &node.store,
+                blobs,
+            };
+            let report = node.schedule.tick(
+                &mut node.core,
+                &mut out,
+                &src,
+                &names[i],
+                &fps[i],
+                peers,
+                *now,
+                wall,
+                rng,
+            );
+            node.sync_errors += report.failed.len() as u64;
+            self.perform(i, out, None);
         }
     }
 

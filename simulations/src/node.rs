@@ -1,15 +1,15 @@
 //! One simulated node: the real `SyncCore`, `WorldState` and alerting `Engine`, with an
 //! in-memory event set standing in for the `EventStore`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
-use alerting::{Config, Engine, Notification, Timer};
+use alerting::{AccumulatingRuntime, Config, Engine};
 use chrono::{DateTime, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 use sync::index::{ContentHash, SetFingerprint};
-use sync::reconcile::{Runtime as SyncRuntime, SyncCore, SyncMessage, SyncSource};
+use sync::reconcile::{SyncCore, SyncSource};
+use sync::schedule::{ScheduleConfig, Scheduler};
 use sync::world::WorldState;
 use sync::{Event, NewEvent};
 
@@ -138,42 +138,6 @@ impl SyncSource for Source<'_> {
     }
 }
 
-/// What the sync core asked for during one call.
-#[derive(Default)]
-pub struct SyncOut {
-    pub send: Vec<(String, SyncMessage)>,
-    pub store: Vec<Vec<Vec<u8>>>,
-}
-
-impl SyncRuntime for SyncOut {
-    fn send(&mut self, to: &str, msg: SyncMessage) {
-        self.send.push((to.to_owned(), msg));
-    }
-    fn store(&mut self, _from: &str, events: Vec<Vec<u8>>) {
-        self.store.push(events);
-    }
-}
-
-/// What the alerting engine asked for during one call.
-#[derive(Default)]
-pub struct AlertOut {
-    pub events: Vec<NewEvent>,
-    pub notes: Vec<Notification>,
-    pub timers: Vec<(Timer, Duration)>,
-}
-
-impl alerting::Runtime for AlertOut {
-    fn write_event(&mut self, event: NewEvent) {
-        self.events.push(event);
-    }
-    fn notify(&mut self, n: Notification) {
-        self.notes.push(n);
-    }
-    fn submit_after(&mut self, timer: Timer, after: Duration) {
-        self.timers.push((timer, after));
-    }
-}
-
 pub struct SimNode {
     pub idx: usize,
     pub name: String,
@@ -183,26 +147,28 @@ pub struct SimNode {
     pub offset_ms: i64,
     pub transient: bool,
     pub core: SyncCore,
+    /// The agent's reconcile schedule, on this node's virtual clock.
+    pub schedule: Scheduler,
     pub store: MemStore,
     pub world: WorldState,
     pub engine: Engine,
     pub config: Config,
-    /// Per peer: since when its fingerprint has differed from ours (node ms).
-    pub differ_since: BTreeMap<usize, Ms>,
-    pub last_session: BTreeMap<usize, Ms>,
-    pub last_anti_entropy: Ms,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub messages_sent: u64,
     pub sync_errors: u64,
     /// Events this node wrote (workload and alerting), for unique ids.
     pub written: u64,
-    /// Stored events its alerting engine has not seen yet.
-    pub feed: Vec<ContentHash>,
 }
 
 impl SimNode {
-    pub fn new(idx: usize, offset_ms: i64, transient: bool, config: Config) -> SimNode {
+    pub fn new(
+        idx: usize,
+        offset_ms: i64,
+        transient: bool,
+        config: Config,
+        schedule: ScheduleConfig,
+    ) -> SimNode {
         let name = node_name(idx);
         let now = wall(0, offset_ms);
         SimNode {
@@ -215,17 +181,14 @@ impl SimNode {
             offset_ms,
             transient,
             core: SyncCore::new((idx as u64) << 40),
+            schedule: Scheduler::new(schedule, 0),
             store: MemStore::default(),
             world: WorldState::new(),
-            differ_since: BTreeMap::new(),
-            last_session: BTreeMap::new(),
-            last_anti_entropy: 0,
             bytes_sent: 0,
             bytes_received: 0,
             messages_sent: 0,
             sync_errors: 0,
             written: 0,
-            feed: Vec::new(),
         }
     }
 
@@ -245,12 +208,13 @@ impl SimNode {
             .map_err(|e| e.to_string())
     }
 
-    /// Restarts after a crash: new sync sessions and a fresh engine that replays the stored
-    /// events, as the agent does at start.
-    pub fn restart(&mut self, at: Ms, blobs: &Blobs, out: &mut AlertOut) {
+    /// Restarts after a crash: new sync sessions, a fresh schedule (the first anti-entropy
+    /// round one interval away) and a fresh engine that replays the stored events, as the
+    /// agent does at start.
+    pub fn restart(&mut self, at: Ms, blobs: &Blobs, out: &mut AccumulatingRuntime) {
         self.up = true;
         self.core = SyncCore::new(((self.idx as u64) << 40) + (self.epoch << 20));
-        self.differ_since.clear();
+        self.schedule = Scheduler::new(self.schedule.config().clone(), at);
         let now = self.now(at);
         self.engine = Engine::new(&self.name, self.transient, 0, self.config.clone(), now);
         let events: Vec<Arc<Event>> = self

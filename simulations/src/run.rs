@@ -3,14 +3,15 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use alerting::{Config, Timer};
+use alerting::{AccumulatingRuntime, Config, Timer};
 use rand::Rng;
 use rand::rngs::StdRng;
 use sync::NewEvent;
 use sync::index::ContentHash;
-use sync::reconcile::SyncMessage;
+use sync::reconcile::{Outbox, SyncMessage};
+use sync::schedule::ScheduleConfig;
 
-use crate::node::{AlertOut, Blobs, SimNode, Source, SyncOut, content_hash, node_index};
+use crate::node::{Blobs, SimNode, Source, content_hash, node_index};
 use crate::report::{NoteKey, Report, Sent, Track};
 use crate::scenario::{CrashMoment, Fault, Scenario};
 use crate::sim::{Ms, Net, Queue, Trace, rng};
@@ -18,11 +19,6 @@ use crate::workload::{Work, make, next_wait};
 
 /// The mesh's limit on one application message (`mesh::transport`, 4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-/// A sync session that has not finished after this long is dropped (agent default).
-pub(crate) const SESSION_TIMEOUT_MS: u64 = 60_000;
-pub(crate) const ANTI_ENTROPY_MS: u64 = 300_000;
-/// The alerting driver's batching: new events reach the engine at most this late.
-const ALERT_FEED_MS: u64 = 100;
 /// After the scenario's end: stop once nothing was written for this long...
 const DRAIN_MS: u64 = 60_000;
 /// ...or after this much extra virtual time.
@@ -49,10 +45,6 @@ pub(crate) enum Ev {
     },
     Fault(usize),
     Membership,
-    Feed {
-        node: usize,
-        epoch: u64,
-    },
     /// A notification's send finished (`ok`: the receiver took it).
     NotifyDone {
         node: usize,
@@ -78,6 +70,8 @@ pub struct Sim {
     pub(crate) q: Queue<Ev>,
     pub net: Net,
     pub nodes: Vec<SimNode>,
+    /// Every node's name, by index (the names the cores see).
+    pub names: Vec<String>,
     pub blobs: Blobs,
     pub(crate) trace: Trace,
     /// `view[i][j]`: node i currently sees node j as live (gossip's view, updated late).
@@ -124,9 +118,16 @@ impl Sim {
                     .iter()
                     .find(|c| c.node == i)
                     .map_or(0, |c| c.offset_ms);
-                SimNode::new(i, offset, s.transient.contains(&i), config.clone())
+                SimNode::new(
+                    i,
+                    offset,
+                    s.transient.contains(&i),
+                    config.clone(),
+                    schedule(s),
+                )
             })
-            .collect();
+            .collect::<Vec<SimNode>>();
+        let names = nodes.iter().map(|n| n.name.clone()).collect();
         let mut sim = Sim {
             s: s.clone(),
             seed,
@@ -134,6 +135,7 @@ impl Sim {
             q: Queue::default(),
             net: Net::new(s),
             nodes,
+            names,
             blobs: Blobs::default(),
             trace: Trace::default(),
             view: vec![vec![true; n]; n],
@@ -240,7 +242,7 @@ impl Sim {
             Ev::Timer { node, epoch, timer } => {
                 let n = &mut self.nodes[node];
                 if n.up && n.epoch == epoch {
-                    let mut out = AlertOut::default();
+                    let mut out = AccumulatingRuntime::default();
                     let now = n.now(self.now);
                     n.engine.on_timer(timer, now, &mut out);
                     self.alert_out(node, out);
@@ -248,7 +250,6 @@ impl Sim {
             }
             Ev::Fault(i) => self.fault(i),
             Ev::Membership => self.membership(),
-            Ev::Feed { node, epoch } => self.feed(node, epoch),
             Ev::NotifyDone {
                 node,
                 epoch,
@@ -258,7 +259,7 @@ impl Sim {
                 let n = &mut self.nodes[node];
                 if n.up && n.epoch == epoch {
                     self.awaiting_outcome.remove(&(node, id.clone()));
-                    let mut out = AlertOut::default();
+                    let mut out = AccumulatingRuntime::default();
                     let now = n.now(self.now);
                     let result = if ok {
                         Ok(())
@@ -326,8 +327,6 @@ impl Sim {
         }
         n.up = false;
         n.epoch += 1;
-        // Not yet seen by its engine; the restart replays every stored event anyway.
-        n.feed.clear();
         self.worse_at = Some(self.now);
         self.q.push(self.now + self.s.detect_ms, Ev::Membership);
     }
@@ -336,12 +335,10 @@ impl Sim {
         if self.nodes[node].up {
             return;
         }
-        // As the agent at start: nobody known live until gossip says so, and the first
-        // anti-entropy round one interval away.
+        // As the agent at start: nobody known live until gossip says so.
         let n = self.s.nodes;
         self.view[node] = (0..n).map(|j| j == node).collect();
-        self.nodes[node].last_anti_entropy = self.now;
-        let mut out = AlertOut::default();
+        let mut out = AccumulatingRuntime::default();
         self.nodes[node].restart(self.now, &self.blobs, &mut out);
         self.alert_out(node, out);
         self.repairs.push(self.now);
@@ -415,16 +412,19 @@ impl Sim {
                     self.detections.push(self.now - at);
                 }
             }
-            for j in gone {
-                let name = self.nodes[j].name.clone();
-                self.nodes[i].core.abandon(&name);
-            }
+            // As the agent's sync driver: sessions with a process that is gone are dropped.
+            let live: Vec<(&str, u64)> = (0..n)
+                .filter(|&j| j != i && row[j])
+                .map(|j| (self.names[j].as_str(), self.nodes[j].epoch))
+                .collect();
+            let node = &mut self.nodes[i];
+            node.schedule.departures(&mut node.core, live);
             self.view[i] = row;
             if !self.s.alerting {
                 continue;
             }
             let node = &mut self.nodes[i];
-            let mut out = AlertOut::default();
+            let mut out = AccumulatingRuntime::default();
             let now = node.now(self.now);
             node.engine.on_membership(members, now, &mut out);
             self.alert_out(i, out);
@@ -474,7 +474,7 @@ impl Sim {
             .filter(|&j| j != i && self.view[i][j])
             .map(|j| self.nodes[j].name.clone())
             .collect();
-        let mut out = SyncOut::default();
+        let mut out = Outbox::default();
         self.nodes[i].core.push(&mut out, &peers, &[bytes]);
         self.perform(i, out, None);
     }
@@ -489,14 +489,13 @@ impl Sim {
             return;
         }
         node.world.apply(&event);
-        // The alerting driver takes new events in batches, as the sync driver does: feeding
-        // the engine one call per event costs 1000 nodes a full pipeline pass per delivery.
+        // The engine holds new events for its burst timer, as in the agent: one evaluation
+        // per burst, not one pipeline pass per delivery.
         if self.s.alerting {
-            node.feed.push(hash);
-        }
-        if node.feed.len() == 1 {
-            let (epoch, at) = (node.epoch, self.now + ALERT_FEED_MS);
-            self.q.push(at, Ev::Feed { node: i, epoch });
+            let mut out = AccumulatingRuntime::default();
+            let now = node.now(self.now);
+            node.engine.on_stored(event.clone(), now, &mut out);
+            self.alert_out(i, out);
         }
         self.holders_total += 1;
         if let Some(t) = self.tracks.get_mut(&hash) {
@@ -507,26 +506,9 @@ impl Sim {
         }
     }
 
-    /// Hands the events stored since the last feed to node `i`'s engine in one call.
-    fn feed(&mut self, i: usize, epoch: u64) {
-        let node = &mut self.nodes[i];
-        if !node.up || node.epoch != epoch {
-            return;
-        }
-        let events: Vec<_> = std::mem::take(&mut node.feed)
-            .iter()
-            .filter_map(|h| self.blobs.event(h))
-            .collect();
-        let mut out = AlertOut::default();
-        let now = node.now(self.now);
-        node.engine
-            .on_events(events.iter().map(|e| e.as_ref()), now, &mut out);
-        self.alert_out(i, out);
-    }
-
     /// Performs what an engine asked: events written (the attempt record before the send it
     /// covers, as the engine's contract requires), notifications sent, timers armed.
-    fn alert_out(&mut self, i: usize, out: AlertOut) {
+    fn alert_out(&mut self, i: usize, out: AccumulatingRuntime) {
         let epoch = self.nodes[i].epoch;
         for (timer, after) in out.timers {
             let at = self.now + (after.as_millis() as Ms).max(1);
@@ -543,7 +525,7 @@ impl Sim {
             self.note_ledger_event(&ne);
             self.write(i, ne);
         }
-        for note in out.notes {
+        for note in out.notifications {
             if self.notify(i, epoch, note) {
                 // Crashed mid-notification: nothing after this reaches the world.
                 break;
@@ -634,7 +616,7 @@ impl Sim {
 
     /// Sends what the sync core queued (to live peers, or back to the peer that wrote to us)
     /// and stores what it received.
-    pub(crate) fn perform(&mut self, i: usize, out: SyncOut, reply_to: Option<usize>) {
+    pub(crate) fn perform(&mut self, i: usize, out: Outbox, reply_to: Option<usize>) {
         for (to, mut msg) in out.send {
             // negentropy 0.5 lists the ids it needs in `HashSet` order (random per process):
             // sort them, or no two runs of a seed would be alike. (Proposed for sync itself.)
@@ -670,7 +652,7 @@ impl Sim {
                 );
             }
         }
-        for batch in out.store {
+        for (_, batch) in out.store {
             for bytes in batch {
                 match self.blobs.accept(&bytes) {
                     Ok((hash, _)) => self.store_event(i, hash),
@@ -700,7 +682,7 @@ impl Sim {
         };
         let from_name = self.nodes[from].name.clone();
         let node = &mut self.nodes[to];
-        let mut out = SyncOut::default();
+        let mut out = Outbox::default();
         let src = Source {
             store: &node.store,
             blobs: &self.blobs,
@@ -713,5 +695,17 @@ impl Sim {
             node.sync_errors += 1;
         }
         self.perform(to, out, Some(from));
+    }
+}
+
+/// The agent's sync schedule with the scenario's tick, differ delay and session cap. The
+/// discrete model keeps no retention, so its window covers everything.
+pub(crate) fn schedule(s: &Scenario) -> ScheduleConfig {
+    ScheduleConfig {
+        tick: std::time::Duration::from_millis(s.tick_ms),
+        differ_delay: std::time::Duration::from_millis(s.differ_delay_ms),
+        max_sessions: s.max_sessions,
+        window: std::time::Duration::MAX,
+        ..ScheduleConfig::default()
     }
 }

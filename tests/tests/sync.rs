@@ -554,7 +554,7 @@ struct StaleSession {
 fn stale_session(dir: &Path, extra: &[&str]) -> StaleSession {
     let data = dir.join("alpha");
     let gossip = format!("127.0.0.1:{}", free_udp_port());
-    let mut alpha_extra = vec!["--log-level", "labmesh::sync_driver=debug,info"];
+    let mut alpha_extra = vec!["--log-level", "labmesh::drivers::sync=debug,info"];
     alpha_extra.extend_from_slice(extra);
     let agent = Agent::start(&data, &args("alpha", &gossip, &alpha_extra));
     let alpha = Node {

@@ -10,8 +10,8 @@ fn backoff_doubles_and_caps() {
     assert_eq!(r.backoff(1000), Duration::from_secs(300));
 }
 
-use crate::engine::{Notification, Timer};
 use crate::rules::{Condition, Observation};
+use crate::runtime::{Notification, Timer};
 use crate::state::AlertBook;
 use chrono::TimeZone;
 use sync::NewEvent;

@@ -9,8 +9,8 @@ use mesh::{Liveness, PeerStatus};
 use serde_json::{Value, json};
 
 use super::{Available, Candidate, Floors, Request};
-use crate::probes::summary::Summary;
 use crate::probes::{self, Gpus, Probe};
+use mesh::summary::Summary;
 
 /// Free VRAM on the GPU that has the most, or why there is no figure.
 pub fn vram_from(gpu: &Probe<Gpus>) -> Result<u64, String> {

@@ -131,7 +131,7 @@ pub(super) fn duration(value: &Spanned<DurationValue>, key: &str) -> Result<Dura
         DurationValue::Seconds(n) => *n as f64,
         DurationValue::Fraction(f) => *f,
         DurationValue::Text(t) if t.trim_start().starts_with('-') => -1.0,
-        DurationValue::Text(t) => crate::settings::parse_duration(t)
+        DurationValue::Text(t) => alerting::util::parse_duration(t)
             .map_err(|e| err(value.span(), key, e))?
             .as_secs_f64(),
     };

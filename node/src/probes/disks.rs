@@ -117,6 +117,12 @@ pub struct DiskProbe {
     disks: Result<sysinfo::Disks, String>,
 }
 
+impl Default for DiskProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl DiskProbe {
     pub fn new() -> DiskProbe {
         DiskProbe {

@@ -54,6 +54,12 @@ fn load() -> Result<Nvml, Probe<Gpus>> {
     Nvml::init().map_err(|e| init_failure(&e))
 }
 
+impl Default for GpuProbe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl GpuProbe {
     pub fn new() -> GpuProbe {
         let nvml = load();

@@ -101,13 +101,13 @@ impl Cluster<'_> {
                 .collect();
             // The final set by the seeded part of each event id (the bytes carry HLC ids,
             // which are random per process, and the id's timestamp is virtual time).
-            // Without the alerting engine's events: when a node becomes alerter follows
-            // chitchat's gossip order, which the seed does not decide, and their ids come from
-            // the store's UUIDv7 context.
+            // Only the workload's events: what the agent writes itself (the alerting engine's
+            // records, liveness transitions) follows chitchat's gossip order, which the seed
+            // does not decide, and their ids come from the store's UUIDv7 context.
             let mut ids: Vec<String> = store
                 .query(&sync::Query::default())
                 .iter()
-                .filter(|e| &*e.source != alerting::EVENT_SOURCE)
+                .filter(|e| !e.source.starts_with("labmesh-"))
                 .map(|e| super::run::seeded_part(&e.id))
                 .collect();
             ids.sort();

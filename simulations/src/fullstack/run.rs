@@ -18,7 +18,7 @@ use sync::{Event, Severity};
 pub use super::builtin::FullScenario;
 use super::checks::hlc_ntp;
 use super::clock::{NodeClock, VirtualTime};
-use super::node::{self, Delivered, NodeSpec, SharedProbe, SyncTimings, lock};
+use super::node::{self, Delivered, NodeSpec, SharedProbe, lock};
 use super::socket::{LossTable, WireCounters};
 
 /// The simulation's epoch: 2026-01-01T00:00:00Z, fixed so that runs do not depend on the date.
@@ -55,7 +55,7 @@ pub struct FullstackConfig {
     /// Give up waiting for convergence after this long (virtual).
     pub settle_limit: Duration,
     pub gossip_interval: Duration,
-    pub sync: SyncTimings,
+    pub sync: sync::schedule::ScheduleConfig,
     /// The stand-in receiver refuses every delivery until this much virtual time has passed
     /// (a receiver outage at the start of the run).
     pub receiver_down_until: Duration,
@@ -137,7 +137,7 @@ impl FullstackConfig {
             },
             settle_limit: Duration::from_secs(60),
             gossip_interval: Duration::from_millis(300),
-            sync: SyncTimings::default(),
+            sync: node::schedule(),
             receiver_down_until: Duration::ZERO,
             offline_days: 3,
             warmup: Duration::from_secs(3),
@@ -865,7 +865,7 @@ impl<'a> Cluster<'a> {
     pub(super) fn window_start(&self) -> i64 {
         self.clocks
             .iter()
-            .map(|c| node::window_start_ms(sync::Clock::now(c.as_ref()), self.window))
+            .map(|c| sync::schedule::window_start_ms(sync::Clock::now(c.as_ref()), self.window))
             .max()
             .unwrap_or(0)
     }

@@ -196,7 +196,8 @@ pub struct EventStore {
 pub struct StoredEvent {
     pub entry: IndexEntry,
     pub bytes: Vec<u8>,
-    pub event: Event,
+    /// Shared, so a consumer that keeps events (the alerting engine's burst) copies nothing.
+    pub event: Arc<Event>,
 }
 
 /// Called with every event that enters the index, whatever the path (a local append, a file
@@ -356,7 +357,7 @@ impl EventStore {
         listener(&Arc::new(StoredEvent {
             entry,
             bytes,
-            event: event.clone(),
+            event: Arc::new(event.clone()),
         }));
     }
 
