@@ -27,10 +27,7 @@ fn events(store: &EventStore, since: DateTime<Utc>, types: &[&str]) -> Vec<Event
     store
         .query(&query)
         .iter()
-        .filter_map(|entry| {
-            let bytes = store.read_bytes(entry).ok()?;
-            Event::from_file_bytes(&bytes, store.config().max_event_bytes, Some(entry.id)).ok()
-        })
+        .filter_map(|entry| store.read_event(entry).ok())
         .collect()
 }
 
@@ -72,7 +69,7 @@ pub async fn build(state: &ApiState, now: DateTime<Utc>) -> Digest {
             "test_failed",
         ],
     );
-    let cleanups = events(&store, since, &crate::api::score::MAINTENANCE_TYPES);
+    let cleanups = events(&store, since, &crate::score::MAINTENANCE_TYPES);
     let mut samples: std::collections::BTreeMap<String, Vec<alerting::digest::HostSample>> =
         Default::default();
     for s in events(&store, since, &[alerting::digest::HOST_SAMPLE])
@@ -94,7 +91,7 @@ pub async fn build(state: &ApiState, now: DateTime<Utc>) -> Digest {
                 .and_then(|kv| kv.get(mesh::keys::SUMMARY))
                 .and_then(|t| Summary::parse(t));
             let s = summary.as_ref();
-            let m = crate::api::score::maintenance(&store, n);
+            let m = crate::score::maintenance(&store, n);
             let unhealthy = services
                 .and_then(Value::as_object)
                 .into_iter()
@@ -111,7 +108,7 @@ pub async fn build(state: &ApiState, now: DateTime<Utc>) -> Digest {
                 .get(n)
                 .and_then(|v| alerting::digest::sampled_week(v));
             node_week(
-                crate::api::score::input(n, s, services, m),
+                crate::score::input(n, s, crate::score::unhealthy_services(n, services), m),
                 s,
                 week,
                 cleaned,
@@ -248,7 +245,7 @@ mod tests {
             disk: Some(42.0),
             ..Summary::default()
         };
-        let score = crate::api::score::input(
+        let score = crate::score::input(
             "vm1",
             Some(&now),
             None,

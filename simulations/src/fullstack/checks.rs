@@ -132,6 +132,28 @@ impl Cluster<'_> {
                 }
             }
         }
+        // The world is a function of the events (and of the snapshots of history that peers
+        // merge): equal events, equal worlds.
+        let worlds: Vec<(String, String)> = self
+            .probes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                Some((
+                    self.names[i].clone(),
+                    lock(p).world.as_ref()?.upgrade()?.short_hash(),
+                ))
+            })
+            .collect();
+        let sets_equal = sets.windows(2).all(|w| w[0].1 == w[1].1);
+        if sets_equal
+            && let Some((first_name, first)) = worlds.first()
+            && let Some((name, other)) = worlds.iter().find(|(_, h)| h != first)
+        {
+            violations.push(format!(
+                "world hashes differ with equal event sets: {first_name} {first}, {name} {other}"
+            ));
+        }
         for (hash, what) in self.in_window(since) {
             for (name, set) in &sets {
                 if !set.contains(hash) {

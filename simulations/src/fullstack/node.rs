@@ -101,6 +101,9 @@ pub struct Seen {
 pub struct Probe {
     /// The node's store while it runs (`None` before start and after a crash).
     pub store: Option<Arc<EventStore>>,
+    /// The node's world driver while it runs (weak: the host owns it, and a crash must drop
+    /// it with its socket): its state must agree wherever the events do.
+    pub world: Option<std::sync::Weak<WorldRuntime>>,
     /// Peers this node sees as up (alive or suspect).
     pub up: BTreeSet<String>,
     /// Liveness changes not yet collected by the driver loop.
@@ -297,16 +300,19 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
             archive_pruned: false,
         },
     );
+    lock(&probe).world = Some(Arc::downgrade(&world));
+    let settings = SyncSettings {
+        node: spec.name.clone(),
+        schedule: spec.sync.clone(),
+    };
+    let seed = spec.seed.wrapping_mul(1000).wrapping_add(starts);
     let sync = SyncDriver::new(
         store.clone(),
         mesh.clone(),
         world.clone(),
         clock.clone(),
-        SyncSettings {
-            node: spec.name.clone(),
-            schedule: spec.sync.clone(),
-        },
-        spec.seed.wrapping_mul(1000).wrapping_add(starts),
+        settings,
+        seed,
     );
     // Never sent: the host runs until the simulation crashes it.
     let (_stop_tx, stop) = watch::channel(false);

@@ -706,6 +706,7 @@ impl<'a> Cluster<'a> {
         {
             let mut probe = lock(&self.probes[i]);
             probe.store = None;
+            probe.world = None;
             probe.role = None;
         }
         self.running[i] = false;

@@ -210,9 +210,21 @@ async fn fill(state: &ApiState, out: &mut Out) {
         state.started.elapsed().as_secs_f64(),
     );
     crate::api::metrics::mesh::mesh(state, out, sample.as_deref()).await;
-    crate::api::score::metrics(state, out).await;
+    scores(state, out).await;
     store_and_sync(state, out);
     checks_and_workers(state, out);
+}
+
+/// `labmesh_node_score_ratio{node}`: each node's score card, 0–1.
+async fn scores(state: &ApiState, out: &mut Out) {
+    let cards = crate::api::score::cards(state).await;
+    out.gauges_by(
+        "node_score",
+        "A node's score card (0-100 divided by 100) over CPU steal, memory, disk, services, maintenance and LLM headroom",
+        ratio(),
+        "node",
+        cards.into_iter().map(|c| (c.node, f64::from(c.score) / 100.0)),
+    );
 }
 
 fn store_and_sync(state: &ApiState, out: &mut Out) {
