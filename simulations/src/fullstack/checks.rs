@@ -89,6 +89,7 @@ impl Cluster<'_> {
         let since = self.window_start();
         let mut oldest_held_ms = None;
         let mut sets: Vec<(String, BTreeSet<[u8; 32]>)> = Vec::new();
+        let mut events_by_source = BTreeMap::new();
         for (i, probe) in self.probes.iter().enumerate() {
             let Some(store) = lock(probe).store.clone() else {
                 violations.push(format!("{} is not running at the end", self.names[i]));
@@ -111,6 +112,11 @@ impl Cluster<'_> {
                 .map(|e| super::run::seeded_part(&e.id))
                 .collect();
             ids.sort();
+            if sets.is_empty() {
+                for e in store.query(&sync::Query::default()) {
+                    *events_by_source.entry(e.source.to_string()).or_insert(0) += 1;
+                }
+            }
             self.trace
                 .update(format!("final {} {}\n", self.names[i], ids.join(",")).as_bytes());
             if let Some((ms, _)) = store.sync_items(0).first() {
@@ -246,6 +252,7 @@ impl Cluster<'_> {
             alerters_during_fault: self.alerters_during_fault,
             alerters_at_end,
             window_start_ms: since,
+            events_by_source,
             outside_window,
             clock_span_ms,
             oldest_held_ms,

@@ -200,6 +200,10 @@ pub struct Outcome {
     /// The oldest event any node still holds at the end (ms since the Unix epoch): retention
     /// dropped what is older.
     pub oldest_held_ms: Option<i64>,
+    /// What the first running node holds at the end, by `source`: the workload's events and
+    /// what the agent's own drivers recorded (`labmesh-mesh` liveness transitions,
+    /// `labmesh-alerting` alerts and the ledger).
+    pub events_by_source: BTreeMap<String, usize>,
     pub violations: Vec<String>,
 }
 
