@@ -46,7 +46,8 @@ pub struct StatsSnapshot {
     pub rejections: BTreeMap<String, u64>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a mutex, taking the data of a poisoned one (counters stay valid at every step).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

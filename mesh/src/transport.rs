@@ -14,6 +14,7 @@
 //!   chitchat's decoder runs under `catch_unwind`, so a hostile message can never take the
 //!   agent down.
 
+use crate::stats::lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -163,10 +164,6 @@ struct Shared {
     app_tx: mpsc::Sender<AppMessage>,
     app_rx: Mutex<Option<mpsc::Receiver<AppMessage>>>,
     is_revoked: RevocationCheck,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The QUIC transport. Cheap to clone; chitchat opens it once.

@@ -2,23 +2,45 @@
 
 use std::io::{IsTerminal, Write};
 
+use serde_json::Value;
 use sync::{IndexEntry, Severity};
+
+/// A JSON value as text: strings unquoted, null (or missing) as empty, anything else as JSON.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// [`text`], with `-` for a null or missing value (a table cell that must not be blank).
+pub fn shown(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        other => text(other),
+    }
+}
+
+/// `text` in colour `code` (an SGR code such as `31`) when `color` is on and there is text.
+pub fn paint(text: &str, code: Option<&str>, color: bool) -> String {
+    match code {
+        Some(code) if color && !text.is_empty() => format!("\x1b[{code}m{text}\x1b[0m"),
+        _ => text.to_owned(),
+    }
+}
 
 pub fn color_enabled() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-fn paint(text: &str, severity: Severity, color: bool) -> String {
-    if !color {
-        return text.to_owned();
+fn severity_color(severity: Severity) -> Option<&'static str> {
+    match severity {
+        Severity::Info => None,
+        Severity::Warning => Some("33"),
+        Severity::Error => Some("31"),
+        Severity::Critical => Some("1;31"),
     }
-    let code = match severity {
-        Severity::Info => return text.to_owned(),
-        Severity::Warning => "33",
-        Severity::Error => "31",
-        Severity::Critical => "1;31",
-    };
-    format!("\x1b[{code}m{text}\x1b[0m")
 }
 
 pub const EVENT_HEADER: [&str; 7] = [
@@ -66,7 +88,7 @@ pub fn write_row(
     for (i, cell) in row.iter().enumerate() {
         let pad = widths[i].saturating_sub(cell.chars().count());
         let text = match (i, severity) {
-            (3, Some(sev)) => paint(cell, sev, color),
+            (3, Some(sev)) => paint(cell, severity_color(sev), color),
             _ => cell.clone(),
         };
         line.push_str(&text);

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::api::ApiState;
-use crate::status::{age, score_class, summary_cells, text};
+use crate::status::{Table, model, text};
 
 /// How often the stream sends a `status` event.
 pub const STATUS_EVERY: Duration = Duration::from_secs(3);
@@ -122,35 +122,27 @@ fn event_json(bytes: &[u8]) -> Option<String> {
         .map(|v| v.to_string())
 }
 
-/// A row's cells and its styled cells (column index, CSS class).
-type Row = (Vec<String>, Vec<(usize, String)>);
-
-fn list(status: &Value, key: &str) -> Vec<Value> {
-    status[key].as_array().cloned().unwrap_or_default()
-}
-
 /// A table whose cells carry their column title (`data-label`), so that on a narrow screen
-/// every row becomes a card of `title: value` lines. Cells are escaped here; `class` pairs
-/// (column index, class) style single cells.
-fn table(id: &str, header: &[&str], rows: &[Row]) -> String {
-    let mut html = format!("<table id=\"{}\"><thead><tr>", esc(id));
-    for h in header {
+/// every row becomes a card of `title: value` lines. Cells are escaped here; a cell's tone
+/// becomes its class.
+fn table(t: &Table) -> String {
+    let mut html = format!("<table id=\"{}\"><thead><tr>", esc(t.id));
+    for h in &t.header {
         html.push_str(&format!("<th>{}</th>", esc(h)));
     }
     html.push_str("</tr></thead><tbody>");
-    for (cells, classes) in rows {
+    for cells in &t.rows {
         html.push_str("<tr>");
         for (i, cell) in cells.iter().enumerate() {
-            let class = classes
-                .iter()
-                .find(|(c, _)| *c == i)
-                .map(|(_, k)| format!(" class=\"{}\"", esc(k)))
-                .unwrap_or_default();
-            let label = header.get(i).copied().unwrap_or_default();
+            let class = match cell.tone.class() {
+                "" => String::new(),
+                c => format!(" class=\"{c}\""),
+            };
+            let label = t.header.get(i).copied().unwrap_or_default();
             html.push_str(&format!(
                 "<td data-label=\"{}\"{class}>{}</td>",
                 esc(label),
-                esc(cell)
+                esc(&cell.text)
             ));
         }
         html.push_str("</tr>");
@@ -161,120 +153,32 @@ fn table(id: &str, header: &[&str], rows: &[Row]) -> String {
 
 /// The page body without the shell: what the script swaps in on each refresh.
 pub fn render(status: &Value) -> String {
+    let m = model(status);
     let mut html = format!(
         "<p class=\"meta\">mesh <b>{}</b> · answered by <b>{}</b> · labmesh {} · {} events stored</p>",
-        esc(&text(status, "mesh")),
-        esc(&text(status, "node")),
-        esc(&text(status, "version")),
-        esc(&text(status, "events")),
+        esc(&m.mesh),
+        esc(&m.node),
+        esc(&m.version),
+        esc(&m.events),
     );
-    let header = [
-        "Node",
-        "Alerter",
-        "Liveness",
-        "Heartbeat",
-        "Role",
-        "CPU",
-        "Steal",
-        "Mem",
-        "Swap",
-        "Disk",
-        "VRAM",
-        "Score",
-    ];
-    let rows: Vec<_> = list(status, "nodes")
-        .iter()
-        .map(|n| {
-            let liveness = text(n, "liveness");
-            let mut cells = vec![
-                text(n, "node"),
-                if n["alerter"] == Value::Bool(true) {
-                    "*"
-                } else {
-                    ""
-                }
-                .to_owned(),
-                liveness.clone(),
-                n["last_heartbeat_age_ms"]
-                    .as_u64()
-                    .map(age)
-                    .unwrap_or_default(),
-                text(n, "role"),
-            ];
-            cells.extend(summary_cells(&n["summary"]));
-            let mut classes = vec![(2, format!("live-{liveness}"))];
-            if let Some(class) = score_class(&n["summary"]) {
-                classes.push((11, format!("score-{class}")));
-            }
-            (cells, classes)
-        })
-        .collect();
-    html.push_str("<h2>Nodes</h2>");
-    html.push_str(&table("nodes", &header, &rows));
-    let services: Vec<_> = list(status, "services_unhealthy")
-        .iter()
-        .map(|s| {
-            let cells = ["service", "node", "since", "last_event_type"].map(|k| text(s, k));
-            (cells.to_vec(), vec![(0, "bad".to_owned())])
-        })
-        .collect();
-    section(
-        &mut html,
-        "Unhealthy services",
-        "services",
-        &["Service", "Node", "Since", "Last event"],
-        &services,
-    );
-    let incidents: Vec<_> = list(status, "incidents_open")
-        .iter()
-        .map(|i| {
-            let keys = [
-                "severity",
-                "service",
-                "node",
-                "occurrence_count",
-                "started_at",
-                "last_occurrence",
-                "id",
-            ];
-            let class = format!("sev-{}", text(i, "severity"));
-            (keys.map(|k| text(i, k)).to_vec(), vec![(0, class)])
-        })
-        .collect();
-    section(
-        &mut html,
-        "Open incidents",
-        "incidents",
-        &[
-            "Severity", "Service", "Node", "Count", "Started", "Last", "Id",
-        ],
-        &incidents,
-    );
-    let deployments: Vec<_> = list(status, "deployments_recent")
-        .iter()
-        .map(|d| {
-            let keys = ["status", "service", "node", "started_at", "correlation_id"];
-            let class = format!("dep-{}", text(d, "status"));
-            (keys.map(|k| text(d, k)).to_vec(), vec![(0, class)])
-        })
-        .collect();
-    section(
-        &mut html,
-        "Recent deployments",
-        "deployments",
-        &["Status", "Service", "Node", "Started", "Correlation id"],
-        &deployments,
-    );
-    html
-}
-
-fn section(html: &mut String, title: &str, id: &str, header: &[&str], rows: &[Row]) {
-    html.push_str(&format!("<h2>{}</h2>", esc(title)));
-    if rows.is_empty() {
-        html.push_str(&format!("<p class=\"none\" id=\"{}\">none</p>", esc(id)));
-    } else {
-        html.push_str(&table(id, header, rows));
+    html.push_str(&format!("<h2>{}</h2>", esc(m.nodes.title)));
+    html.push_str(&table(&m.nodes));
+    for section in &m.sections {
+        html.push_str(&format!("<h2>{}</h2>", esc(section.title)));
+        if section.rows.is_empty() {
+            html.push_str(&format!(
+                "<p class=\"none\" id=\"{}\">none</p>",
+                esc(section.id)
+            ));
+        } else {
+            html.push_str(&table(section));
+        }
     }
+    html.push_str(&format!(
+        "<p class=\"meta\">refused peers and messages: {}</p>",
+        esc(&m.refused)
+    ));
+    html
 }
 
 const STYLE: &str = r#"
@@ -284,8 +188,7 @@ h1{font-size:1.3em;margin:.6em 0 .2em}h2{font-size:1.05em;margin:1.2em 0 .3em}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #e4e4e4;white-space:nowrap}
 th{background:#f0f0f0;font-weight:600}
-.live-alive,.score-good,.dep-completed{color:#16803c}.live-suspect,.score-fair,.sev-warning,.dep-running{color:#a36a00}
-.live-dead,.live-offline,.score-poor,.bad,.sev-error,.sev-critical,.dep-failed{color:#c62828;font-weight:600}
+.good{color:#16803c}.warn{color:#a36a00}.bad{color:#c62828;font-weight:600}
 .none{color:#16803c}
 #live{font:12px/1.4 ui-monospace,monospace;padding-left:1.2em;color:#444}
 @media (max-width:700px){
@@ -361,7 +264,7 @@ mod tests {
         assert!(!html.contains("<b>x</b>") && html.contains("&lt;b&gt;x&lt;/b&gt;"));
         assert!(!html.contains("<script>alert(1)"));
         assert!(html.contains("a&quot;b"));
-        assert!(html.contains("class=\"score-good\""), "{html}");
+        assert!(html.contains("class=\"good\">90</td>"), "{html}");
         assert!(html.contains("<p class=\"none\" id=\"deployments\">none</p>"));
         assert_eq!(esc("&'"), "&amp;&#39;");
     }

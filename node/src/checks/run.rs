@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use sync::{EventStore, NewEvent, Order, Query};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::util::lock;
+
 use super::config::{CheckDef, Probe};
 use super::events::{self, ServiceBook};
 use super::machine::{Machine, Status};
@@ -248,10 +250,6 @@ impl Checks {
         .map_err(|_| ReportError::Stopped)?;
         rx.await.map_err(|_| ReportError::Stopped)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One check as `GET /v1/checks` shows it.

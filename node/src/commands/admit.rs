@@ -13,6 +13,7 @@ use labmesh::admit::{self, Request, gather};
 use labmesh::client;
 use labmesh::config::{AdmitSection, Settings, resolve_floors};
 use labmesh::error::UsageError;
+use labmesh::output::text;
 
 fn size(flag: &str, text: &Option<String>) -> Result<Option<u64>, UsageError> {
     text.as_deref()
@@ -120,14 +121,6 @@ pub fn run(settings: &Settings, args: &AdmitArgs) -> anyhow::Result<u8> {
     } else {
         exit::NO
     })
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 fn print_here(out: &mut impl Write, answer: &Value) -> std::io::Result<()> {

@@ -10,14 +10,7 @@ use crate::cli::{AlertsArgs, ExpectArgs, SilenceCommand, exit};
 use labmesh::client;
 use labmesh::config::Settings;
 use labmesh::error::UsageError;
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
+use labmesh::output::shown as text;
 
 fn get(settings: &Settings, path: &str) -> anyhow::Result<Value> {
     let resp = client::request(settings.api_addr, "GET", path, None, None)?;

@@ -9,6 +9,7 @@ use crate::cli::{CheckCommand, CheckReportArgs};
 use labmesh::client;
 use labmesh::config::Settings;
 use labmesh::error::UsageError;
+use labmesh::output::shown as text;
 
 pub fn run(settings: &Settings, cmd: &CheckCommand) -> anyhow::Result<u8> {
     match cmd {
@@ -16,14 +17,6 @@ pub fn run(settings: &Settings, cmd: &CheckCommand) -> anyhow::Result<u8> {
         CheckCommand::Pass(args) => report(settings, "pass", args),
         CheckCommand::Warn(args) => report(settings, "warn", args),
         CheckCommand::Fail(args) => report(settings, "fail", args),
-    }
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
     }
 }
 

@@ -9,14 +9,7 @@ use crate::cli::exit;
 use labmesh::client;
 use labmesh::config::Settings;
 use labmesh::error::UsageError;
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
+use labmesh::output::shown as text;
 
 /// `--node` is a node's name with `--score` (asked of the local agent), or an API address
 /// (`HOST:PORT`, as without `--score`: that agent scores the whole mesh).

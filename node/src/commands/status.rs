@@ -11,8 +11,8 @@ use crate::cli::{StatusArgs, exit};
 use labmesh::client;
 use labmesh::config::Settings;
 use labmesh::error::UsageError;
-use labmesh::output::{color_enabled, table};
-use labmesh::status::{SUMMARY_HEADER, age, score_class, summary_cells, text};
+use labmesh::output::{color_enabled, paint};
+use labmesh::status::{Cell, Tone, model};
 
 pub fn run(settings: &Settings, args: &StatusArgs) -> anyhow::Result<u8> {
     if args.score {
@@ -80,51 +80,32 @@ fn print(out: &mut impl Write, status: &Value, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-fn paint(text: &str, code: Option<&str>, color: bool) -> String {
-    match code {
-        Some(code) if color && !text.is_empty() => format!("\x1b[{code}m{text}\x1b[0m"),
-        _ => text.to_owned(),
-    }
-}
-
-fn liveness_color(liveness: &str) -> Option<&'static str> {
-    match liveness {
-        "alive" => Some("32"),
-        "suspect" => Some("33"),
-        "dead" | "offline" => Some("31"),
-        _ => None,
-    }
-}
-
-fn severity_color(severity: &str) -> Option<&'static str> {
-    match severity {
-        "warning" => Some("33"),
-        "error" => Some("31"),
-        "critical" => Some("1;31"),
-        _ => None,
-    }
-}
-
-/// Pads cells to their column (measured without colour codes), then paints the chosen cells.
-fn painted_table(rows: &[Vec<String>], paints: &[Vec<Option<&str>>], color: bool) -> Vec<String> {
+/// Pads cells to their column (measured without colour codes), then paints them by tone.
+fn painted_table(indent: &str, header: &[&str], rows: &[Vec<Cell>], color: bool) -> Vec<String> {
+    let head: Vec<Cell> = header
+        .iter()
+        .map(|h| Cell {
+            text: h.to_uppercase(),
+            tone: Tone::Plain,
+        })
+        .collect();
+    let all: Vec<&Vec<Cell>> = std::iter::once(&head).chain(rows).collect();
     let mut widths: Vec<usize> = Vec::new();
-    for row in rows {
+    for row in &all {
         for (i, cell) in row.iter().enumerate() {
-            let w = cell.chars().count();
+            let w = cell.text.chars().count();
             match widths.get_mut(i) {
                 Some(x) => *x = (*x).max(w),
                 None => widths.push(w),
             }
         }
     }
-    rows.iter()
-        .enumerate()
-        .map(|(r, row)| {
-            let mut line = String::new();
+    all.iter()
+        .map(|row| {
+            let mut line = indent.to_owned();
             for (i, cell) in row.iter().enumerate() {
-                let code = paints.get(r).and_then(|p| p.get(i)).copied().flatten();
-                line.push_str(&paint(cell, code, color));
-                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.push_str(&paint(&cell.text, cell.tone.ansi(), color));
+                let pad = widths[i].saturating_sub(cell.text.chars().count());
                 line.push_str(&" ".repeat(pad + 2));
             }
             line.trim_end().to_owned()
@@ -132,162 +113,34 @@ fn painted_table(rows: &[Vec<String>], paints: &[Vec<Option<&str>>], color: bool
         .collect()
 }
 
-fn list(status: &Value, key: &str) -> Vec<Value> {
-    status[key].as_array().cloned().unwrap_or_default()
-}
-
 fn print_screen(out: &mut impl Write, status: &Value, color: bool) -> std::io::Result<()> {
+    let m = model(status);
     writeln!(
         out,
-        "mesh {}  (answered by {}, labmesh {})",
-        text(status, "mesh"),
-        text(status, "node"),
-        text(status, "version")
+        "mesh {}  (answered by {}, labmesh {}, {} events stored)",
+        m.mesh, m.node, m.version, m.events
     )?;
-    let mut header: Vec<String> = ["NODE", "A", "LIVENESS", "HEARTBEAT", "ROLE", "VERSION"]
-        .map(String::from)
-        .to_vec();
-    header.extend(SUMMARY_HEADER.map(String::from));
-    header.extend(["GOSSIP", "API"].map(String::from));
-    let mut rows = vec![header];
-    let mut paints: Vec<Vec<Option<&str>>> = vec![Vec::new()];
-    for n in list(status, "nodes") {
-        let mut name = text(&n, "node");
-        if n["self"] == Value::Bool(true) {
-            name.push_str(" (here)");
-        }
-        if n["transient"] == Value::Bool(true) {
-            name.push_str(" (transient)");
-        }
-        let liveness = text(&n, "liveness");
-        let mut row = vec![
-            name,
-            if n["alerter"] == Value::Bool(true) {
-                "*"
-            } else {
-                ""
-            }
-            .to_owned(),
-            liveness.clone(),
-            n["last_heartbeat_age_ms"]
-                .as_u64()
-                .map(age)
-                .unwrap_or_default(),
-            text(&n, "role"),
-            text(&n, "version"),
-        ];
-        row.extend(summary_cells(&n["summary"]));
-        row.extend([text(&n, "gossip_addr"), text(&n, "api_addr")]);
-        let score = match score_class(&n["summary"]) {
-            Some("good") => Some("32"),
-            Some("fair") => Some("33"),
-            Some(_) => Some("31"),
-            None => None,
-        };
-        let mut paint_row = vec![None; row.len()];
-        paint_row[2] = liveness_color(&liveness);
-        paint_row[12] = score;
-        paints.push(paint_row);
-        rows.push(row);
-    }
-    for line in painted_table(&rows, &paints, color) {
+    for line in painted_table("", &m.nodes.header, &m.nodes.rows, color) {
         writeln!(out, "{line}")?;
     }
-    section(out, status, color)?;
-    let rejections = status["rejections"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    if rejections.is_empty() {
-        writeln!(out, "refused peers and messages: none")?;
-    } else {
-        let parts: Vec<String> = rejections.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        writeln!(out, "refused peers and messages: {}", parts.join(", "))?;
-    }
-    Ok(())
-}
-
-/// Unhealthy services, open incidents, recent deployments.
-fn section(out: &mut impl Write, status: &Value, color: bool) -> std::io::Result<()> {
-    let services = list(status, "services_unhealthy");
     writeln!(out)?;
-    if services.is_empty() {
-        writeln!(out, "unhealthy services: none")?;
-    } else {
-        writeln!(out, "{}", paint("unhealthy services:", Some("31"), color))?;
-        let rows: Vec<Vec<String>> = services
-            .iter()
-            .map(|s| {
-                let since = text(s, "since");
-                vec![
-                    text(s, "service"),
-                    format!("on {}", text(s, "node")),
-                    format!("since {since}"),
-                    text(s, "last_event_type"),
-                ]
-            })
-            .collect();
-        for line in table("  ", &rows) {
+    for section in &m.sections {
+        let title = section.title.to_lowercase();
+        if section.rows.is_empty() {
+            writeln!(out, "{title}: none")?;
+            continue;
+        }
+        let tone = if section.id == "services" {
+            Tone::Bad
+        } else {
+            Tone::Plain
+        };
+        writeln!(out, "{}", paint(&format!("{title}:"), tone.ansi(), color))?;
+        for line in painted_table("  ", &section.header, &section.rows, color) {
             writeln!(out, "{line}")?;
         }
     }
-    let incidents = list(status, "incidents_open");
-    if incidents.is_empty() {
-        writeln!(out, "open incidents: none")?;
-    } else {
-        writeln!(out, "open incidents:")?;
-        let rows: Vec<Vec<String>> = incidents
-            .iter()
-            .map(|i| {
-                vec![
-                    text(i, "severity"),
-                    text(i, "service"),
-                    format!("on {}", text(i, "node")),
-                    format!("x{}", text(i, "occurrence_count")),
-                    format!("last {}", text(i, "last_occurrence")),
-                    text(i, "id"),
-                ]
-            })
-            .collect();
-        let paints: Vec<Vec<Option<&str>>> = incidents
-            .iter()
-            .map(|i| vec![severity_color(i["severity"].as_str().unwrap_or_default())])
-            .collect();
-        for line in painted_table(&rows, &paints, color) {
-            writeln!(out, "  {line}")?;
-        }
-    }
-    let deployments = list(status, "deployments_recent");
-    if deployments.is_empty() {
-        writeln!(out, "recent deployments: none")?;
-    } else {
-        writeln!(out, "recent deployments:")?;
-        let rows: Vec<Vec<String>> = deployments
-            .iter()
-            .map(|d| {
-                vec![
-                    text(d, "status"),
-                    text(d, "service"),
-                    format!("on {}", text(d, "node")),
-                    text(d, "started_at"),
-                    text(d, "correlation_id"),
-                ]
-            })
-            .collect();
-        let paints: Vec<Vec<Option<&str>>> = deployments
-            .iter()
-            .map(|d| {
-                vec![match d["status"].as_str() {
-                    Some("completed") => Some("32"),
-                    Some("failed") => Some("31"),
-                    _ => Some("33"),
-                }]
-            })
-            .collect();
-        for line in painted_table(&rows, &paints, color) {
-            writeln!(out, "  {line}")?;
-        }
-    }
+    writeln!(out, "refused peers and messages: {}", m.refused)?;
     Ok(())
 }
 

@@ -9,14 +9,7 @@ use crate::cli::exit;
 use crate::cli::{WorldArgs, WorldView};
 use labmesh::config::Settings;
 use labmesh::error::UsageError;
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
-}
+use labmesh::output::shown as text;
 
 pub fn run(settings: &Settings, args: &WorldArgs) -> anyhow::Result<u8> {
     let file = match args.view {

@@ -6,6 +6,7 @@
 //! whole link for a tick (dropping everything in flight on it), which is a flap, not the
 //! independent per-datagram loss of a noisy Wi-Fi link that the invariants are stated for.
 
+use labmesh::util::lock;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -49,10 +50,6 @@ pub struct WireCounters {
     pub bytes_sent: AtomicU64,
     pub datagrams_sent: AtomicU64,
     pub datagrams_lost: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 type Readable = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
