@@ -70,6 +70,19 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Every stored event of `event_type` in `data`, as `labmesh events list --json` prints them.
+pub fn events(data: &Path, event_type: &str) -> Vec<serde_json::Value> {
+    let out = run(labmesh(data).args(["events", "list", "--json", "--type", event_type]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+/// A world view file (`nodes.json`, `incidents.json`, ...) of the data dir `data`, empty
+/// while it is not written.
+pub fn world_file(data: &Path, name: &str) -> String {
+    std::fs::read_to_string(data.join("world").join(name)).unwrap_or_default()
+}
+
 /// A free TCP port on loopback (the OS picks; there is a small race with other processes).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -243,6 +256,14 @@ impl Agent {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
+    /// The agent's event-set fingerprint (`GET /v1/sync`), empty when it has none.
+    pub fn fingerprint(&self) -> String {
+        self.get_json("/v1/sync")["fingerprint"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -287,6 +308,48 @@ pub fn issue_bundle(ca_data: &Path, ca_name: &str, node: &str, out: &Path) {
         .args(["--name", ca_name, "certs", "issue", node, "--out"])
         .arg(out));
     assert!(res.status.success(), "certs issue {node}: {}", stderr(&res));
+}
+
+/// One agent of a loopback mesh with what the tests need about it: its name, data dir and
+/// gossip address; `agent` is `None` while it is stopped (a restart test).
+pub struct Peer {
+    pub name: String,
+    pub data: PathBuf,
+    pub gossip: String,
+    pub agent: Option<Agent>,
+}
+
+impl Peer {
+    /// Starts `name` (a new mesh and its CA when it joins none) on a free loopback port with
+    /// `args` after `--name` and `--gossip-addr`.
+    pub fn start(dir: &Path, name: &str, args: &[&str]) -> Peer {
+        let data = dir.join(name);
+        let gossip = format!("127.0.0.1:{}", free_udp_port());
+        let mut all = vec!["--name", name, "--gossip-addr", &gossip];
+        all.extend_from_slice(args);
+        let agent = Agent::start(&data, &all);
+        Peer {
+            name: name.to_owned(),
+            data,
+            gossip,
+            agent: Some(agent),
+        }
+    }
+
+    /// Starts `name` joining `ca`'s mesh with a bundle `ca` issues, seeded with `ca`.
+    pub fn join(dir: &Path, ca: &Peer, name: &str, args: &[&str]) -> Peer {
+        let bundle = dir.join(format!("{name}.bundle.json"));
+        issue_bundle(&ca.data, &ca.name, name, &bundle);
+        let b = bundle.display().to_string();
+        let mut all = vec!["--join", &b, "--seed", &ca.gossip];
+        all.extend_from_slice(args);
+        Peer::start(dir, name, &all)
+    }
+
+    /// The running agent (panics while it is stopped).
+    pub fn agent(&self) -> &Agent {
+        self.agent.as_ref().expect("the agent is running")
+    }
 }
 
 /// Starts `name` on loopback as a mesh member for multi-agent alerting tests (gossip 100 ms,

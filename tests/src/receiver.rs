@@ -9,6 +9,34 @@ use std::time::Duration;
 /// One request a receiver got: path and body.
 pub type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
+/// The JSON bodies received, on `path` only when given.
+pub fn json_bodies(seen: &Seen, path: Option<&str>) -> Vec<serde_json::Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| path.is_none_or(|want| p == want))
+        .filter_map(|(_, b)| serde_json::from_str(b).ok())
+        .collect()
+}
+
+/// Webhook notifications (on `path` when given) with `status` about an alert of `rule`.
+pub fn alert_bodies(
+    seen: &Seen,
+    path: Option<&str>,
+    status: &str,
+    rule: &str,
+) -> Vec<serde_json::Value> {
+    json_bodies(seen, path)
+        .into_iter()
+        .filter(|b| {
+            b["status"] == status
+                && b["alerts"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["rule"] == rule))
+        })
+        .collect()
+}
+
 /// Reads one HTTP/1.1 request (headers, then `Content-Length` bytes of body).
 pub fn read_request(stream: &mut std::net::TcpStream) -> Option<(String, String)> {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));

@@ -7,31 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use labmesh_tests::receiver::{Seen, healthy_service, recording_server};
-use labmesh_tests::{Agent, free_port, labmesh, run, stderr, stdout, wait_until};
+use labmesh_tests::receiver::{Seen, alert_bodies, healthy_service, recording_server};
+use labmesh_tests::{Agent, events, free_port, labmesh, run, stderr, stdout, wait_until};
 use serde_json::Value;
-
-fn events(data: &Path, event_type: &str) -> Vec<Value> {
-    let out = run(labmesh(data).args(["events", "list", "--json", "--type", event_type]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_str(&stdout(&out)).unwrap()
-}
-
-/// Webhook bodies about the `web` check, by status.
-fn webhook_bodies(seen: &Seen, status: &str) -> Vec<Value> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == "/hook")
-        .filter_map(|(_, b)| serde_json::from_str::<Value>(b).ok())
-        .filter(|b| {
-            b["status"] == status
-                && b["alerts"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|a| a["rule"] == "service_unhealthy"))
-        })
-        .collect()
-}
 
 fn ntfy_bodies(seen: &Seen) -> Vec<String> {
     seen.lock()
@@ -64,7 +42,7 @@ fn a_failing_check_pages_once_and_its_recovery_once() {
     });
     let timeout = Duration::from_secs(30);
     wait_until("the firing webhook", timeout, || {
-        !webhook_bodies(&seen, "firing").is_empty()
+        !alert_bodies(&seen, Some("/hook"), "firing", "service_unhealthy").is_empty()
     });
     wait_until("the firing ntfy message", timeout, || {
         !ntfy_bodies(&seen).is_empty()
@@ -84,7 +62,7 @@ fn a_failing_check_pages_once_and_its_recovery_once() {
     assert_eq!(status["nodes"][0]["alerter"], true, "{status}");
     // No repeat while it stays down (repeat_interval is 1h).
     std::thread::sleep(Duration::from_secs(3));
-    let firing = webhook_bodies(&seen, "firing");
+    let firing = alert_bodies(&seen, Some("/hook"), "firing", "service_unhealthy");
     assert_eq!(firing.len(), 1, "{firing:?}");
     assert_eq!(ntfy_bodies(&seen).len(), 1);
     let a = &firing[0]["alerts"][0];
@@ -95,14 +73,20 @@ fn a_failing_check_pages_once_and_its_recovery_once() {
         !events(&data, "service_recovered").is_empty()
     });
     wait_until("the resolved webhook", timeout, || {
-        !webhook_bodies(&seen, "resolved").is_empty()
+        !alert_bodies(&seen, Some("/hook"), "resolved", "service_unhealthy").is_empty()
     });
     wait_until("the resolved ntfy message", timeout, || {
         ntfy_bodies(&seen).len() >= 2
     });
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(webhook_bodies(&seen, "resolved").len(), 1);
-    assert_eq!(webhook_bodies(&seen, "firing").len(), 1);
+    assert_eq!(
+        alert_bodies(&seen, Some("/hook"), "resolved", "service_unhealthy").len(),
+        1
+    );
+    assert_eq!(
+        alert_bodies(&seen, Some("/hook"), "firing", "service_unhealthy").len(),
+        1
+    );
     assert_eq!(ntfy_bodies(&seen).len(), 2);
     let sent = events(&data, "notification_sent");
     assert!(
@@ -356,7 +340,7 @@ fn a_restarted_alerter_replays_the_ledger_and_does_not_page_again() {
     };
     let mut agent = start();
     wait_until("the firing webhook", Duration::from_secs(30), || {
-        !webhook_bodies(&seen, "firing").is_empty()
+        !alert_bodies(&seen, Some("/hook"), "firing", "service_unhealthy").is_empty()
     });
     agent.stop_with(rustix::process::Signal::TERM);
     drop(agent);
@@ -372,6 +356,9 @@ fn a_restarted_alerter_replays_the_ledger_and_does_not_page_again() {
     );
     // Past settle and group_wait: a resend would have happened by now.
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(webhook_bodies(&seen, "firing").len(), 1);
+    assert_eq!(
+        alert_bodies(&seen, Some("/hook"), "firing", "service_unhealthy").len(),
+        1
+    );
     assert_eq!(events(&data, "alert_firing").len(), 1);
 }

@@ -4,69 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use labmesh_tests::receiver::{alert_bodies, recording_server};
 use labmesh_tests::{Agent, http_auth, labmesh, run, stderr, stdout, wait_until};
 use serde_json::Value;
-
-type Seen = Arc<Mutex<Vec<String>>>;
-
-/// A receiver that records every request body and answers 200.
-fn recording_server() -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let out = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut data = Vec::new();
-            let mut buf = [0u8; 4096];
-            let body = loop {
-                if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&data[..i]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if data.len() >= i + 4 + len {
-                        break Some(String::from_utf8_lossy(&data[i + 4..]).into_owned());
-                    }
-                }
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break None,
-                    Ok(n) => data.extend_from_slice(&buf[..n]),
-                }
-            };
-            if let Some(b) = body {
-                out.lock().unwrap().push(b);
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-        }
-    });
-    (addr, seen)
-}
-
-/// Webhook bodies about the backup.sh expectation, by status.
-fn bodies(seen: &Seen, status: &str) -> Vec<Value> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
-        .filter(|b| {
-            b["status"] == status
-                && b["alerts"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|a| a["rule"] == "expect:backup.sh"))
-        })
-        .collect()
-}
 
 #[test]
 fn a_declared_job_that_misses_its_window_pages_and_its_report_resolves() {
@@ -132,9 +75,9 @@ fn a_declared_job_that_misses_its_window_pages_and_its_report_resolves() {
     // Nothing reports: the missed window pages.
     let timeout = Duration::from_secs(30);
     wait_until("the firing webhook", timeout, || {
-        !bodies(&seen, "firing").is_empty()
+        !alert_bodies(&seen, None, "firing", "expect:backup.sh").is_empty()
     });
-    let firing = bodies(&seen, "firing");
+    let firing = alert_bodies(&seen, None, "firing", "expect:backup.sh");
     let alert = &firing[0]["alerts"][0];
     assert_eq!(alert["labels"]["source"], "backup.sh", "{alert}");
 
@@ -142,7 +85,7 @@ fn a_declared_job_that_misses_its_window_pages_and_its_report_resolves() {
     let out = run(labmesh(&data).args(["emit", "--type", "backup_done", "--source", "backup.sh"]));
     assert!(out.status.success(), "{}", stderr(&out));
     wait_until("the resolved webhook", timeout, || {
-        !bodies(&seen, "resolved").is_empty()
+        !alert_bodies(&seen, None, "resolved", "expect:backup.sh").is_empty()
     });
 }
 
@@ -185,7 +128,7 @@ fn a_removed_expectation_resolves_its_alert_and_stays_removed_after_a_restart() 
     assert!(out.status.success(), "{}", stderr(&out));
     let timeout = Duration::from_secs(30);
     wait_until("the firing webhook", timeout, || {
-        !bodies(&seen, "firing").is_empty()
+        !alert_bodies(&seen, None, "firing", "expect:backup.sh").is_empty()
     });
 
     // Removing needs the token, a known name, and no --every.
@@ -218,7 +161,7 @@ fn a_removed_expectation_resolves_its_alert_and_stays_removed_after_a_restart() 
     assert_eq!(cleared.as_array().unwrap().len(), 1, "{cleared}");
     assert_eq!(cleared[0]["payload"]["name"], "backup.sh");
     wait_until("the resolved webhook", timeout, || {
-        !bodies(&seen, "resolved").is_empty()
+        !alert_bodies(&seen, None, "resolved", "expect:backup.sh").is_empty()
     });
     wait_until("no open alert", timeout, || open_expect_alerts(&agent) == 0);
     let list = agent.get_json("/v1/expectations");
@@ -238,11 +181,14 @@ fn a_removed_expectation_resolves_its_alert_and_stays_removed_after_a_restart() 
     assert_eq!(list["expectations"].as_array().unwrap().len(), 0, "{list}");
     assert_eq!(open_expect_alerts(&agent), 0);
     assert_eq!(
-        bodies(&seen, "firing").len(),
+        alert_bodies(&seen, None, "firing", "expect:backup.sh").len(),
         1,
         "paged once, before the removal"
     );
-    assert_eq!(bodies(&seen, "resolved").len(), 1);
+    assert_eq!(
+        alert_bodies(&seen, None, "resolved", "expect:backup.sh").len(),
+        1
+    );
     let out = run(labmesh(&data).args(["events", "list", "--json", "--type", "alert_firing"]));
     let firing: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(firing.as_array().unwrap().len(), 1, "{firing}");

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use labmesh_tests::netns::{Hosts, can_run, liveness};
-use labmesh_tests::receiver::{Seen, recording_server_on};
-use labmesh_tests::{Agent, issue_bundle, labmesh, run, stderr, stdout, wait_until};
+use labmesh_tests::receiver::{alert_bodies, recording_server_on};
+use labmesh_tests::{Agent, events, issue_bundle, labmesh, run, stderr, wait_until};
 use serde_json::Value;
 
 const RULE: &str = "expect:backup.sh";
@@ -24,32 +24,11 @@ const PRIORITIES: [&str; 5] = ["10", "0", "5", "0", "0"];
 const SIDE_A: [usize; 2] = [0, 1];
 const SIDE_B: [usize; 3] = [2, 3, 4];
 
-/// Webhook bodies about the expectation with this status.
-fn bodies(seen: &Seen, status: &str) -> Vec<Value> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|(_, b)| serde_json::from_str::<Value>(b).ok())
-        .filter(|b| {
-            b["status"] == status
-                && b["alerts"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|a| a["rule"] == RULE))
-        })
-        .collect()
-}
-
 fn senders(bodies: &[Value]) -> Vec<String> {
     bodies
         .iter()
         .map(|b| b["sender"].as_str().unwrap_or("?").to_owned())
         .collect()
-}
-
-fn events(data: &Path, event_type: &str) -> Vec<Value> {
-    let out = run(labmesh(data).args(["events", "list", "--json", "--type", event_type]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_str(&stdout(&out)).unwrap()
 }
 
 fn alerter(agent: &Agent) -> Value {
@@ -156,7 +135,7 @@ fn both_sides_page_at_most_once_and_after_the_heal_nothing_more_and_one_resoluti
         );
     }
     assert!(
-        bodies(&seen, "firing").is_empty(),
+        alert_bodies(&seen, None, "firing", RULE).is_empty(),
         "the job fell due before both sides had elected: the test needs a longer window"
     );
 
@@ -169,11 +148,11 @@ fn both_sides_page_at_most_once_and_after_the_heal_nothing_more_and_one_resoluti
         });
     }
     wait_until("a firing notification", timeout, || {
-        !bodies(&seen, "firing").is_empty()
+        !alert_bodies(&seen, None, "firing", RULE).is_empty()
     });
     // Past group_wait and group_interval on both sides: a second copy per side would be here.
     std::thread::sleep(Duration::from_secs(6));
-    let during = senders(&bodies(&seen, "firing"));
+    let during = senders(&alert_bodies(&seen, None, "firing", RULE));
     eprintln!("firing notifications during the split, by sender: {during:?}");
     for side in ["alpha", "bravo"] {
         let n = during.iter().filter(|s| *s == side).count();
@@ -213,7 +192,7 @@ fn both_sides_page_at_most_once_and_after_the_heal_nothing_more_and_one_resoluti
     }
     // Past settle, group_wait and several group_intervals: a copy after the heal would be here.
     std::thread::sleep(Duration::from_secs(8));
-    let after_heal = senders(&bodies(&seen, "firing"));
+    let after_heal = senders(&alert_bodies(&seen, None, "firing", RULE));
     assert_eq!(after_heal, during, "a page after the heal");
 
     // The job reports: the alert (both sides' episodes) resolves with one notification.
@@ -228,11 +207,11 @@ fn both_sides_page_at_most_once_and_after_the_heal_nothing_more_and_one_resoluti
     ]));
     assert!(out.status.success(), "{}", stderr(&out));
     wait_until("the resolved notification", timeout, || {
-        !bodies(&seen, "resolved").is_empty()
+        !alert_bodies(&seen, None, "resolved", RULE).is_empty()
     });
     std::thread::sleep(Duration::from_secs(6));
-    let resolved = senders(&bodies(&seen, "resolved"));
+    let resolved = senders(&alert_bodies(&seen, None, "resolved", RULE));
     assert_eq!(resolved, ["alpha"], "one resolution, from the one alerter");
-    assert_eq!(senders(&bodies(&seen, "firing")), during);
+    assert_eq!(senders(&alert_bodies(&seen, None, "firing", RULE)), during);
     drop(agents);
 }

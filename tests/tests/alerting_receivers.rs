@@ -9,14 +9,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_port, labmesh, run, stderr, stdout, wait_until};
+use labmesh_tests::{Agent, events, free_port, wait_until};
 use serde_json::Value;
-
-fn events(data: &Path, event_type: &str) -> Vec<Value> {
-    let out = run(labmesh(data).args(["events", "list", "--json", "--type", event_type]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_str(&stdout(&out)).unwrap()
-}
 
 /// A real Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port; `None`
 /// when it is not installed (scripts/test installs it).

@@ -8,18 +8,8 @@
 
 use std::time::Duration;
 
-use labmesh_tests::receiver::{Seen, healthy_service, recording_server};
+use labmesh_tests::receiver::{healthy_service, json_bodies, recording_server};
 use labmesh_tests::{Agent, free_port, labmesh, run, wait_until};
-use serde_json::Value;
-
-fn bodies(seen: &Seen, path: &str) -> Vec<Value> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == path)
-        .filter_map(|(_, b)| serde_json::from_str(b).ok())
-        .collect()
-}
 
 #[test]
 fn slack_discord_and_telegram_get_one_firing_and_one_resolved_message() {
@@ -45,25 +35,25 @@ fn slack_discord_and_telegram_get_one_firing_and_one_resolved_message() {
     });
     let telegram = "/bot123456:SECRET-token/sendMessage";
     let all = |min: usize| {
-        bodies(&seen, "/slack").len() >= min
-            && bodies(&seen, "/discord").len() >= min
-            && bodies(&seen, telegram).len() >= min
+        json_bodies(&seen, Some("/slack")).len() >= min
+            && json_bodies(&seen, Some("/discord")).len() >= min
+            && json_bodies(&seen, Some(telegram)).len() >= min
     };
     wait_until("one firing message each", Duration::from_secs(30), || {
         all(1)
     });
-    let slack = &bodies(&seen, "/slack")[0];
+    let slack = &json_bodies(&seen, Some("/slack"))[0];
     assert!(
         slack["text"].as_str().unwrap().contains("jellyfin"),
         "{slack}"
     );
-    let discord = &bodies(&seen, "/discord")[0];
+    let discord = &json_bodies(&seen, Some("/discord"))[0];
     assert!(
         discord["content"].as_str().is_some_and(|c| !c.is_empty()),
         "{discord}"
     );
     assert!(discord.to_string().contains("jellyfin"), "{discord}");
-    let tg = &bodies(&seen, telegram)[0];
+    let tg = &json_bodies(&seen, Some(telegram))[0];
     assert_eq!(tg["chat_id"].to_string().trim_matches('"'), "4242", "{tg}");
     assert!(tg["text"].as_str().unwrap().contains("jellyfin"), "{tg}");
 
@@ -72,9 +62,9 @@ fn slack_discord_and_telegram_get_one_firing_and_one_resolved_message() {
         all(2)
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(bodies(&seen, "/slack").len(), 2);
-    assert_eq!(bodies(&seen, "/discord").len(), 2);
-    assert_eq!(bodies(&seen, telegram).len(), 2);
+    assert_eq!(json_bodies(&seen, Some("/slack")).len(), 2);
+    assert_eq!(json_bodies(&seen, Some("/discord")).len(), 2);
+    assert_eq!(json_bodies(&seen, Some(telegram)).len(), 2);
 
     // The token is a secret: not in any stored event.
     let out = run(labmesh(&data).args(["events", "list", "--jsonl"]));
@@ -115,7 +105,7 @@ fn three_line_ntfy_and_telegram_receivers_hear_a_stopped_service_fire_and_resolv
             .map(|(_, b)| b.clone())
             .collect()
     };
-    let telegram = || bodies(&seen, "/bot987:bot-token/sendMessage");
+    let telegram = || json_bodies(&seen, Some("/bot987:bot-token/sendMessage"));
     wait_until("the firing messages", Duration::from_secs(60), || {
         !ntfy().is_empty() && !telegram().is_empty()
     });

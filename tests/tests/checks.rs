@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use labmesh_tests::{Agent, http_auth, labmesh, run, stderr, stdout, wait_until};
+use labmesh_tests::{Agent, events, http_auth, labmesh, run, stderr, stdout, wait_until};
 use serde_json::Value;
 
 /// A tiny HTTP server answering every request with the status in `code`.
@@ -91,12 +91,6 @@ fn start_with_config(data: &Path, config: &str) -> Agent {
 }
 
 /// `labmesh events list --json --type TYPE` read from the agent's data dir.
-fn events(data: &Path, event_type: &str) -> Vec<Value> {
-    let out = run(labmesh(data).args(["events", "list", "--json", "--type", event_type]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_str(&stdout(&out)).unwrap()
-}
-
 fn check_state(agent: &Agent, name: &str) -> Value {
     let checks = agent.get_json("/v1/checks");
     checks

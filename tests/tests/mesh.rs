@@ -3,68 +3,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_udp_port, issue_bundle, labmesh, run, stderr, wait_until};
+use labmesh_tests::{Agent, Peer, free_udp_port, labmesh, run, stderr, wait_until};
 use rustix::process::Signal;
 use serde_json::Value;
 
 /// Fast timers so the tests take seconds: gossip every 100 ms, offline after 3 s dead.
 const FAST: [&str; 4] = ["--gossip-interval", "100ms", "--offline-after", "3s"];
 
-struct Node {
-    name: String,
-    data: PathBuf,
-    gossip: String,
-    agent: Agent,
+fn start_node(dir: &Path, name: &str, extra: &[&str]) -> Peer {
+    Peer::start(dir, name, &[&FAST[..], extra].concat())
 }
 
-fn start_node(dir: &Path, name: &str, extra: &[&str]) -> Node {
-    let data = dir.join(name);
-    let gossip = format!("127.0.0.1:{}", free_udp_port());
-    let mut args: Vec<&str> = vec!["--name", name, "--gossip-addr", &gossip];
-    args.extend_from_slice(&FAST);
-    args.extend_from_slice(extra);
-    let agent = Agent::start(&data, &args);
-    Node {
-        name: name.to_owned(),
-        data,
-        gossip,
-        agent,
-    }
-}
-
-/// Issues a join bundle on `ca_node` for `name`.
-fn bundle(ca_node: &Node, name: &str, dir: &Path) -> PathBuf {
-    let out = dir.join(format!("{name}.bundle.json"));
-    issue_bundle(&ca_node.data, &ca_node.name, name, &out);
-    out
-}
-
-fn join(dir: &Path, ca_node: &Node, name: &str) -> Node {
-    let b = bundle(ca_node, name, dir);
-    let data = dir.join(name);
-    let gossip = format!("127.0.0.1:{}", free_udp_port());
-    let b = b.display().to_string();
-    let mut args: Vec<&str> = vec![
-        "--name",
-        name,
-        "--join",
-        &b,
-        "--seed",
-        &ca_node.gossip,
-        "--gossip-addr",
-        &gossip,
-    ];
-    args.extend_from_slice(&FAST);
-    let agent = Agent::start(&data, &args);
-    Node {
-        name: name.to_owned(),
-        data,
-        gossip,
-        agent,
-    }
+fn join(dir: &Path, ca_node: &Peer, name: &str) -> Peer {
+    Peer::join(dir, ca_node, name, &FAST)
 }
 
 fn liveness(observer: &Agent, node: &str) -> Option<String> {
@@ -76,11 +30,11 @@ fn liveness(observer: &Agent, node: &str) -> Option<String> {
         .and_then(|n| n["liveness"].as_str().map(str::to_owned))
 }
 
-fn wait_liveness(observer: &Node, node: &str, want: &[&str], secs: u64) {
+fn wait_liveness(observer: &Peer, node: &str, want: &[&str], secs: u64) {
     wait_until(
         &format!("{} to see {node} {want:?}", observer.name),
         Duration::from_secs(secs),
-        || liveness(&observer.agent, node).is_some_and(|l| want.contains(&l.as_str())),
+        || liveness(observer.agent(), node).is_some_and(|l| want.contains(&l.as_str())),
     );
 }
 
@@ -112,7 +66,7 @@ fn three_nodes_converge_crash_restart_and_leave() {
     // `labmesh status` from any node prints every node.
     for node in [&a, &b, &c] {
         let out =
-            run(labmesh(&node.data).args(["status", "--api-addr", &node.agent.api.to_string()]));
+            run(labmesh(&node.data).args(["status", "--api-addr", &node.agent().api.to_string()]));
         let text = String::from_utf8_lossy(&out.stdout);
         for name in ["alpha", "bravo", "charlie"] {
             assert!(text.contains(name), "{text}");
@@ -122,7 +76,7 @@ fn three_nodes_converge_crash_restart_and_leave() {
             "{text}"
         );
     }
-    let status = a.agent.get_json("/v1/status");
+    let status = a.agent().get_json("/v1/status");
     assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
     let bravo = status["nodes"]
         .as_array()
@@ -136,7 +90,7 @@ fn three_nodes_converge_crash_restart_and_leave() {
     assert_eq!(bravo["role"], "peer");
 
     // SIGKILL charlie: dead, then offline, on both survivors.
-    c.agent.stop_with(Signal::KILL);
+    c.agent.as_mut().unwrap().stop_with(Signal::KILL);
     wait_liveness(&a, "charlie", &["dead", "offline"], 20);
     wait_liveness(&a, "charlie", &["offline"], 20);
     wait_liveness(&b, "charlie", &["offline"], 20);
@@ -166,22 +120,25 @@ fn three_nodes_converge_crash_restart_and_leave() {
         &a.gossip,
     ];
     args.extend_from_slice(&FAST);
-    c.agent = Agent::start(&c.data, &args);
+    c.agent = Some(Agent::start(&c.data, &args));
     wait_liveness(&a, "charlie", &["alive"], 20);
     wait_liveness(&b, "charlie", &["alive"], 20);
-    assert_eq!(c.agent.get_json("/v1/status")["node"], "charlie");
+    assert_eq!(c.agent().get_json("/v1/status")["node"], "charlie");
     wait_until("node_online", Duration::from_secs(5), || {
         !events_of(&a.data, "node_online").is_empty()
     });
 
     // Graceful stop of bravo: `left`, not dead.
     let mut b = b;
-    assert_eq!(b.agent.stop_with(Signal::TERM).code(), Some(0));
+    assert_eq!(
+        b.agent.as_mut().unwrap().stop_with(Signal::TERM).code(),
+        Some(0)
+    );
     wait_liveness(&a, "bravo", &["left"], 10);
     wait_liveness(&c, "bravo", &["left"], 10);
     let left = events_of(&a.data, "node_left");
     assert_eq!(left.len(), 1, "{left:?}");
-    assert_eq!(rejections(&a.agent), serde_json::json!({}));
+    assert_eq!(rejections(a.agent()), serde_json::json!({}));
 }
 
 #[test]
@@ -197,7 +154,7 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
     let x = start_node(dir.path(), "xray", &["--seed", &a.gossip]);
     let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_until("the stranger refused", Duration::from_secs(30), || {
-            x.agent.get_json("/v1/status")["rejections"]["unknown_ca"]
+            x.agent().get_json("/v1/status")["rejections"]["unknown_ca"]
                 .as_u64()
                 .unwrap_or(0)
                 > 0
@@ -206,14 +163,14 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
     if refused.is_err() {
         panic!(
             "the stranger was not refused.\nxray status: {}\nalpha status: {}\nxray log:\n{}\nalpha log:\n{}",
-            x.agent.get_json("/v1/status"),
-            a.agent.get_json("/v1/status"),
-            x.agent.log_text(),
-            a.agent.log_text()
+            x.agent().get_json("/v1/status"),
+            a.agent().get_json("/v1/status"),
+            x.agent().log_text(),
+            a.agent().log_text()
         );
     }
-    assert_eq!(liveness(&a.agent, "xray"), None);
-    assert_eq!(liveness(&x.agent, "alpha"), None);
+    assert_eq!(liveness(a.agent(), "xray"), None);
+    assert_eq!(liveness(x.agent(), "alpha"), None);
 
     // An expired certificate from the right CA is refused by alpha.
     let ca = certs::MeshCa::load(&a.data.join("certs")).unwrap().unwrap();
@@ -232,9 +189,9 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
     wait_until(
         "the expired certificate refused",
         Duration::from_secs(20),
-        || rejections(&a.agent)["expired"].as_u64().unwrap_or(0) > 0,
+        || rejections(a.agent())["expired"].as_u64().unwrap_or(0) > 0,
     );
-    assert_eq!(liveness(&a.agent, "echo"), None);
+    assert_eq!(liveness(a.agent(), "echo"), None);
     drop(e);
 
     // Garbage datagrams to the QUIC port: counted, logged once, the agent carries on.
@@ -246,14 +203,14 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
         sock.send_to(&junk, &a.gossip).unwrap();
     }
     wait_until("garbage counted", Duration::from_secs(10), || {
-        rejections(&a.agent)["garbage_datagram"]
+        rejections(a.agent())["garbage_datagram"]
             .as_u64()
             .unwrap_or(0)
             >= 150
     });
     let from = sock.local_addr().unwrap().to_string();
     let logged = a
-        .agent
+        .agent()
         .log_text()
         .lines()
         .filter(|l| l.contains("garbage_datagram") && l.contains(&from))
@@ -262,7 +219,7 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
         logged, 1,
         "garbage must be logged once per peer per minute, not per packet"
     );
-    assert_eq!(liveness(&a.agent, "bravo").as_deref(), Some("alive"));
+    assert_eq!(liveness(a.agent(), "bravo").as_deref(), Some("alive"));
 
     // Revoke bravo on the CA node: the record spreads by gossip to charlie (which has no CA
     // key), and both refuse bravo from then on.
@@ -277,10 +234,10 @@ fn strangers_garbage_and_revoked_certificates_are_refused() {
     wait_liveness(&a, "bravo", &["dead", "offline"], 20);
     wait_liveness(&c, "bravo", &["dead", "offline"], 20);
     wait_until("the revocation counted", Duration::from_secs(10), || {
-        rejections(&a.agent)["revoked"].as_u64().unwrap_or(0) > 0
-            && rejections(&c.agent)["revoked"].as_u64().unwrap_or(0) > 0
+        rejections(a.agent())["revoked"].as_u64().unwrap_or(0) > 0
+            && rejections(c.agent())["revoked"].as_u64().unwrap_or(0) > 0
     });
-    assert_eq!(liveness(&a.agent, "charlie").as_deref(), Some("alive"));
+    assert_eq!(liveness(a.agent(), "charlie").as_deref(), Some("alive"));
     drop(b);
     let list = run(labmesh(&a.data).args(["--name", "alpha", "certs", "list", "--json"]));
     let certs: Vec<Value> = serde_json::from_slice(&list.stdout).unwrap();
@@ -372,7 +329,10 @@ fn a_client_without_a_certificate_is_refused() {
         }
     });
     wait_until("no_certificate counted", Duration::from_secs(10), || {
-        rejections(&a.agent)["no_certificate"].as_u64().unwrap_or(0) > 0
+        rejections(a.agent())["no_certificate"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
     });
 }
 

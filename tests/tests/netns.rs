@@ -6,11 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use labmesh_tests::netns::{Hosts, emit_lines, liveness, start_mesh};
-use labmesh_tests::{Agent, issue_bundle, wait_until};
+use labmesh_tests::{issue_bundle, wait_until, world_file};
 use serde_json::Value;
 
 #[test]
@@ -69,17 +69,6 @@ fn a_cut_host_is_seen_dead_then_back_after_the_link_heals() {
         });
     }
     drop(agents);
-}
-
-fn fingerprint(agent: &Agent) -> String {
-    agent.get_json("/v1/sync")["fingerprint"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn world_file(data: &Path, name: &str) -> String {
-    std::fs::read_to_string(data.join("world").join(name)).unwrap_or_default()
 }
 
 #[test]
@@ -154,20 +143,20 @@ fn both_sides_of_a_partition_write_and_agree_after_it_heals() {
 
     // Each side converges within itself while the other stays apart.
     wait_until("side A agrees", Duration::from_secs(30), || {
-        fingerprint(&agents[0]) == fingerprint(&agents[1])
+        agents[0].fingerprint() == agents[1].fingerprint()
     });
     wait_until("side B agrees", Duration::from_secs(30), || {
-        fingerprint(&agents[2]) == fingerprint(&agents[3])
+        agents[2].fingerprint() == agents[3].fingerprint()
     });
-    assert_ne!(fingerprint(&agents[0]), fingerprint(&agents[2]));
+    assert_ne!(agents[0].fingerprint(), agents[2].fingerprint());
 
     hosts.partition(&[0, 1], &[2, 3], false);
     wait_until(
         "one event set after the heal",
         Duration::from_secs(60),
         || {
-            let f = fingerprint(&agents[0]);
-            agents.iter().all(|a| fingerprint(a) == f)
+            let f = agents[0].fingerprint();
+            agents.iter().all(|a| a.fingerprint() == f)
         },
     );
     for file in ["incidents.json", "services.json", "deployments.json"] {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use labmesh_tests::receiver::read_request;
-use labmesh_tests::{Agent, labmesh, run, stderr, stdout, wait_until};
+use labmesh_tests::{Agent, events, labmesh, run, stderr, wait_until};
 use serde_json::Value;
 
 /// How long the receiver answers 500, and until when it hangs.
@@ -63,12 +63,6 @@ fn flaky_receiver(start: Instant) -> (SocketAddr, Arc<Mutex<Log>>) {
         }
     });
     (addr, log)
-}
-
-fn events(data: &Path, event_type: &str) -> Vec<Value> {
-    let out = run(labmesh(data).args(["events", "list", "--json", "--type", event_type]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_str(&stdout(&out)).unwrap()
 }
 
 fn emit(data: &Path, kind: &str) {

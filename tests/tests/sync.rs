@@ -5,23 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_udp_port, issue_bundle, labmesh, run, stderr, wait_until};
+use labmesh_tests::{Agent, Peer, free_udp_port, labmesh, run, stderr, wait_until, world_file};
 use rustix::process::Signal;
 use serde_json::{Value, json};
 
-struct Node {
-    name: String,
-    data: PathBuf,
-    gossip: String,
-    agent: Option<Agent>,
-}
+type Node = Peer;
 
-fn args<'a>(name: &'a str, gossip: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--name", name, "--gossip-addr", gossip];
+/// `extra` with the tests' gossip interval unless it sets one.
+fn args_after_name<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = Vec::new();
     if !extra.contains(&"--gossip-interval") {
         v.extend(["--gossip-interval", "100ms"]);
     }
@@ -29,36 +25,18 @@ fn args<'a>(name: &'a str, gossip: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+fn args<'a>(name: &'a str, gossip: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--name", name, "--gossip-addr", gossip];
+    v.extend(args_after_name(extra));
+    v
+}
+
 fn start_ca(dir: &Path) -> Node {
-    let data = dir.join("alpha");
-    let gossip = format!("127.0.0.1:{}", free_udp_port());
-    let agent = Agent::start(&data, &args("alpha", &gossip, &[]));
-    Node {
-        name: "alpha".into(),
-        data,
-        gossip,
-        agent: Some(agent),
-    }
+    Peer::start(dir, "alpha", &args_after_name(&[]))
 }
 
 fn join(dir: &Path, ca: &Node, name: &str, extra: &[&str]) -> Node {
-    let bundle = dir.join(format!("{name}.json"));
-    issue_bundle(&ca.data, "alpha", name, &bundle);
-    let data = dir.join(name);
-    let gossip = format!("127.0.0.1:{}", free_udp_port());
-    let b = bundle.display().to_string();
-    let a = args(
-        name,
-        &gossip,
-        &[&["--join", &b, "--seed", &ca.gossip], extra].concat(),
-    );
-    let agent = Agent::start(&data, &a);
-    Node {
-        name: name.into(),
-        data,
-        gossip,
-        agent: Some(agent),
-    }
+    Peer::join(dir, ca, name, &args_after_name(extra))
 }
 
 /// Emits JSON lines through `labmesh emit --from-jsonl -` on a node's data dir (no agent needed).
@@ -90,17 +68,6 @@ fn emit_lines(node: &Node, lines: &[Value]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn fingerprint(agent: &Agent) -> String {
-    agent.get_json("/v1/sync")["fingerprint"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn world_file(node: &Node, name: &str) -> String {
-    std::fs::read_to_string(node.data.join("world").join(name)).unwrap_or_default()
 }
 
 #[test]
@@ -167,7 +134,7 @@ fn the_offline_laptop_catches_up_both_ways_and_every_world_agrees() {
     wait_until("the three agree", Duration::from_secs(60), || {
         let fps: Vec<String> = up
             .iter()
-            .map(|n| fingerprint(n.agent.as_ref().unwrap()))
+            .map(|n| n.agent.as_ref().unwrap().fingerprint())
             .collect();
         fps.iter().all(|f| *f == fps[0] && !f.is_empty())
     });
@@ -186,7 +153,7 @@ fn the_offline_laptop_catches_up_both_ways_and_every_world_agrees() {
         || {
             let fps: Vec<String> = all
                 .iter()
-                .map(|n| fingerprint(n.agent.as_ref().unwrap()))
+                .map(|n| n.agent.as_ref().unwrap().fingerprint())
                 .collect();
             fps.iter().all(|f| *f == fps[0])
         },
@@ -203,12 +170,13 @@ fn the_offline_laptop_catches_up_both_ways_and_every_world_agrees() {
             &format!("{file} identical"),
             Duration::from_secs(20),
             || {
-                let first = world_file(&alpha, file);
-                !first.is_empty() && all.iter().all(|n| world_file(n, file) == first)
+                let first = world_file(&alpha.data, file);
+                !first.is_empty() && all.iter().all(|n| world_file(&n.data, file) == first)
             },
         );
     }
-    let incidents: Value = serde_json::from_str(&world_file(&laptop, "incidents.json")).unwrap();
+    let incidents: Value =
+        serde_json::from_str(&world_file(&laptop.data, "incidents.json")).unwrap();
     let incident = incidents
         .as_object()
         .unwrap()
@@ -221,9 +189,9 @@ fn the_offline_laptop_catches_up_both_ways_and_every_world_agrees() {
         "the late event lands in the incident: {incident:#}"
     );
     let deployments: Value =
-        serde_json::from_str(&world_file(&charlie, "deployments.json")).unwrap();
+        serde_json::from_str(&world_file(&charlie.data, "deployments.json")).unwrap();
     assert_eq!(deployments["deploy-882"]["status"], "completed");
-    let services: Value = serde_json::from_str(&world_file(&bravo, "services.json")).unwrap();
+    let services: Value = serde_json::from_str(&world_file(&bravo.data, "services.json")).unwrap();
     assert_eq!(services["alpha/mosquitto"]["status"], "healthy");
 
     // The same views through the API and the CLI.
@@ -247,7 +215,7 @@ fn the_offline_laptop_catches_up_both_ways_and_every_world_agrees() {
     let mut charlie = charlie;
     let before: Vec<String> = ["incidents.json", "services.json", "deployments.json"]
         .iter()
-        .map(|f| world_file(&charlie, f))
+        .map(|f| world_file(&charlie.data, f))
         .collect();
     charlie.agent.take().unwrap().stop_with(Signal::TERM);
     let checkpoint = charlie.data.join("state/world-checkpoint.json");
@@ -272,7 +240,7 @@ fn the_offline_laptop_catches_up_both_ways_and_every_world_agrees() {
         .zip(&before)
     {
         wait_until(&format!("{f} rebuilt"), Duration::from_secs(20), || {
-            world_file(&charlie, f) == *was
+            world_file(&charlie.data, f) == *was
         });
     }
 }
@@ -381,8 +349,10 @@ fn history_past_retention_reaches_a_newcomer_through_the_world_snapshot() {
         "{listing}"
     );
     assert!(listing.contains(&format!("{day}/alpha/")), "{listing}");
-    let incidents =
-        || serde_json::from_str::<Value>(&world_file(&alpha, "incidents.json")).unwrap_or_default();
+    let incidents = || {
+        serde_json::from_str::<Value>(&world_file(&alpha.data, "incidents.json"))
+            .unwrap_or_default()
+    };
     wait_until("history kept in the world", Duration::from_secs(10), || {
         incidents().as_object().is_some_and(|m| {
             m.values()
@@ -395,7 +365,7 @@ fn history_past_retention_reaches_a_newcomer_through_the_world_snapshot() {
         "bravo learns the old incident",
         Duration::from_secs(30),
         || {
-            serde_json::from_str::<Value>(&world_file(&bravo, "incidents.json"))
+            serde_json::from_str::<Value>(&world_file(&bravo.data, "incidents.json"))
                 .ok()
                 .and_then(|v| v.as_object().cloned())
                 .is_some_and(|m| {
@@ -413,7 +383,7 @@ fn history_past_retention_reaches_a_newcomer_through_the_world_snapshot() {
         "pruned events are never pushed back"
     );
     wait_until("same incidents on both", Duration::from_secs(20), || {
-        world_file(&alpha, "incidents.json") == world_file(&bravo, "incidents.json")
+        world_file(&alpha.data, "incidents.json") == world_file(&bravo.data, "incidents.json")
     });
 }
 
@@ -477,12 +447,12 @@ fn a_clock_ten_minutes_ahead_does_not_confuse_incidents() {
     emit(&alpha, "service_recovered", "nas", "hc-skew");
     for n in [&alpha, &bravo] {
         wait_until("deployment completed", Duration::from_secs(20), || {
-            serde_json::from_str::<Value>(&world_file(n, "deployments.json"))
+            serde_json::from_str::<Value>(&world_file(&n.data, "deployments.json"))
                 .ok()
                 .is_some_and(|v| v["deploy-skew"]["status"] == "completed")
         });
         wait_until("incident resolved", Duration::from_secs(20), || {
-            serde_json::from_str::<Value>(&world_file(n, "incidents.json"))
+            serde_json::from_str::<Value>(&world_file(&n.data, "incidents.json"))
                 .ok()
                 .and_then(|v| v.as_object().cloned())
                 .is_some_and(|m| {
@@ -492,8 +462,9 @@ fn a_clock_ten_minutes_ahead_does_not_confuse_incidents() {
         });
     }
     wait_until("same world", Duration::from_secs(20), || {
-        world_file(&alpha, "incidents.json") == world_file(&bravo, "incidents.json")
-            && world_file(&alpha, "deployments.json") == world_file(&bravo, "deployments.json")
+        world_file(&alpha.data, "incidents.json") == world_file(&bravo.data, "incidents.json")
+            && world_file(&alpha.data, "deployments.json")
+                == world_file(&bravo.data, "deployments.json")
     });
     // bravo's events carry its skewed wall time, and an HLC stamp.
     let events: Vec<Value> = alpha
