@@ -8,13 +8,17 @@
 //! healed partition from sending again what was already sent. The logic is sans-IO: it is driven
 //! by time and inputs, so the agent, the turmoil simulation and tests all run the same code.
 //!
-//! The driver's entry point is [`Engine`] with its [`Runtime`]; `ALGORITHM.md` beside this crate
-//! explains the protocol. Modules, by idea:
+//! The driver's entry point is [`Engine`] with its [`Runtime`] ([`runtime`]); `ALGORITHM.md`
+//! beside this crate explains the protocol. It sits on `sync` (the stack `sync <- alerting`)
+//! and knows nothing of the mesh: the node crate turns gossip into [`Member`]s and
+//! [`NodeSummary`]s. Modules, by idea:
 //! - [`election`]: who may notify; [`rules`] (+ [`rule_toml`]) and [`watchdog`]: what is worth
 //!   an alert; [`state`]: the per-alert state machine and its events;
 //! - [`pipeline`] with [`route`], [`silence`] (+ [`cron`]) and [`ledger`]: from alerts to
 //!   notifications; [`message`], [`receiver`], [`notify`] and [`secret`]: what goes on the wire;
-//! - [`score`] and [`digest`]: the node score card and the weekly digest text.
+//! - [`expectations`]: jobs declared by events (`labmesh expect`) that become rules;
+//! - [`score`], [`digest`] and [`digest_schedule`]: the node score card, the weekly digest text
+//!   and when it is due.
 
 pub mod config;
 pub mod cron;

@@ -5,7 +5,9 @@
 //! detection, one unidirectional stream per gossip message with a send queue per peer, so a dead
 //! peer never stalls the gossip loop. This crate turns chitchat's view into per-peer liveness
 //! (`alive`, `suspect`, `dead`, `offline`, `left`) and reports changes as its own types; it knows
-//! nothing of events, which the `sync` and `node` crates record.
+//! nothing of events, which the `sync` and `node` crates record. It sits on `certs` (the stack
+//! `certs <- mesh`), beside `sync <- alerting`; the two meet in `node` and `simulations`.
+//! [`summary`] is the format of the host summary every node gossips, and its one reader.
 //!
 //! Dedup rule for transition events: a transition is recorded only by the live node with the
 //! smallest name other than the node that changed (see [`liveness`]). See `ALGORITHM.md` for the

@@ -14,6 +14,7 @@
 
 mod driver;
 pub mod node;
+mod notify;
 pub mod plot;
 pub mod report;
 pub mod run;

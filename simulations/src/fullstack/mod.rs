@@ -5,9 +5,11 @@
 //! fed from that store and the mesh view, paging an in-process stand-in receiver. See the "Full
 //! stack" section of `docs/simulation.md`.
 
+mod actions;
 pub mod builtin;
 mod checks;
 pub mod clock;
+pub mod config;
 pub mod node;
 pub mod run;
 pub mod scenario_play;

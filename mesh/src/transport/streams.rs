@@ -1,0 +1,284 @@
+//! The transport's tasks: one sender per destination (dial, reuse, back off, drain the queue),
+//! the accept loop, one reader per connection and stream direction, and the frame handler that
+//! checks who sent what; and chitchat's `Socket` over all of them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chitchat::transport::{Socket, Transport};
+use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::frame::{self, Kind};
+use crate::stats::lock;
+
+pub(super) async fn send_frame(conn: &Conn, bytes: &[u8]) -> Result<(), String> {
+    let mut stream = conn.conn.open_uni().await.map_err(|e| e.to_string())?;
+    stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+    stream.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+pub(super) async fn peer_sender(
+    shared: Arc<Shared>,
+    to: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut backoff = shared.cfg.backoff_min;
+    let mut retry_at: Option<Instant> = None;
+    while let Some(bytes) = rx.recv().await {
+        if retry_at.is_some_and(|t| Instant::now() < t) {
+            shared.stats.dropped();
+            continue;
+        }
+        let result = match shared.connect(to).await {
+            Ok(conn) => match send_frame(&conn, &bytes).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    lock(&shared.conns).remove(&to);
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                shared.stats.sent(bytes.len());
+                backoff = shared.cfg.backoff_min;
+                retry_at = None;
+            }
+            Err(e) => {
+                shared.stats.dropped();
+                tracing::debug!(peer = %to, error = %e, ?backoff, "cannot reach peer; backing off");
+                retry_at = Some(Instant::now() + backoff);
+                backoff = (backoff * 2).min(shared.cfg.backoff_max);
+            }
+        }
+    }
+}
+
+pub(super) async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    shared.stats.reject(
+                        &remote.to_string(),
+                        classify_handshake(&e),
+                        &e.to_string(),
+                    );
+                    return;
+                }
+            };
+            match identify(&conn) {
+                Ok(peer) if (shared.is_revoked)(&peer.fingerprint) => {
+                    conn.close(quinn::VarInt::from_u32(403), b"certificate revoked");
+                    shared
+                        .stats
+                        .reject(&peer.node, "revoked", "refused a revoked certificate");
+                }
+                Ok(peer) => read_streams(shared, Conn { conn, peer }, Direction::Accepted).await,
+                Err(e) => {
+                    conn.close(quinn::VarInt::from_u32(403), b"bad identity");
+                    shared
+                        .stats
+                        .reject(&remote.to_string(), "bad_certificate", &e);
+                }
+            }
+        });
+    }
+}
+
+/// Who opened a connection: it decides whether the connection replaces the one we send on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direction {
+    Dialled,
+    Accepted,
+}
+
+pub(super) async fn read_streams(shared: Arc<Shared>, conn: Conn, direction: Direction) {
+    let max = shared
+        .cfg
+        .max_message_bytes
+        .max(shared.cfg.max_app_message_bytes);
+    // A peer that dials us while we hold a connection to its address has most likely
+    // restarted: the connection we hold went to its previous process, whose packets its new
+    // endpoint drops without a word, and it would look alive until the idle timeout. So the
+    // first frame on an accepted connection takes over sending to that address.
+    let mut take_over = direction == Direction::Accepted;
+    loop {
+        let mut stream = match conn.conn.accept_uni().await {
+            Ok(s) => s,
+            Err(_) => break,
+        };
+        let read = tokio::time::timeout(shared.cfg.stream_timeout, stream.read_to_end(max)).await;
+        let bytes = match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(quinn::ReadToEndError::TooLong)) => {
+                let _ = stream.stop(quinn::VarInt::from_u32(413));
+                shared.stats.reject(
+                    &conn.peer.node,
+                    "oversized_message",
+                    &format!("a message over {max} bytes"),
+                );
+                continue;
+            }
+            Ok(Err(_)) => continue,
+            Err(_) => {
+                let _ = stream.stop(quinn::VarInt::from_u32(408));
+                shared.stats.reject(
+                    &conn.peer.node,
+                    "slow_stream",
+                    "a message took too long to arrive",
+                );
+                continue;
+            }
+        };
+        handle_frame(&shared, &conn, &bytes, &mut take_over).await;
+    }
+    let mut conns = lock(&shared.conns);
+    conns.retain(|_, c| c.conn.stable_id() != conn.conn.stable_id());
+}
+
+/// `take_over`: this connection replaces whichever one we send on to the sender's address
+/// (then it is cleared), instead of only filling the place when none is open.
+async fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8], take_over: &mut bool) {
+    let frame = match frame::decode(bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            shared
+                .stats
+                .reject(&conn.peer.node, "malformed_message", &e.to_string());
+            return;
+        }
+    };
+    {
+        let mut owners = lock(&shared.owners);
+        let conns = lock(&shared.conns);
+        match owners.get(&frame.sender) {
+            Some(owner) if *owner != conn.peer.node => {
+                let owner_live = conns
+                    .get(&frame.sender)
+                    .is_some_and(|c| c.is_open() && c.peer.node == *owner);
+                if owner_live {
+                    drop(conns);
+                    shared.stats.reject(
+                        &conn.peer.node,
+                        "identity_mismatch",
+                        &format!(
+                            "claims the gossip address {} of live node {owner}",
+                            frame.sender
+                        ),
+                    );
+                    return;
+                }
+                owners.insert(frame.sender, conn.peer.node.clone());
+            }
+            Some(_) => {}
+            None => {
+                owners.insert(frame.sender, conn.peer.node.clone());
+            }
+        }
+    }
+    {
+        let mut conns = lock(&shared.conns);
+        let replace =
+            std::mem::take(take_over) || conns.get(&frame.sender).is_none_or(|c| !c.is_open());
+        if replace {
+            // The replaced connection is not closed: when both sides dialled at once, it is
+            // the one the peer sends on, and it ends by itself at the idle timeout otherwise.
+            conns.insert(frame.sender, conn.clone());
+        }
+    }
+    match frame.kind {
+        Kind::App => {
+            shared.stats.received(bytes.len());
+            let msg = AppMessage {
+                from: conn.peer.clone(),
+                from_addr: frame.sender,
+                bytes: frame.payload.to_vec(),
+            };
+            // Waits when the consumer is behind: backpressure reaches the sender's stream.
+            let _ = shared.app_tx.send(msg).await;
+        }
+        Kind::Gossip if bytes.len() > shared.cfg.max_message_bytes => {
+            shared.stats.reject(
+                &conn.peer.node,
+                "oversized_message",
+                &format!(
+                    "a gossip message over {} bytes",
+                    shared.cfg.max_message_bytes
+                ),
+            );
+        }
+        Kind::Gossip => {
+            let payload = frame.payload;
+            let decoded =
+                std::panic::catch_unwind(|| ChitchatMessage::deserialize(&mut &payload[..]));
+            match decoded {
+                Ok(Ok(msg)) => {
+                    shared.stats.received(bytes.len());
+                    if shared.inbound_tx.try_send((frame.sender, msg)).is_err() {
+                        shared.stats.dropped();
+                    }
+                }
+                Ok(Err(e)) => {
+                    shared
+                        .stats
+                        .reject(&conn.peer.node, "malformed_message", &e.to_string())
+                }
+                Err(_) => shared.stats.reject(
+                    &conn.peer.node,
+                    "malformed_message",
+                    "the gossip decoder failed on this message",
+                ),
+            }
+        }
+    }
+}
+
+struct QuicSocket {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
+}
+
+#[async_trait::async_trait]
+impl Socket for QuicSocket {
+    async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
+        let payload = msg.serialize_to_vec();
+        let bytes = frame::encode(Kind::Gossip, self.shared.cfg.advertise, &payload);
+        self.shared.enqueue(to, bytes);
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
+        self.rx
+            .recv()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the QUIC transport is closed"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for QuicTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        if listen_addr != self.shared.cfg.advertise && listen_addr != self.shared.cfg.bind {
+            anyhow::bail!(
+                "chitchat listens on {listen_addr} but the QUIC endpoint is bound to {} (advertised {})",
+                self.shared.cfg.bind,
+                self.shared.cfg.advertise
+            );
+        }
+        let rx = lock(&self.shared.inbound_rx)
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the QUIC transport is already open"))?;
+        Ok(Box::new(QuicSocket {
+            shared: self.shared.clone(),
+            rx,
+        }))
+    }
+}
