@@ -12,14 +12,13 @@ use ruzstd::encoding::{CompressionLevel, compress_to_vec};
 
 use crate::durable;
 use crate::durable::IoError;
-use crate::store::StoreError;
 
 /// The archive folder beside `events/`.
 pub const ARCHIVE_DIR: &str = "events-archive";
 
 /// Writes `<archive_dir>/<day>.tar.zst` from the date folder `day_dir` and returns its path.
 /// An archive already there (a prune that crashed after writing it) is replaced.
-pub fn archive_day(day_dir: &Path, archive_dir: &Path) -> Result<PathBuf, StoreError> {
+pub fn archive_day(day_dir: &Path, archive_dir: &Path) -> Result<PathBuf, IoError> {
     let day = day_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rand::Rng;
-use sync::{Event, Severity};
+use sync::Severity;
 
 use super::checks::hlc_ntp;
 use super::node::lock;
@@ -128,30 +128,16 @@ impl Cluster<'_> {
         let at = sync::Clock::now(self.clocks[i].as_ref());
         let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
         self.writes += 1;
-        let sync::NewEvent {
-            event_type,
-            severity,
-            source,
-            service,
-            correlation_id,
-            payload,
-        } = new;
+        let event_type = new.event_type.clone();
         let hlc = store.stamp_hlc();
         self.check_stamp(i, &store, ms, &hlc);
-        let mut extra = serde_json::Map::new();
-        extra.insert("hlc".into(), hlc.clone().into());
-        let event = Event {
-            id: uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid(),
-            timestamp: at,
-            node: self.names[i].clone(),
-            event_type: event_type.clone(),
-            severity,
-            source,
-            service,
-            correlation_id,
-            payload,
-            extra,
-        };
+        // The agent's own event constructor, with an id from the seed: the store's UUIDv7
+        // context would take randomness from the OS and break reproducibility.
+        let id = uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid();
+        let mut event = new
+            .into_event_with_id(&self.names[i], at, id)
+            .map_err(|e| format!("{} wrote an invalid event: {e}", self.names[i]))?;
+        event.extra.insert("hlc".into(), hlc.clone().into());
         let appended = store
             .append_batch(std::slice::from_ref(&event))
             .map_err(|e| format!("{} cannot write: {e}", self.names[i]))?;
