@@ -1,4 +1,4 @@
-//! Tests of settings resolution (beside `settings.rs` to keep both short): durations, the
+//! Tests of settings resolution (beside `mod.rs` to keep both short): durations, the
 //! example config file, error messages.
 
 use super::*;
