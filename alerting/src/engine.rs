@@ -161,7 +161,7 @@ impl Engine {
     ) {
         let events: Vec<&Event> = events.into_iter().collect();
         for e in &events {
-            self.expect(e);
+            self.apply_expectation(e);
         }
         for e in events {
             self.ingest(e, now);
@@ -185,7 +185,7 @@ impl Engine {
     }
 
     /// Applies an expectation event to the rules.
-    fn expect(&mut self, e: &Event) {
+    fn apply_expectation(&mut self, e: &Event) {
         match self.expectations.on_event(e) {
             Some(Change::Set(rule, since)) => self.set_rule(*rule, since),
             Some(Change::Removed(rule, at)) => {

@@ -2,22 +2,22 @@
 //!
 //! Inputs, in the order the core expects: the retained log replayed at start, then every new
 //! stored event (local or synced) as the event bus tells it, membership and gossiped summaries
-//! every [`AlertingSettings::tick`], delivery results and timers. Outputs: events are appended
-//! to the store synchronously inside [`Runtime::write_event`], and notifications are only
-//! handed to the [`Notifier`] after the engine call that asked for them returns, so a
+//! every [`AlertingSettings::tick`], delivery results and timers. The engine's requests are
+//! collected in an [`AccumulatingRuntime`] and performed after each call: events stored first
+//! (durably), then timers armed, then notifications handed to the [`Notifier`], so a
 //! `notification_attempted` record is durable before its send.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alerting::{Alert, Engine, Member, Notification, Role, Runtime, Timer};
+use alerting::{AccumulatingRuntime, Alert, Engine, Member, Notification, Role, Timer};
 use chrono::{DateTime, Utc};
 use mesh::Mesh;
 use mesh::liveness::Liveness;
 use mesh::summary::Summary;
 use serde::Serialize;
-use sync::{Clock, EventStore, NewEvent, Query};
+use sync::{Clock, EventStore, Query};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::drivers::bus::EventRx;
@@ -155,35 +155,6 @@ impl AlertingDriver {
     }
 }
 
-/// The engine's side effects, collected during one call.
-struct Effects<'a> {
-    store: &'a EventStore,
-    timers: &'a UnboundedSender<Timer>,
-    sends: Vec<Notification>,
-}
-
-impl Runtime for Effects<'_> {
-    fn write_event(&mut self, event: NewEvent) {
-        // Synchronous and durable before any notification of this step is dispatched; the
-        // fsync may block, so other tasks move off this worker meanwhile.
-        if let Err(e) = blocking(|| self.store.append(event)) {
-            tracing::error!(error = %e, "alerting: cannot store an event");
-        }
-    }
-
-    fn notify(&mut self, notification: Notification) {
-        self.sends.push(notification);
-    }
-
-    fn submit_after(&mut self, timer: Timer, after: Duration) {
-        let tx = self.timers.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let _ = tx.send(timer);
-        });
-    }
-}
-
 /// Maps a gossiped summary onto what the rules read. The gossip carries only the fullest
 /// filesystem's used percentage, so it becomes one disk named `fullest` (in basis points).
 pub fn node_summary(node: &str, s: &Summary) -> Option<alerting::NodeSummary> {
@@ -276,19 +247,14 @@ pub fn start(
 }
 
 impl Loop {
-    /// Runs one engine call, then dispatches its notifications and refreshes the snapshot.
-    fn step(&mut self, f: impl FnOnce(&mut Engine, DateTime<Utc>, &mut Effects<'_>)) {
+    /// Runs one engine call, then performs what it asked in the order the engine's contract
+    /// needs: its events stored (durable: a `notification_attempted` record before the send
+    /// it covers), its timers armed, its notifications dispatched; then refreshes the snapshot.
+    fn step(&mut self, f: impl FnOnce(&mut Engine, DateTime<Utc>, &mut AccumulatingRuntime)) {
         let now = self.clock.now();
-        let mut fx = Effects {
-            store: &self.store,
-            timers: &self.timers_tx,
-            sends: Vec::new(),
-        };
-        f(&mut self.engine, now, &mut fx);
-        let sends = std::mem::take(&mut fx.sends);
-        for n in sends {
-            self.dispatch(n, now);
-        }
+        let mut out = AccumulatingRuntime::default();
+        f(&mut self.engine, now, &mut out);
+        self.perform(out, now);
         let role = self.engine.role(now);
         let alerter = match &role {
             Role::Alerter => Some(self.engine.name().to_owned()),
@@ -301,6 +267,25 @@ impl Loop {
         snap.open = self.engine.open_alerts().cloned().collect();
         snap.silences = self.engine.silences(now).cloned().collect();
         snap.expectations = self.engine.expectations().to_vec();
+    }
+
+    fn perform(&self, out: AccumulatingRuntime, now: DateTime<Utc>) {
+        for event in out.events {
+            // The fsync may block: other tasks move off this worker meanwhile.
+            if let Err(e) = blocking(|| self.store.append(event)) {
+                tracing::error!(error = %e, "alerting: cannot store an event");
+            }
+        }
+        for (timer, after) in out.timers {
+            let tx = self.timers_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = tx.send(timer);
+            });
+        }
+        for n in out.notifications {
+            self.dispatch(n, now);
+        }
     }
 
     fn dispatch(&self, n: Notification, now: DateTime<Utc>) {
@@ -405,11 +390,12 @@ impl Loop {
                 Some(first) = events.recv() => {
                     // Only held for the burst timer: no evaluation, no snapshot to refresh.
                     let now = self.clock.now();
-                    let mut fx = Effects { store: &self.store, timers: &self.timers_tx, sends: Vec::new() };
-                    self.engine.on_stored(first.event.clone(), now, &mut fx);
+                    let mut out = AccumulatingRuntime::default();
+                    self.engine.on_stored(first.event.clone(), now, &mut out);
                     while let Ok(more) = events.try_recv() {
-                        self.engine.on_stored(more.event.clone(), now, &mut fx);
+                        self.engine.on_stored(more.event.clone(), now, &mut out);
                     }
+                    self.perform(out, now);
                 }
                 _ = tick.tick() => {
                     self.membership().await;
