@@ -293,8 +293,11 @@ impl Timer {
                     let Reverse(p) = st.queue.pop().unwrap();
                     // Send without the lock: the readers keep scheduling meanwhile.
                     drop(st);
-                    if p.sock.send_to(&p.bytes, p.to).is_ok() {
-                        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    // Counted before the send: counted after it, a reader woken by the
+                    // datagram could look at the count before this thread got back to it.
+                    self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    if p.sock.send_to(&p.bytes, p.to).is_err() {
+                        self.stats.forwarded.fetch_sub(1, Ordering::Relaxed);
                     }
                     st = self.state.lock().unwrap();
                 }
