@@ -138,7 +138,8 @@ impl Checks {
                 r = prober.probe(&check.def) => r,
                 _ = stop.changed() => return,
             };
-            self.apply(&check, result, Utc::now()).await;
+            self.apply(&check, result, self.store.config().clock.now())
+                .await;
         }
     }
 
@@ -160,14 +161,14 @@ impl Checks {
                     let Some(report) = report else { return };
                     deadline = tokio::time::Instant::now() + ttl;
                     let result = ProbeResult::new(report.status, report.note, Duration::ZERO);
-                    self.apply(&check, result, Utc::now()).await;
+                    self.apply(&check, result, self.store.config().clock.now()).await;
                     let _ = report.reply.send(view(&check));
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     deadline = tokio::time::Instant::now() + ttl;
                     let text = format!("no report within the ttl of {}s", ttl.as_secs_f64());
                     let result = ProbeResult::new(Status::Critical, text, Duration::ZERO);
-                    self.apply(&check, result, Utc::now()).await;
+                    self.apply(&check, result, self.store.config().clock.now()).await;
                 }
                 _ = stop.changed() => return,
             }

@@ -78,7 +78,7 @@ fn first_delay(store: &EventStore, node: &str, every: Duration) -> Duration {
         limit: Some(1),
         ..Default::default()
     };
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = store.config().clock.now().timestamp_millis();
     match store.query(&query).first() {
         Some(last) => {
             let due = last.millis.saturating_add(every.as_millis() as i64);

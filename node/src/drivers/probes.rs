@@ -67,7 +67,7 @@ async fn run(
                 Some(&summary),
                 unhealthy,
                 maintenance,
-                chrono::Utc::now(),
+                scoring.store.config().clock.now(),
             );
             summary.score = u8::try_from(card.score).unwrap_or(100);
             mesh.set_key(mesh::keys::SUMMARY, &summary.to_json()).await;

@@ -462,7 +462,8 @@ impl Workers {
         let now = Instant::now();
         let (change, listed) = {
             let mut table = self.table();
-            let change = table.heartbeat(hb, now, Utc::now());
+            // Wall time from the store's clock, like the events it leads to.
+            let change = table.heartbeat(hb, now, self.store.config().clock.now());
             let listed = table
                 .list(now)
                 .into_iter()
