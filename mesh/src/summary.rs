@@ -64,6 +64,11 @@ impl Summary {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// The summary a node publishes among its gossiped key-values, if any and readable.
+    pub fn from_key_values(kv: &std::collections::BTreeMap<String, String>) -> Option<Summary> {
+        kv.get(crate::keys::SUMMARY).and_then(|t| Summary::parse(t))
+    }
+
     /// Reads a peer's summary; `None` for garbage or an unknown version.
     pub fn parse(text: &str) -> Option<Summary> {
         serde_json::from_str::<Summary>(text)

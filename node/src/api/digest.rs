@@ -86,10 +86,7 @@ pub async fn build(state: &ApiState, now: DateTime<Utc>) -> Digest {
     let nodes = names
         .iter()
         .map(|n| {
-            let summary = gossip
-                .get(n)
-                .and_then(|kv| kv.get(mesh::keys::SUMMARY))
-                .and_then(|t| Summary::parse(t));
+            let summary = gossip.get(n).and_then(Summary::from_key_values);
             let s = summary.as_ref();
             let m = crate::score::maintenance(&store, n);
             let unhealthy = services

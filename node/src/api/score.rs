@@ -26,10 +26,7 @@ pub async fn cards(state: &ApiState) -> Vec<ScoreCard> {
     names
         .iter()
         .map(|n| {
-            let summary = gossip
-                .get(n)
-                .and_then(|kv| kv.get(mesh::keys::SUMMARY))
-                .and_then(|t| Summary::parse(t));
+            let summary = gossip.get(n).and_then(Summary::from_key_values);
             let maintenance = crate::score::maintenance(&state.store, n);
             let unhealthy = crate::score::unhealthy_services(n, services);
             crate::score::card(n, summary.as_ref(), unhealthy, maintenance, now)

@@ -42,8 +42,7 @@ pub async fn build(state: &ApiState) -> Value {
         let name = n["node"].as_str().unwrap_or_default().to_owned();
         let summary = gossip
             .get(&name)
-            .and_then(|kv| kv.get(mesh::keys::SUMMARY))
-            .and_then(|t| Summary::parse(t))
+            .and_then(Summary::from_key_values)
             .and_then(|s| serde_json::to_value(s).ok())
             .unwrap_or(Value::Null);
         if let Value::Object(map) = n {

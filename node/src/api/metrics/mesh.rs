@@ -32,18 +32,19 @@ fn fake_peers() -> usize {
 pub async fn mesh(state: &ApiState, out: &mut Out, sample: Option<&HostSample>) {
     // (node, liveness is alive, summary)
     let mut nodes: Vec<(String, bool, Option<Summary>)> = Vec::new();
-    let parse = |kv: &std::collections::BTreeMap<String, String>| {
-        kv.get(mesh::keys::SUMMARY).and_then(|t| Summary::parse(t))
-    };
     match &state.peer {
         Some(peer) => {
             let view = peer.mesh.view().await;
-            let own =
-                parse(&view.key_values).or_else(|| sample.map(crate::probes::summary::from_sample));
+            let own = Summary::from_key_values(&view.key_values)
+                .or_else(|| sample.map(crate::probes::summary::from_sample));
             nodes.push((view.node.clone(), true, own));
             for p in &view.peers {
                 let alive = p.liveness.as_str() == "alive";
-                nodes.push((p.node.clone(), alive, parse(&p.key_values)));
+                nodes.push((
+                    p.node.clone(),
+                    alive,
+                    Summary::from_key_values(&p.key_values),
+                ));
             }
             out.gauges_by(
                 "peers",
