@@ -23,7 +23,8 @@
 //!
 //! Modules: [`ca`] (the CA, issuing, `issued/`), [`identity`] (a node's certificate and key),
 //! [`bundle`] (join bundles), [`revocation`] (signed records and the list), [`verify`] (the
-//! rustls verifiers and the refusal counters), [`tls`] (the rustls configs).
+//! rustls verifiers and the refusal counters), [`tls`] (the rustls configs), [`signing`] (event
+//! signatures with the node key, and the certificates others sign with).
 
 pub mod bundle;
 pub mod ca;
@@ -32,6 +33,7 @@ pub mod error;
 pub mod identity;
 mod names;
 pub mod revocation;
+pub mod signing;
 pub mod tls;
 pub mod verify;
 mod x509;
@@ -42,6 +44,7 @@ pub use error::{CertError, Result};
 pub use identity::NodeIdentity;
 pub use names::{validate_mesh_name, validate_node_name};
 pub use revocation::{RevocationList, SignedRevocation};
+pub use signing::{EventKey, SignerBook, SignerRefusal};
 pub use tls::{ALPN, client_config, peer_node_name, server_config};
 pub use verify::{RejectReason, Rejections};
 pub use x509::fingerprint;

@@ -30,4 +30,5 @@ pub mod probes;
 pub mod score;
 pub mod status;
 pub mod timespec;
+pub mod trust;
 pub mod util;

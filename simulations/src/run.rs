@@ -454,7 +454,12 @@ impl Sim {
             .map(|j| self.nodes[j].name.clone())
             .collect();
         let mut out = Outbox::default();
-        self.nodes[i].core.push(&mut out, &peers, &[bytes]);
+        let node = &mut self.nodes[i];
+        let src = Source {
+            store: &node.store,
+            blobs: &self.blobs,
+        };
+        node.core.push(&mut out, &src, &peers, &[bytes]);
         self.perform(i, out, None);
     }
 
@@ -524,7 +529,7 @@ impl Sim {
             }
         }
         for (_, batch) in out.store {
-            for bytes in batch {
+            for bytes in batch.events {
                 match self.blobs.accept(&bytes) {
                     Ok((hash, _)) => self.store_event(i, hash),
                     Err(e) => self.violations.push(format!(

@@ -70,6 +70,9 @@ pub enum EventError {
         problem: String,
         fix: String,
     },
+    /// The origin signature is missing or does not hold (see `signature`).
+    #[error("signature: {0}")]
+    Signature(#[from] crate::signature::SignatureError),
 }
 
 impl EventError {

@@ -23,10 +23,13 @@ pub mod layout;
 pub mod pickup;
 pub mod reconcile;
 pub mod schedule;
+pub mod signature;
 pub mod store;
 pub mod world;
 
 pub use clock::{Clock, SystemClock};
 pub use event::{Event, EventError, NewEvent, Severity};
 pub use index::{IndexEntry, Order, Query};
-pub use store::{EventStore, EventWriter, StoreConfig, StoreError, StoredEvent};
+pub use store::{
+    EventStore, EventTrust, EventWriter, StoreConfig, StoreError, StoredEvent,
+};

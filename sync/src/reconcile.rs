@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::index::ContentHash;
 
 /// Wire version of [`SyncMessage`]; a peer with another version is refused with a clear error.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Largest negentropy frame. Bounds one round trip's message (negentropy splits ranges to fit).
 pub const FRAME_LIMIT: u64 = 60_000;
@@ -35,8 +35,11 @@ pub const FETCH_HASHES: usize = 2000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncMessage {
-    /// New events, pushed by their origin.
-    Push { events: Vec<Vec<u8>> },
+    /// New events, pushed by their origin, with the certificates of their signers (DER).
+    Push {
+        events: Vec<Vec<u8>>,
+        signers: Vec<Vec<u8>>,
+    },
     /// Opens a reconciliation over the events at or after `since_ms`.
     Reconcile {
         session: u64,
@@ -56,8 +59,13 @@ pub enum SyncMessage {
         session: u64,
         hashes: Vec<ContentHash>,
     },
-    /// Event files, as stored (never re-serialised).
-    Events { session: u64, events: Vec<Vec<u8>> },
+    /// Event files, as stored (never re-serialised), with the certificates of their signers
+    /// (DER): a receiver may never have met the node that wrote them.
+    Events {
+        session: u64,
+        events: Vec<Vec<u8>>,
+        signers: Vec<Vec<u8>>,
+    },
     /// A WorldState snapshot (JSON), for history one side no longer holds as events (pruned
     /// by retention). `reply` is set on the answer, which is never answered again.
     World { state: Vec<u8>, reply: bool },
@@ -109,8 +117,16 @@ impl SyncMessage {
 pub trait Runtime {
     /// Sends a message to a peer (queued; the driver does the I/O).
     fn send(&mut self, to: &str, msg: SyncMessage);
-    /// Stores event files received from `from` (validated by the store like any file).
-    fn store(&mut self, from: &str, events: Vec<Vec<u8>>);
+    /// Stores event files received from `from` (validated by the store like any file, their
+    /// signatures checked against `signers` and the certificates already known).
+    fn store(&mut self, from: &str, received: Received);
+}
+
+/// Event files a peer sent, and the certificates it sent along.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Received {
+    pub events: Vec<Vec<u8>>,
+    pub signers: Vec<Vec<u8>>,
 }
 
 /// Collects what the core asked for during a call, for the driver to perform afterwards: the
@@ -120,7 +136,7 @@ pub struct Outbox {
     /// Messages to send, in order.
     pub send: Vec<(String, SyncMessage)>,
     /// Event files received, by sender, to store.
-    pub store: Vec<(String, Vec<Vec<u8>>)>,
+    pub store: Vec<(String, Received)>,
 }
 
 impl Outbox {
@@ -133,8 +149,8 @@ impl Runtime for Outbox {
     fn send(&mut self, to: &str, msg: SyncMessage) {
         self.send.push((to.to_owned(), msg));
     }
-    fn store(&mut self, from: &str, events: Vec<Vec<u8>>) {
-        self.store.push((from.to_owned(), events));
+    fn store(&mut self, from: &str, received: Received) {
+        self.store.push((from.to_owned(), received));
     }
 }
 
@@ -144,6 +160,11 @@ pub trait SyncSource {
     fn items(&self, since_ms: i64) -> Vec<(u64, ContentHash)>;
     /// The stored bytes of the event with this content hash.
     fn bytes(&self, hash: &ContentHash) -> Option<Vec<u8>>;
+    /// The certificates (DER) of whoever signed `files`, to send along with them. A source
+    /// without signatures has none.
+    fn signer_certificates(&self, _files: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
 }
 
 /// Per-peer counters, for `labmesh sync status`.
@@ -219,6 +240,7 @@ impl SyncCore {
     fn send_events(
         &mut self,
         rt: &mut impl Runtime,
+        src: &impl SyncSource,
         peer: &str,
         session: Option<u64>,
         events: Vec<Vec<u8>>,
@@ -227,21 +249,32 @@ impl SyncCore {
             let stats = self.stats_for(peer);
             stats.events_sent += batch.len() as u64;
             stats.bytes_sent += batch.iter().map(|e| e.len() as u64).sum::<u64>();
+            let signers = src.signer_certificates(&batch);
             let msg = match session {
                 Some(session) => SyncMessage::Events {
                     session,
                     events: batch,
+                    signers,
                 },
-                None => SyncMessage::Push { events: batch },
+                None => SyncMessage::Push {
+                    events: batch,
+                    signers,
+                },
             };
             rt.send(peer, msg);
         }
     }
 
     /// Pushes new local events to every peer in `peers`.
-    pub fn push(&mut self, rt: &mut impl Runtime, peers: &[String], events: &[Vec<u8>]) {
+    pub fn push(
+        &mut self,
+        rt: &mut impl Runtime,
+        src: &impl SyncSource,
+        peers: &[String],
+        events: &[Vec<u8>],
+    ) {
         for peer in peers {
-            self.send_events(rt, peer, None, events.to_vec());
+            self.send_events(rt, src, peer, None, events.to_vec());
         }
     }
 
@@ -319,11 +352,14 @@ impl SyncCore {
         msg: SyncMessage,
     ) -> Result<(), String> {
         match msg {
-            SyncMessage::Push { events } | SyncMessage::Events { events, .. } => {
+            SyncMessage::Push { events, signers }
+            | SyncMessage::Events {
+                events, signers, ..
+            } => {
                 let stats = self.stats_for(from);
                 stats.events_received += events.len() as u64;
                 stats.bytes_received += events.iter().map(|e| e.len() as u64).sum::<u64>();
-                rt.store(from, events);
+                rt.store(from, Received { events, signers });
                 Ok(())
             }
             SyncMessage::Reconcile {
@@ -348,7 +384,7 @@ impl SyncCore {
                     .take(FETCH_HASHES)
                     .filter_map(|h| src.bytes(h))
                     .collect();
-                self.send_events(rt, from, Some(session), events);
+                self.send_events(rt, src, from, Some(session), events);
                 Ok(())
             }
         }
@@ -412,7 +448,7 @@ impl SyncCore {
             .iter()
             .filter_map(|id| src.bytes(id.as_bytes()))
             .collect();
-        self.send_events(rt, from, Some(session), ours);
+        self.send_events(rt, src, from, Some(session), ours);
         if let Some(state) = self.sessions.get_mut(&session) {
             state.need.extend(need.iter().map(|id| *id.as_bytes()));
         }
@@ -502,8 +538,8 @@ mod tests {
             *self.2 += msg.encode().len();
             self.0.push_back((to.to_owned(), msg));
         }
-        fn store(&mut self, _from: &str, events: Vec<Vec<u8>>) {
-            self.1.extend(events);
+        fn store(&mut self, _from: &str, received: Received) {
+            self.1.extend(received.events);
         }
     }
 
@@ -624,9 +660,13 @@ mod tests {
         };
         let bytes = msg.encode();
         assert_eq!(SyncMessage::decode(&bytes).unwrap(), msg);
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert_eq!(SyncMessage::decode(&v2), Err(WireError::Version(2)));
+        // Version 1 carried no signer certificates with events.
+        let mut v1 = bytes.clone();
+        v1[0] = 1;
+        assert_eq!(SyncMessage::decode(&v1), Err(WireError::Version(1)));
+        let mut v3 = bytes.clone();
+        v3[0] = 3;
+        assert_eq!(SyncMessage::decode(&v3), Err(WireError::Version(3)));
         assert!(matches!(
             SyncMessage::decode(&bytes[..bytes.len() - 5]),
             Err(WireError::Malformed(_))

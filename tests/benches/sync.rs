@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use labmesh_tests::{Agent, free_udp_port, http, labmesh, repo_path, run, stderr, wait_until};
 use rustix::process::Signal;
 use serde_json::{Value, json};
-use sync::reconcile::{Runtime, SyncCore, SyncMessage, SyncSource};
+use sync::reconcile::{Received, Runtime, SyncCore, SyncMessage, SyncSource};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -139,8 +139,8 @@ impl Runtime for Outbox {
     fn send(&mut self, to: &str, msg: SyncMessage) {
         self.send.push((to.to_owned(), msg));
     }
-    fn store(&mut self, _from: &str, events: Vec<Vec<u8>>) {
-        self.stored += events.len();
+    fn store(&mut self, _from: &str, received: Received) {
+        self.stored += received.events.len();
     }
 }
 

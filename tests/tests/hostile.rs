@@ -16,6 +16,30 @@ use labmesh_tests::{Agent, free_udp_port, issue_bundle, labmesh, run, stderr, wa
 use mesh::{MeshStats, QuicTransport, TransportConfig};
 use serde_json::{Value, json};
 use sync::reconcile::SyncMessage;
+use sync::signature::{EventSigner, KeyId, SignatureError};
+
+/// Mallory's own signing key: a member may sign what it writes itself, nothing else.
+struct Key(certs::EventKey);
+
+impl EventSigner for Key {
+    fn key_id(&self) -> KeyId {
+        self.0.key_id()
+    }
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], SignatureError> {
+        self.0.sign(message).map_err(SignatureError::Signing)
+    }
+}
+
+/// `files` signed with `identity`'s key as events of `node` (which a peer accepts only when
+/// the certificate names `node`).
+fn signed(identity: &certs::NodeIdentity, node: &str, files: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let key = Key(certs::EventKey::from_identity(identity).unwrap());
+    sync::signature::sign_files(&key, node, files)
+        .unwrap()
+        .into_iter()
+        .map(|(bytes, _)| bytes)
+        .collect()
+}
 
 fn event(id: &str, ty: &str, severity: &str, payload: Value) -> Vec<u8> {
     let doc = json!({
@@ -97,13 +121,24 @@ fn a_hostile_member_is_refused_with_reasons_and_the_agent_lives() {
                     "info",
                     json!({}),
                 ),
-                event(good_id, "good_one", "info", json!({"n": 1})),
+                signed(
+                    &identity,
+                    "mallory",
+                    &[event(good_id, "good_one", "info", json!({"n": 1}))],
+                )
+                .remove(0),
             ],
+            signers: vec![identity.cert_der().to_vec()],
         };
         send(push.encode()).await.unwrap();
         // 3. The same id with other content: kept, and reported as a conflict.
         let conflict = SyncMessage::Push {
-            events: vec![event(good_id, "good_one", "info", json!({"n": 2}))],
+            events: signed(
+                &identity,
+                "mallory",
+                &[event(good_id, "good_one", "info", json!({"n": 2}))],
+            ),
+            signers: vec![identity.cert_der().to_vec()],
         };
         send(conflict.encode()).await.unwrap();
         // 4. A world snapshot that is not one.

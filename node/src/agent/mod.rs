@@ -47,6 +47,8 @@ pub enum AgentError {
     Identity(#[from] identity::IdentityError),
     #[error(transparent)]
     Store(#[from] sync::StoreError),
+    #[error("cannot set up event signing: {0}")]
+    Signing(#[from] certs::CertError),
     #[error(transparent)]
     Mesh(#[from] crate::drivers::mesh::MeshError),
     #[error("{what}: {source}")]
@@ -198,7 +200,10 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
     let explicit = settings.name_is_explicit.then(|| settings.name.clone());
     let identity = identity::ensure(&settings, explicit.as_deref())?;
     settings.name = identity.node.node().to_owned();
-    let store_cfg = settings.store_config();
+    let (trust, signers) =
+        crate::trust::event_trust(&identity.node, Some(&settings.certs_dir()), true)?;
+    let mut store_cfg = settings.store_config();
+    store_cfg.trust = Some(trust);
     let clock = store_cfg.clock.clone();
     let (store, report) = tokio::task::spawn_blocking(move || EventStore::open(store_cfg))
         .await
@@ -262,6 +267,8 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
         None,
     )
     .await?;
+    // Revoked certificates sign nothing more (the list the mesh enforces on connections).
+    signers.use_revocations(peer.revocations.clone());
     let mesh = peer.mesh.clone();
     let peer_task = tokio::spawn(peer.clone().run(stop_peer_rx.clone(), peer_rx));
     let world = {

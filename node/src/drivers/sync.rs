@@ -278,7 +278,11 @@ impl SyncDriver {
                 None => tracing::debug!(peer = %to, "not live; dropped a sync message"),
             }
         }
-        for (from, events) in out.store {
+        for (from, received) in out.store {
+            for reason in self.store.learn_signers(&received.signers) {
+                self.refuse(&from, 1, "signer certificate", &reason);
+            }
+            let events = received.events;
             match blocking(|| self.store.store_bytes_batch(&events)) {
                 Ok(results) => {
                     let bad: Vec<String> = results
@@ -411,7 +415,9 @@ impl SyncDriver {
         let peers = self.live_peers().await;
         let names: Vec<String> = peers.keys().cloned().collect();
         let mut out = Outbox::default();
-        lock(&self.state).core.push(&mut out, &names, &own);
+        lock(&self.state)
+            .core
+            .push(&mut out, &*self.store, &names, &own);
         self.perform(out, &peers);
     }
 

@@ -15,6 +15,7 @@ use crate::durable::{self, IoError};
 use crate::event::{Event, EventError, NewEvent, Severity};
 use crate::index::{ContentHash, IndexEntry, Inserted};
 use crate::layout;
+use crate::signature;
 
 /// A file that passed: its event, content hash, size, and its bytes when a listener will want
 /// them (a cold scan of a million files keeps no bytes: nobody listens yet).
@@ -385,10 +386,65 @@ impl EventStore {
                 .map_err(|e| Refusal::Bad(format!("cannot add the id field: {e}")))?;
             tracing::info!(file = %rel.display(), "added the id from the file name to an event file");
         }
+        let (bytes, event) = self.adopt_signature(path, rel, bytes, event)?;
         let hash = content_hash(&bytes);
         let size = bytes.len();
         let kept = self.has_listener().then_some(bytes);
         Ok((event, hash, size, kept))
+    }
+
+    /// With [`StoreConfig::trust`](super::StoreConfig): a file on disk is either signed (its
+    /// `sig` well formed: the signature itself was checked when it came in, and `labmesh fsck
+    /// --verify` checks it again), or this node's own and signed now (a script dropped it in:
+    /// the field is added before the closing brace, every other byte unchanged). An unsigned
+    /// event of another node has no way in: only its origin can sign it.
+    fn adopt_signature(
+        &self,
+        path: &Path,
+        rel: &Path,
+        bytes: Vec<u8>,
+        mut event: Event,
+    ) -> Result<(Vec<u8>, Event), Refusal> {
+        let Some(trust) = self.cfg.trust.as_ref().filter(|_| !self.cfg.read_only) else {
+            return Ok((bytes, event));
+        };
+        match event.extra.get(signature::SIG_FIELD) {
+            Some(Value::String(text)) => {
+                let field = match signature::split(&bytes) {
+                    Some((_, found)) if found == text => signature::SigField::parse(found),
+                    _ => Err(signature::SignatureError::Malformed(
+                        "`sig` must be the last field, right before the closing brace".into(),
+                    )),
+                };
+                field.map_err(|e| Refusal::Bad(EventError::from(e).to_string()))?;
+                Ok((bytes, event))
+            }
+            Some(_) => Err(Refusal::Bad(
+                "field `sig`: expected a string; it is the origin signature labmesh adds (remove it and let the agent sign the event)".into(),
+            )),
+            None if event.node != self.cfg.node => Err(Refusal::Bad(format!(
+                "unsigned event of node {}: only {} can sign it (its events reach this node signed, over sync); events dropped in here must name this node, {}",
+                event.node, event.node, self.cfg.node
+            ))),
+            None => {
+                let Some(signer) = &trust.signer else {
+                    return Ok((bytes, event));
+                };
+                let mut signed =
+                    signature::sign_files(&**signer, &self.cfg.node, std::slice::from_ref(&bytes))
+                        .map_err(|e| Refusal::Bad(format!("cannot sign: {e}")))?;
+                let Some((signed, text)) = signed.pop() else {
+                    return Ok((bytes, event));
+                };
+                durable::write_file_atomic(path, &signed)
+                    .map_err(|e| Refusal::Bad(format!("cannot add the signature: {e}")))?;
+                tracing::debug!(file = %rel.display(), "signed an event file dropped in by another tool");
+                event
+                    .extra
+                    .insert(signature::SIG_FIELD.into(), Value::String(text));
+                Ok((signed, event))
+            }
+        }
     }
 
     /// Applies the verdict on one checked file.

@@ -36,6 +36,7 @@ use crate::durable::{self, IoError};
 use crate::event::{DEFAULT_MAX_EVENT_BYTES, Event, EventError};
 use crate::index::{ContentHash, Index, IndexEntry, Query};
 use crate::layout::QUARANTINE_DIR;
+use crate::signature::{EventSigner, SignerDirectory, VerifiedRoots};
 
 /// Store settings. Each field's doc says what it trades.
 #[derive(Clone)]
@@ -61,6 +62,28 @@ pub struct StoreConfig {
     /// Only index these date folders (inclusive): a reader asking about today need not read a
     /// month of files. `None` indexes everything.
     pub dates: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+    /// Origin signatures. With it, the store signs what this node writes or adopts and refuses
+    /// every file from a peer that its origin did not sign; the agent always sets it. `None`
+    /// (readers, unit tests) stores files unchecked.
+    pub trust: Option<Arc<EventTrust>>,
+}
+
+/// How the store signs and checks events (see [`crate::signature`]).
+pub struct EventTrust {
+    /// This node's key; `None` on a node that only checks.
+    pub signer: Option<Arc<dyn EventSigner>>,
+    pub directory: Arc<dyn SignerDirectory>,
+    pub roots: VerifiedRoots,
+}
+
+impl EventTrust {
+    pub fn new(signer: Option<Arc<dyn EventSigner>>, directory: Arc<dyn SignerDirectory>) -> Self {
+        EventTrust {
+            signer,
+            directory,
+            roots: VerifiedRoots::default(),
+        }
+    }
 }
 
 impl StoreConfig {
@@ -74,6 +97,7 @@ impl StoreConfig {
             clock: Arc::new(SystemClock::default()),
             read_only: false,
             dates: None,
+            trust: None,
         }
     }
 }
@@ -402,5 +426,17 @@ impl crate::reconcile::SyncSource for EventStore {
     }
     fn bytes(&self, hash: &ContentHash) -> Option<Vec<u8>> {
         self.read_by_hash(hash)
+    }
+    fn signer_certificates(&self, files: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let Some(trust) = &self.cfg.trust else {
+            return Vec::new();
+        };
+        let keys: BTreeSet<_> = files
+            .iter()
+            .filter_map(|f| crate::signature::key_of(f))
+            .collect();
+        keys.iter()
+            .filter_map(|k| trust.directory.certificate(k))
+            .collect()
     }
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::{AppendOutcome, Appended, EventStore, StoreError, WriteOutcome, content_hash};
 use crate::event::{Event, EventError, NewEvent};
 use crate::layout;
+use crate::signature::{self, SignatureError};
 
 impl EventStore {
     /// Creates, validates and durably stores an event stamped now on this node.
@@ -17,12 +18,70 @@ impl EventStore {
         Ok(out.remove(0))
     }
 
-    /// Stores a batch of complete events with one group commit, then indexes them.
+    /// Stores a batch of complete events with one group commit, then indexes them. With
+    /// [`StoreConfig::trust`](super::StoreConfig) the batch is signed first (one signature per
+    /// [`signature::MAX_BATCH_LEAVES`] events), and every event must be this node's own.
     pub fn append_batch(&self, events: &[Event]) -> Result<Vec<Appended>, StoreError> {
-        let mut items = Vec::with_capacity(events.len());
+        let signer = self.cfg.trust.as_ref().and_then(|t| t.signer.clone());
+        let mut owned = Vec::with_capacity(events.len());
+        let mut unsigned = Vec::with_capacity(events.len());
         for event in events {
             event.validate()?;
-            let bytes = event.to_file_bytes();
+            let mut event = event.clone();
+            if signer.is_some() {
+                if event.node != self.cfg.node {
+                    return Err(EventError::Signature(SignatureError::WrongNode {
+                        signer: self.cfg.node.clone(),
+                        node: event.node.clone(),
+                    })
+                    .into());
+                }
+                // A signature is always made here, over what the event says now.
+                event.extra.shift_remove(signature::SIG_FIELD);
+            }
+            unsigned.push(event.to_file_bytes());
+            owned.push(event);
+        }
+        let files = match &signer {
+            Some(signer) => {
+                // An event already stored as it is now keeps its signed copy, so appending it
+                // again stays a duplicate (signatures are randomised: a new one would make a
+                // second copy of the same event).
+                let mut files: Vec<Option<Vec<u8>>> = owned
+                    .iter()
+                    .zip(&unsigned)
+                    .map(|(event, u)| self.signed_copy(event, u))
+                    .collect();
+                let fresh: Vec<Vec<u8>> = files
+                    .iter()
+                    .zip(&unsigned)
+                    .filter(|(f, _)| f.is_none())
+                    .map(|(_, u)| u.clone())
+                    .collect();
+                let mut signed =
+                    signature::sign_files(&**signer, &self.cfg.node, &fresh)
+                        .map_err(EventError::from)?
+                        .into_iter();
+                for (event, slot) in owned.iter_mut().zip(files.iter_mut()) {
+                    let text = match slot {
+                        None => signed.next().map(|(bytes, text)| {
+                            *slot = Some(bytes);
+                            text
+                        }),
+                        Some(bytes) => signature::split(bytes).map(|(_, t)| t.to_owned()),
+                    };
+                    if let Some(text) = text {
+                        event
+                            .extra
+                            .insert(signature::SIG_FIELD.into(), Value::String(text));
+                    }
+                }
+                files.into_iter().map(Option::unwrap_or_default).collect()
+            }
+            None => unsigned,
+        };
+        let mut items = Vec::with_capacity(owned.len());
+        for (event, bytes) in owned.iter().zip(files) {
             if bytes.len() > self.cfg.max_event_bytes {
                 return Err(EventError::TooLarge {
                     size: bytes.len(),
@@ -49,7 +108,9 @@ impl EventStore {
         let mut results: Vec<Option<Result<Appended, EventError>>> =
             Vec::with_capacity(files.len());
         for bytes in files {
-            match Event::from_file_bytes(bytes, self.cfg.max_event_bytes, None) {
+            let checked = Event::from_file_bytes(bytes, self.cfg.max_event_bytes, None)
+                .and_then(|event| self.check_origin(bytes, event));
+            match checked {
                 Ok(event) => {
                     if let Some(Value::String(hlc)) = event.extra.get("hlc") {
                         self.hlc.observe(hlc);
@@ -78,6 +139,39 @@ impl EventStore {
                 None => stored.next().ok_or(EventError::Empty),
             })
             .collect())
+    }
+
+    /// With [`StoreConfig::trust`](super::StoreConfig): the event's origin signed these bytes.
+    fn check_origin(&self, bytes: &[u8], event: Event) -> Result<Event, EventError> {
+        let Some(trust) = &self.cfg.trust else {
+            return Ok(event);
+        };
+        let sig = event.extra.get(signature::SIG_FIELD).and_then(Value::as_str);
+        signature::verify(bytes, &event.node, sig, &*trust.directory, &trust.roots)?;
+        Ok(event)
+    }
+
+    /// Checks certificates a peer sent along with event files and remembers the good ones;
+    /// returns why each bad one was refused.
+    pub fn learn_signers(&self, certificates: &[Vec<u8>]) -> Vec<String> {
+        let Some(trust) = &self.cfg.trust else {
+            return Vec::new();
+        };
+        certificates
+            .iter()
+            .filter_map(|der| trust.directory.learn(der).err())
+            .collect()
+    }
+
+    /// The stored signed file of `event` when its unsigned content is `unsigned`.
+    fn signed_copy(&self, event: &Event, unsigned: &[u8]) -> Option<Vec<u8>> {
+        let rel = self
+            .read_index()
+            .get(event.timestamp.timestamp_millis(), &event.id)?
+            .relative_path();
+        let bytes = fs::read(self.events_dir().join(rel)).ok()?;
+        let (stored_unsigned, _) = signature::split(&bytes)?;
+        (stored_unsigned == unsigned).then_some(bytes)
     }
 
     fn store_items(
