@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::event::{Event, EventError};
 use crate::layout::{self, EVENTS_DIR};
+use crate::signature::{SignerDirectory, VerifiedRoots};
 use crate::store::content_hash;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,12 +30,17 @@ pub enum Problem {
     TempFile,
     /// A folder where none belongs.
     UnexpectedFolder,
+    /// `--verify`: no origin signature, or one that does not hold.
+    Signature,
 }
 
 impl Problem {
     /// Problems that make `fsck` exit non-zero.
     pub fn is_fatal(self) -> bool {
-        matches!(self, Problem::Torn | Problem::Invalid | Problem::Misplaced)
+        matches!(
+            self,
+            Problem::Torn | Problem::Invalid | Problem::Misplaced | Problem::Signature
+        )
     }
 }
 
@@ -55,12 +61,15 @@ pub struct FsckReport {
     pub misplaced: usize,
     pub conflicts: usize,
     pub temp_files: usize,
+    /// Signatures checked (`--verify`), and how many failed.
+    pub signatures_checked: usize,
+    pub bad_signatures: usize,
     pub findings: Vec<Finding>,
 }
 
 impl FsckReport {
     pub fn is_clean(&self) -> bool {
-        self.torn == 0 && self.invalid == 0 && self.misplaced == 0
+        self.torn == 0 && self.invalid == 0 && self.misplaced == 0 && self.bad_signatures == 0
     }
 
     fn add(&mut self, problem: Problem, path: PathBuf, detail: String) {
@@ -70,6 +79,7 @@ impl FsckReport {
             Problem::Misplaced => self.misplaced += 1,
             Problem::Conflict => self.conflicts += 1,
             Problem::TempFile => self.temp_files += 1,
+            Problem::Signature => self.bad_signatures += 1,
             Problem::UnexpectedFolder => {}
         }
         self.findings.push(Finding {
@@ -81,12 +91,15 @@ impl FsckReport {
 }
 
 /// Checks every file under `<data_dir>/events`. `progress` is called every 1000 files with the
-/// count so far (for a progress line on long runs).
+/// count so far (for a progress line on long runs). With `signers`, every file's origin
+/// signature is checked too (`labmesh fsck --verify`).
 pub fn check(
     data_dir: &Path,
     max_event_bytes: usize,
+    signers: Option<&dyn SignerDirectory>,
     mut progress: impl FnMut(usize),
 ) -> std::io::Result<FsckReport> {
+    let roots = VerifiedRoots::default();
     let events = data_dir.join(EVENTS_DIR);
     let mut report = FsckReport::default();
     let mut ids: HashMap<Uuid, (PathBuf, [u8; 32])> = HashMap::new();
@@ -172,6 +185,19 @@ pub fn check(
             if let Err(msg) = layout::check_placement(&rel, &event) {
                 report.add(Problem::Misplaced, rel_data, msg);
                 continue;
+            }
+            if let Some(directory) = signers {
+                report.signatures_checked += 1;
+                let sig = event
+                    .extra
+                    .get(crate::signature::SIG_FIELD)
+                    .and_then(serde_json::Value::as_str);
+                if let Err(e) =
+                    crate::signature::verify(&bytes, &event.node, sig, directory, &roots)
+                {
+                    report.add(Problem::Signature, rel_data, e.to_string());
+                    continue;
+                }
             }
             let hash = content_hash(&bytes);
             if let Some((other, other_hash)) = ids.get(&event.id) {

@@ -230,7 +230,7 @@ fn bad_files_are_quarantined_with_reasons() {
             .any(|r| r.contains("node folder \"venus\" is not the event's node \"saturn\""))
     );
     // Only the store's own events remain in events/, and fsck agrees they are all fine.
-    let fsck = sync::fsck::check(dir.path(), 65536, |_| {}).unwrap();
+    let fsck = sync::fsck::check(dir.path(), 65536, None, |_| {}).unwrap();
     assert!(fsck.is_clean(), "{fsck:#?}");
     assert_eq!(fsck.ok, store.len());
 }

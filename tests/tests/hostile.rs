@@ -212,3 +212,186 @@ fn a_hostile_member_is_refused_with_reasons_and_the_agent_lives() {
         "{text}"
     );
 }
+
+fn event_of(node: &str, id: &str, ty: &str, payload: Value) -> Vec<u8> {
+    let doc: Value = serde_json::from_slice(&event(id, ty, "warning", payload)).unwrap();
+    let mut doc = doc.as_object().unwrap().clone();
+    doc.insert("node".into(), json!(node));
+    let mut bytes = serde_json::to_vec(&doc).unwrap();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// One file the agent wrote itself (its own, signed events), once there is one.
+fn own_event_file(data: &std::path::Path, node: &str) -> std::path::PathBuf {
+    let mut found = None;
+    wait_until("the agent wrote an event", Duration::from_secs(10), || {
+        found = std::fs::read_dir(data.join("events"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|day| std::fs::read_dir(day.path().join(node)).ok())
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "json"));
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+#[test]
+fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("alpha");
+    let gossip = format!("127.0.0.1:{}", free_udp_port());
+    let alpha = Agent::start(
+        &data,
+        &[
+            "--name",
+            "alpha",
+            "--gossip-addr",
+            &gossip,
+            "--gossip-interval",
+            "100ms",
+        ],
+    );
+    let bundle = dir.path().join("mallory.json");
+    issue_bundle(&data, "alpha", "mallory", &bundle);
+    let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
+    let identity = bundle.identity().unwrap();
+    // A certificate of another mesh that happens to use the same names.
+    let elsewhere = certs::MeshCa::generate("home", 30)
+        .unwrap()
+        .issue("mallory", &[], 30)
+        .unwrap();
+
+    let genuine_path = own_event_file(&data, "alpha");
+    let genuine = std::fs::read(&genuine_path).unwrap();
+    let genuine_text = String::from_utf8(genuine.clone()).unwrap();
+    assert!(genuine_text.contains(",\"sig\":\"1."), "{genuine_text}");
+    // Same id and time, other content: with alpha's signature left on, and without one.
+    let (unsigned, _) = sync::signature::split(&genuine).unwrap();
+    let unsigned_text = String::from_utf8(unsigned.clone()).unwrap();
+    let altered = unsigned_text.replacen("\"severity\":\"info\"", "\"severity\":\"critical\"", 1);
+    let altered = if altered == unsigned_text {
+        unsigned_text.replacen("\"payload\":{", "\"payload\":{\"forged\":true,", 1)
+    } else {
+        altered
+    };
+    let sig_tail = &genuine_text[genuine_text.rfind(",\"sig\":").unwrap()..];
+    let replaced_with_old_sig =
+        format!("{}{}", altered.trim_end().trim_end_matches('}'), sig_tail).into_bytes();
+
+    let silence = event_of(
+        "alpha",
+        "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4f01",
+        "silence_set",
+        json!({"matchers": {}, "ends_at": "9999-12-31T00:00:00Z", "comment": "shh"}),
+    );
+    let offline = event_of(
+        "beta",
+        "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4f02",
+        "node_offline",
+        json!({"peer": "beta"}),
+    );
+    let from_elsewhere = event_of(
+        "mallory",
+        "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4f03",
+        "from_elsewhere",
+        json!({}),
+    );
+    let ours = vec![identity.cert_der().to_vec()];
+    let attacks: Vec<(&str, Vec<Vec<u8>>, Vec<Vec<u8>>)> = vec![
+        ("unsigned silence as alpha", vec![silence.clone()], vec![]),
+        (
+            "silence as alpha signed by mallory",
+            signed(&identity, "alpha", std::slice::from_ref(&silence)),
+            ours.clone(),
+        ),
+        (
+            "node_offline as beta signed by mallory",
+            signed(&identity, "beta", &[offline]),
+            ours.clone(),
+        ),
+        (
+            "alpha's event altered, its signature kept",
+            vec![replaced_with_old_sig],
+            vec![],
+        ),
+        (
+            "alpha's event altered, unsigned",
+            vec![altered.into_bytes()],
+            vec![],
+        ),
+        (
+            "signed by another mesh's certificate",
+            signed(&elsewhere, "mallory", &[from_elsewhere]),
+            vec![elsewhere.cert_der().to_vec()],
+        ),
+    ];
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let alpha_addr: SocketAddr = gossip.parse().unwrap();
+    rt.block_on(async {
+        let revoked = certs::RevocationList::new();
+        let rejections = certs::Rejections::new();
+        let server = certs::server_config(&identity, revoked.clone(), rejections.clone()).unwrap();
+        let client = certs::client_config(&identity, revoked, rejections).unwrap();
+        let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let cfg = TransportConfig::new(bind, bind, server, client);
+        let mallory =
+            QuicTransport::bind(cfg, Arc::new(MeshStats::default()), Box::new(|_| false)).unwrap();
+        for (_, events, signers) in &attacks {
+            let push = SyncMessage::Push {
+                events: events.clone(),
+                signers: signers.clone(),
+            };
+            mallory.send_app(alpha_addr, &push.encode()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        mallory.close().await;
+    });
+
+    // 6 forged files and the foreign certificate, each refused and counted against mallory.
+    wait_until("every forgery refused", Duration::from_secs(10), || {
+        alpha.get_json("/v1/sync")["refused"]["mallory"].as_u64() == Some(7)
+    });
+    let status = alpha.get_json("/v1/sync");
+    let all: String = status["latest_refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}: {}\n", r["what"], r["reason"]))
+        .collect();
+    for reason in [
+        "carries no `sig`",
+        "signed with the certificate of mallory, but the event names node alpha",
+        "signature does not verify",
+        "not issued by this mesh's CA",
+    ] {
+        assert!(all.contains(reason), "no refusal says {reason:?}:\n{all}");
+    }
+    for ty in ["silence_set", "node_offline", "from_elsewhere", "event_conflict"] {
+        assert!(
+            alpha
+                .get_json(&format!("/v1/events?type={ty}"))
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "a forged {ty} was stored"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&genuine_path).unwrap(),
+        genuine,
+        "the genuine event is untouched"
+    );
+    assert!(
+        !data.join("quarantine").exists()
+            || std::fs::read_dir(data.join("quarantine")).unwrap().count() == 0,
+        "nothing genuine was quarantined"
+    );
+    let fsck = run(labmesh(&data).args(["fsck", "--verify", "--json"]));
+    assert!(fsck.status.success(), "{}", stderr(&fsck));
+}

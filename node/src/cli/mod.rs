@@ -125,7 +125,8 @@ pub enum Command {
     /// Read recorded events.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Check every event file; exit 1 if any is torn, invalid or misplaced.
+    /// Check every event file; exit 1 if any is torn, invalid or misplaced (--verify: or
+    /// not signed by the node it names).
     Fsck(FsckArgs),
     /// Show every node of the mesh: liveness, heartbeat age, role, version, addresses.
     Status(StatusArgs),
@@ -546,4 +547,8 @@ pub struct FsckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also check every file's origin signature against the certificates of the mesh CA this
+    /// node knows (slower: one signature check per batch the origin wrote).
+    #[arg(long)]
+    pub verify: bool,
 }

@@ -1,5 +1,5 @@
 //! `labmesh fsck`: check every event file, change nothing, exit 1 when any is torn, invalid or
-//! misplaced.
+//! misplaced (or, with `--verify`, not signed by the node it names).
 
 use std::io::{IsTerminal, Write};
 
@@ -11,7 +11,20 @@ use labmesh::config::Settings;
 
 pub fn run(settings: &Settings, args: &FsckArgs) -> anyhow::Result<u8> {
     let show_progress = std::io::stderr().is_terminal() && !args.json;
-    let report = fsck::check(&settings.data_dir, settings.max_event_bytes, |n| {
+    let trust = if args.verify {
+        let certs_dir = settings.certs_dir();
+        let identity = certs::NodeIdentity::load(&certs_dir)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "fsck --verify needs this node's certificates in {} (the mesh CA and the certificates of signers); run the agent once, or join the mesh first",
+                certs_dir.display()
+            )
+        })?;
+        Some(labmesh::trust::event_trust(&identity, Some(&certs_dir), false)?.0)
+    } else {
+        None
+    };
+    let signers = trust.as_ref().map(|t| &*t.directory);
+    let report = fsck::check(&settings.data_dir, settings.max_event_bytes, signers, |n| {
         if show_progress {
             eprint!("\rchecked {n} files...");
         }
@@ -38,6 +51,7 @@ pub fn run(settings: &Settings, args: &FsckArgs) -> anyhow::Result<u8> {
                 Problem::Conflict => "CONFLICT",
                 Problem::TempFile => "TEMP",
                 Problem::UnexpectedFolder => "FOLDER",
+                Problem::Signature => "SIGNATURE",
             };
             writeln!(out, "{label:<10} {}: {}", f.path.display(), f.detail)?;
         }
@@ -53,6 +67,13 @@ pub fn run(settings: &Settings, args: &FsckArgs) -> anyhow::Result<u8> {
             report.conflicts,
             report.temp_files
         )?;
+        if args.verify {
+            writeln!(
+                out,
+                "verified {} origin signatures: {} bad or missing",
+                report.signatures_checked, report.bad_signatures
+            )?;
+        }
         if !report.is_clean() {
             writeln!(
                 out,
