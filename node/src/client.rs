@@ -73,35 +73,68 @@ pub fn request(
     .map_err(unreachable)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).map_err(unreachable)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| AgentUnreachable(format!("{addr} did not answer with HTTP")))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let rest = &raw[split + 4..];
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| AgentUnreachable(format!("{addr} did not answer with HTTP")))?;
+    // Chunks are cut in bytes, which may fall inside a UTF-8 character: join them first, then
+    // decode.
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(rest)
+        String::from_utf8_lossy(&dechunk(rest)).into_owned()
     } else {
-        rest.to_owned()
+        String::from_utf8_lossy(rest).into_owned()
     };
     Ok(Response { status, body })
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+/// The body of a chunked response. Stops at the last chunk, or at the first one that is cut
+/// short or malformed (what arrived so far is kept).
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = s.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&s[..line_end]).unwrap_or("");
+        // Chunk extensions (";name=value") are allowed after the size.
+        let size = size.split(';').next().unwrap_or("").trim();
+        let Ok(n) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        let rest = &s[line_end + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        s = &rest[n..];
+        s = s.strip_prefix(b"\r\n").unwrap_or(s);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dechunk;
+
+    #[test]
+    fn chunks_cut_inside_a_character_are_joined_before_decoding() {
+        // "é" is two bytes; the server cut the body between them.
+        let mut raw = b"3\r\nab\xc3\r\n2\r\n\xa9!\r\n0\r\n\r\n".to_vec();
+        assert_eq!(String::from_utf8(dechunk(&raw)).unwrap(), "ab\u{e9}!");
+        // Cut short, garbage sizes, a size past the end, extensions: no panic.
+        for bad in [&b"ff\r\nab"[..], b"zz\r\nab\r\n", b"\r\n", b""] {
+            let _ = dechunk(bad);
+        }
+        // A chunk cut short is dropped, what came before it kept.
+        raw.truncate(5);
+        assert_eq!(dechunk(&raw), b"");
+        assert_eq!(dechunk(b"2;x=y\r\nok\r\n0\r\n\r\n"), b"ok");
+    }
 }

@@ -5,6 +5,9 @@
 //!   command (one process per event), the durable shell library `deploy/lib/events.sh`, and the
 //!   seed-style shell `emit_event` (the baseline: date/uuid/hostname forks and `cat >`, no fsync);
 //! - `EventStore::append_batch` events per second (group commit, batches of 1000);
+//! - origin signatures: `EventStore::append_batch` with and without signing, and storing the
+//!   same files received from a peer (`store_bytes_batch`, what catch-up does) with and without
+//!   verifying them (goal: each costs at most 10 %);
 //! - index rebuild (`EventStore::open`) time over 100k and 1M event files.
 //!
 //! Each line gives the absolute figure and its ratio against the baseline measured in the same
@@ -204,6 +207,8 @@ fn main() {
         batch_rate / in_process
     );
 
+    signing(quick, base);
+
     // Index rebuild.
     let sizes: Vec<usize> = std::env::var("LABMESH_BENCH_SIZES")
         .ok()
@@ -253,4 +258,91 @@ fn main() {
         );
     }
     let _ = std::fs::remove_dir_all(repo().join("target/bench-scratch"));
+}
+
+/// Best of three runs of `f` over fresh scratch folders (the first run also warms the disk).
+fn best_rate(n: usize, mut f: impl FnMut(usize) -> Duration) -> f64 {
+    (0..3).map(|round| rate(n, f(round))).fold(0.0, f64::max)
+}
+
+fn signing(quick: bool, base: chrono::DateTime<Utc>) {
+    use std::sync::Arc;
+    use sync::EventTrust;
+    use sync::signature::test_keys::TestMesh;
+
+    let n = if quick { 5_000 } else { 50_000 };
+    let mesh = TestMesh::new();
+    let (signer, _) = mesh.issue("benchnode");
+    let events: Vec<_> = (0..n)
+        .map(|i| {
+            new_event(i)
+                .into_event("benchnode", base + chrono::Duration::milliseconds(i as i64 * 7))
+                .unwrap()
+        })
+        .collect();
+    let trust = |signing: bool| {
+        let signer: Option<Arc<dyn sync::signature::EventSigner>> =
+            signing.then(|| signer.clone() as Arc<dyn sync::signature::EventSigner>);
+        Some(Arc::new(EventTrust::new(signer, Arc::new(mesh.clone()))))
+    };
+    let open = |name: String, trust: Option<Arc<EventTrust>>| {
+        let mut cfg = StoreConfig::new(scratch(&name), "benchnode");
+        cfg.trust = trust;
+        EventStore::open(cfg).unwrap().0
+    };
+    let append = |signing: bool| {
+        best_rate(n, |round| {
+            let store = open(
+                format!("append-{signing}-{round}"),
+                if signing { trust(true) } else { None },
+            );
+            let start = Instant::now();
+            for chunk in events.chunks(1000) {
+                store.append_batch(chunk).unwrap();
+            }
+            start.elapsed()
+        })
+    };
+    let plain = append(false);
+    let signed = append(true);
+    // The files a peer would send: signed, read back from a store that wrote them.
+    let source = open("source".into(), trust(true));
+    for chunk in events.chunks(1000) {
+        source.append_batch(chunk).unwrap();
+    }
+    let files: Vec<Vec<u8>> = source
+        .query(&sync::Query::default())
+        .iter()
+        .map(|e| source.read_bytes(e).unwrap())
+        .collect();
+    assert_eq!(files.len(), n);
+    let receive = |verifying: bool| {
+        best_rate(n, |round| {
+            let mut cfg = StoreConfig::new(scratch(&format!("recv-{verifying}-{round}")), "peer");
+            if verifying {
+                cfg.trust = Some(Arc::new(EventTrust::new(None, Arc::new(mesh.clone()))));
+            }
+            let store = EventStore::open(cfg).unwrap().0;
+            let start = Instant::now();
+            for chunk in files.chunks(500) {
+                let out = store.store_bytes_batch(chunk).unwrap();
+                assert!(out.iter().all(Result::is_ok));
+            }
+            start.elapsed()
+        })
+    };
+    let unverified = receive(false);
+    let verified = receive(true);
+    println!();
+    println!("origin signatures ({n} events, best of 3; baseline: the same work unsigned):");
+    println!("  append_batch, unsigned (baseline)      {plain:>10.0} events/s   1.00x");
+    println!(
+        "  append_batch, signed                   {signed:>10.0} events/s  {:>5.2}x  (goal >= 0.90x)",
+        signed / plain
+    );
+    println!("  store_bytes_batch, unchecked (baseline) {unverified:>9.0} events/s   1.00x");
+    println!(
+        "  store_bytes_batch, verified            {verified:>10.0} events/s  {:>5.2}x  (goal >= 0.90x)",
+        verified / unverified
+    );
 }

@@ -25,6 +25,8 @@ pub fn archive_day(day_dir: &Path, archive_dir: &Path) -> Result<PathBuf, IoErro
         .unwrap_or_default();
     let mut builder = tar::Builder::new(Vec::new());
     builder.mode(tar::HeaderMode::Deterministic);
+    // A link is archived as a link, never as what it points to (outside the data dir).
+    builder.follow_symlinks(false);
     builder
         .append_dir_all(&day, day_dir)
         .map_err(|e| IoError::new("archive", day_dir, e))?;

@@ -93,7 +93,8 @@ pub fn run(
             Ok(Ok(event)) => {
                 if wants(&event.kind) {
                     for path in &event.paths {
-                        if path.is_dir() {
+                        // Not `is_dir`: a linked folder is not walked (its files are elsewhere).
+                        if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                             for file in files_under(path) {
                                 report(store.ingest_path(&file), &mut notify_owner);
                             }

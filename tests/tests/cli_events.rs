@@ -165,6 +165,16 @@ fn bad_input_exits_2_with_the_field_and_the_fix() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
     }
+    // A complete, unsigned event of another node: only that node may write (and sign) it.
+    let foreign = dir.path().join("foreign.jsonl");
+    std::fs::write(&foreign, r#"{"id":"0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f","timestamp":"2026-05-12T12:05:00Z","node":"saturn","type":"silence_set","severity":"info","source":"x","service":"all","correlation_id":"","payload":{}}"#).unwrap();
+    let out = run(labmesh(dir.path()).args(["emit", "--from-jsonl"]).arg(&foreign));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("names node saturn, but this node is testnode"),
+        "{}",
+        stderr(&out)
+    );
     let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(70_000));
     let out = run(labmesh(dir.path()).args(["emit", "--type", "x", "--payload", &big]));
     assert_eq!(out.status.code(), Some(2));
@@ -214,8 +224,8 @@ fn list_filters_and_tail() {
             let sev = ["info", "warning", "error", "critical"][i % 4];
             writeln!(stdin, r#"{{"type": "job_{}", "severity": "{sev}", "service": "svc{}", "correlation_id": "run-{}", "payload": {{"i": {i}}}}}"#, i % 3, i % 2, i / 10).unwrap();
         }
-        // A complete event from elsewhere (an import) keeps its own id, time and node.
-        writeln!(stdin, r#"{{"id":"0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f","timestamp":"2026-05-12T12:05:00Z","node":"saturn","type":"deployment_started","severity":"info","source":"deploy.sh","service":"mosquitto","correlation_id":"deploy-882","payload":{{}}}}"#).unwrap();
+        // A complete event (a restore) keeps its own id and time.
+        writeln!(stdin, r#"{{"id":"0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f","timestamp":"2026-05-12T12:05:00Z","node":"testnode","type":"deployment_started","severity":"info","source":"deploy.sh","service":"mosquitto","correlation_id":"deploy-882","payload":{{}}}}"#).unwrap();
     }
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -239,7 +249,8 @@ fn list_filters_and_tail() {
     assert_eq!(count(&["--severity", "critical"]), 7);
     assert_eq!(count(&["--service", "svc1"]), 15);
     assert_eq!(count(&["--correlation-id", "run-2"]), 10);
-    assert_eq!(count(&["--node", "saturn"]), 1);
+    assert_eq!(count(&["--node", "testnode"]), 31);
+    assert_eq!(count(&["--node", "saturn"]), 0);
     assert_eq!(
         count(&["--since", "2026-05-12", "--until", "2026-05-13"]),
         1
@@ -266,7 +277,7 @@ fn list_filters_and_tail() {
         "deployment_started",
     ])));
     assert!(table.starts_with("TIME"), "{table}");
-    assert!(table.contains("2026-05-12T12:05:00.000Z  saturn  deployment_started  info      mosquitto  deploy.sh  deploy-882"), "{table}");
+    assert!(table.contains("2026-05-12T12:05:00.000Z  testnode  deployment_started  info      mosquitto  deploy.sh  deploy-882"), "{table}");
 
     let out = run(labmesh(dir.path()).args(["events", "list", "--since", "last tuesday"]));
     assert_eq!(out.status.code(), Some(2));

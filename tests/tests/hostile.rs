@@ -364,6 +364,11 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
         .iter()
         .map(|r| format!("{}: {}\n", r["what"], r["reason"]))
         .collect();
+    let (_, metrics) = alpha.get("/metrics");
+    assert!(
+        metrics.lines().any(|l| l == "labmesh_sync_refused_total 7"),
+        "{metrics}"
+    );
     for reason in [
         "carries no `sig`",
         "signed with the certificate of mallory, but the event names node alpha",

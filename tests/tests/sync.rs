@@ -94,25 +94,30 @@ fn the_offline_laptop_catches_up_both_ways_and_every_world_agrees() {
     // An incident on alpha's mosquitto while the laptop is away: unhealthy three times...
     let unhealthy = |i: u32| json!({"type": "service_unhealthy", "severity": "error", "source": "healthcheck.sh", "service": "mosquitto", "correlation_id": "hc-1", "payload": {"try": i}});
     emit_lines(&alpha, &[unhealthy(1), unhealthy(2), unhealthy(3)]);
-    // ...the laptop, offline, writes its own work, including a failure it saw for alpha's
-    // mosquitto (written now, so older than the recovery that follows).
-    let late_id = uuid::Uuid::now_v7();
-    let mut laptop_lines: Vec<Value> = (0..999)
+    // ...the laptop, offline, writes its own work (a node writes only as itself: its events are
+    // signed with its own key)...
+    let laptop_lines: Vec<Value> = (0..1000)
         .map(|i| json!({"type": "laptop_work", "service": "editor", "payload": {"i": i}}))
         .collect();
-    laptop_lines.push(json!({
-        "id": late_id.to_string(),
-        "timestamp": sync::event::format_timestamp(chrono::Utc::now()),
-        "node": "alpha", "type": "service_unhealthy", "severity": "error", "source": "laptop-monitor",
-        "service": "mosquitto", "correlation_id": "hc-1", "payload": {"seen_from": "laptop"}
-    }));
     emit_lines(&laptop, &laptop_lines);
+    // ...and alpha records, after the recovery, a failure it saw before it (a late file: its
+    // timestamp is older than the recovery's), which must still land in the incident.
+    let late_id = uuid::Uuid::now_v7();
+    let late_at = sync::event::format_timestamp(chrono::Utc::now());
     std::thread::sleep(Duration::from_millis(20));
     emit_lines(
         &alpha,
         &[
             json!({"type": "service_recovered", "source": "healthcheck.sh", "service": "mosquitto", "correlation_id": "hc-1"}),
         ],
+    );
+    emit_lines(
+        &alpha,
+        &[json!({
+            "id": late_id.to_string(), "timestamp": late_at,
+            "node": "alpha", "type": "service_unhealthy", "severity": "error", "source": "late-monitor",
+            "service": "mosquitto", "correlation_id": "hc-1", "payload": {"seen": "late"}
+        })],
     );
     // A failed, then successful deployment on bravo.
     emit_lines(

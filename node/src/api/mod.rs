@@ -253,6 +253,19 @@ async fn nodes(State(state): State<Arc<ApiState>>) -> Json<Vec<Value>> {
     Json(node_list(&state).await.0)
 }
 
+/// Compares two secrets in time that depends only on their lengths, so a caller cannot find
+/// the token byte by byte from response times.
+pub(crate) fn same_secret(want: &[u8], got: &[u8]) -> bool {
+    if want.len() != got.len() {
+        return false;
+    }
+    let diff = want
+        .iter()
+        .zip(got)
+        .fold(0u8, |acc, (a, b)| acc | std::hint::black_box(a ^ b));
+    std::hint::black_box(diff) == 0
+}
+
 /// Checks `Authorization: Bearer <token>` against the agent's token.
 pub(crate) fn authorize(state: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let given = headers
@@ -261,7 +274,7 @@ pub(crate) fn authorize(state: &ApiState, headers: &axum::http::HeaderMap) -> Re
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match (&state.token, given) {
-        (Some(want), Some(got)) if want == got => Ok(()),
+        (Some(want), Some(got)) if same_secret(want.as_bytes(), got.as_bytes()) => Ok(()),
         _ => Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "this request changes the agent: send `Authorization: Bearer <token>` with the token from <data>/api-token".into(),
@@ -434,4 +447,17 @@ async fn workers_list(State(state): State<Arc<ApiState>>) -> Json<Value> {
     Json(Value::Array(
         state.workers.as_ref().map(|w| w.list()).unwrap_or_default(),
     ))
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::same_secret;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_secret(b"abc123", b"abc123"));
+        assert!(!same_secret(b"abc123", b"abc124"));
+        assert!(!same_secret(b"abc123", b"abc12"));
+        assert!(!same_secret(b"", b"x"));
+    }
 }

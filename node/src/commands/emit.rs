@@ -140,7 +140,14 @@ fn event_from_line(
         .iter()
         .all(|k| doc.contains_key(*k));
     if complete {
-        return Event::from_document(doc, None).map_err(|e| e.to_string());
+        let event = Event::from_document(doc, None).map_err(|e| e.to_string())?;
+        if event.node != settings.name && !event.extra.contains_key(sync::signature::SIG_FIELD) {
+            return Err(format!(
+                "the event names node {}, but this node is {}: a node writes only its own events (its agent signs them with its key); emit it on {} (or leave `node` out)",
+                event.node, settings.name, event.node
+            ));
+        }
+        return Ok(event);
     }
     let text = |key: &str, default: &str| -> Result<String, String> {
         match doc.get(key) {

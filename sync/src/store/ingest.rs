@@ -499,6 +499,17 @@ impl EventStore {
         if meta.is_dir() {
             return Ok(Ingest::Ignored);
         }
+        if let Some(link) = linked_folder(self.events_dir(), rel) {
+            // The file is reached through a symbolic link: moving it to quarantine would move
+            // the link's target, somewhere outside the store. The next scan quarantines the
+            // link itself.
+            let reason = format!(
+                "{} is a symbolic link; date and node folders must be real folders inside the data dir",
+                link.display()
+            );
+            tracing::warn!(file = %path.display(), %reason, "left a file alone");
+            return Ok(Ingest::Refused(reason));
+        }
         if rel.components().count() == 3
             && let Ok(parsed) = layout::parse_file_name(&name)
             && let Some(entry) = self.read_index().get(parsed.millis, &parsed.id)
@@ -514,6 +525,19 @@ impl EventStore {
     pub fn unsettled(&self) -> Vec<PathBuf> {
         lock(&self.unsettled).keys().cloned().collect()
     }
+}
+
+/// The first folder between `events_dir` and the file at `rel` that is a symbolic link.
+fn linked_folder(events_dir: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut at = events_dir.to_owned();
+    let parents = rel.parent()?;
+    for part in parents.components() {
+        at.push(part);
+        if at.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            return Some(at);
+        }
+    }
+    None
 }
 
 pub(super) fn reason_path(dest: &Path) -> PathBuf {

@@ -33,7 +33,9 @@ impl EventStore {
             let Some(day) = layout::parse_date_folder(&name) else {
                 continue;
             };
-            if day >= cutoff || !date.is_dir() {
+            // A linked date folder is not the store's to archive or delete (the scan
+            // quarantines the link).
+            if day >= cutoff || !date.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                 continue;
             }
             if archive {

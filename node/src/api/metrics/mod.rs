@@ -265,7 +265,7 @@ fn store_and_sync(state: &ApiState, out: &mut Out) {
     );
     out.counter(
         "sync_refused",
-        "Events from peers refused by sync (invalid, oversized, conflicting), since the agent started",
+        "Events and signer certificates from peers refused by sync (invalid, oversized, unsigned, signed by another node than they name, revoked), since the agent started",
         None,
         t.events_refused,
     );
