@@ -404,3 +404,36 @@ fn a_certificate_near_expiry_raises_a_warning_and_renew_replaces_it() {
     assert_eq!(res.status.code(), Some(2));
     assert!(stderr(&res).contains("--force"), "{}", stderr(&res));
 }
+
+#[test]
+fn a_revocation_outlives_the_pruning_of_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = start_node(dir.path(), "alpha", &[]);
+    let mut b = join(dir.path(), &a, "bravo");
+    wait_liveness(&a, "bravo", &["alive"], 20);
+    let res = run(labmesh(&a.data).args(["--name", "alpha", "certs", "revoke", "bravo"]));
+    assert!(res.status.success(), "{}", stderr(&res));
+    wait_liveness(&a, "bravo", &["dead", "offline"], 20);
+    wait_until("the list kept on disk", Duration::from_secs(10), || {
+        std::fs::read_to_string(a.data.join("state/revocations.json"))
+            .is_ok_and(|t| t.contains("\"bravo\""))
+    });
+    a.agent.take().unwrap().stop_with(Signal::TERM);
+    b.agent.take().unwrap().stop_with(Signal::TERM);
+    // A month later retention has deleted the day that held the `cert_revoked` event (a
+    // certificate stays valid for 825 days).
+    std::fs::remove_dir_all(a.data.join("events")).unwrap();
+    let restart = |p: &Peer, extra: &[&str]| {
+        let mut args = vec!["--name", p.name.as_str(), "--gossip-addr", p.gossip.as_str()];
+        args.extend_from_slice(&FAST);
+        args.extend_from_slice(extra);
+        Agent::start(&p.data, &args)
+    };
+    a.agent = Some(restart(&a, &[]));
+    b.agent = Some(restart(&b, &["--seed", a.gossip.as_str()]));
+    wait_until("bravo refused again", Duration::from_secs(20), || {
+        rejections(a.agent())["revoked"].as_u64().unwrap_or(0) > 0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(liveness(a.agent(), "bravo").as_deref(), Some("alive"));
+}

@@ -160,6 +160,9 @@ struct Shared {
     stats: Arc<MeshStats>,
     queues: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     conns: Mutex<HashMap<SocketAddr, Conn>>,
+    /// Every connection with a reader, by quinn's stable id: also those no longer in `conns`
+    /// (replaced by a newer one to the same address), so a revocation closes them all.
+    live: Mutex<HashMap<usize, Conn>>,
     owners: Mutex<HashMap<SocketAddr, String>>,
     inbound_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
     inbound_rx: Mutex<Option<mpsc::Receiver<(SocketAddr, ChitchatMessage)>>>,
@@ -282,6 +285,7 @@ impl QuicTransport {
             stats,
             queues: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
             inbound_tx,
             inbound_rx: Mutex::new(Some(inbound_rx)),
@@ -358,10 +362,15 @@ impl QuicTransport {
         lock(&self.shared.conns).remove(&to);
     }
 
-    /// Closes every connection whose certificate is now revoked.
+    /// Closes every connection whose certificate is now revoked, including connections that a
+    /// newer one replaced.
     pub fn drop_revoked(&self) -> usize {
         let mut closed = 0;
-        for (_, c) in lock(&self.shared.conns).iter() {
+        let mut all: HashMap<usize, Conn> = lock(&self.shared.live).clone();
+        for c in lock(&self.shared.conns).values() {
+            all.insert(c.conn.stable_id(), c.clone());
+        }
+        for c in all.values() {
             if c.is_open() && (self.shared.is_revoked)(&c.peer.fingerprint) {
                 c.conn
                     .close(quinn::VarInt::from_u32(403), b"certificate revoked");

@@ -110,6 +110,7 @@ pub(super) async fn read_streams(shared: Arc<Shared>, conn: Conn, direction: Dir
     // endpoint drops without a word, and it would look alive until the idle timeout. So the
     // first frame on an accepted connection takes over sending to that address.
     let mut take_over = direction == Direction::Accepted;
+    lock(&shared.live).insert(conn.conn.stable_id(), conn.clone());
     loop {
         let mut stream = match conn.conn.accept_uni().await {
             Ok(s) => s,
@@ -138,8 +139,21 @@ pub(super) async fn read_streams(shared: Arc<Shared>, conn: Conn, direction: Dir
                 continue;
             }
         };
+        // Every frame answers to the revocation list, not only the handshake: a certificate
+        // revoked while its connection is open says nothing more.
+        if (shared.is_revoked)(&conn.peer.fingerprint) {
+            conn.conn
+                .close(quinn::VarInt::from_u32(403), b"certificate revoked");
+            shared.stats.reject(
+                &conn.peer.node,
+                "revoked",
+                "a frame on the connection of a revoked certificate",
+            );
+            break;
+        }
         handle_frame(&shared, &conn, &bytes, &mut take_over).await;
     }
+    lock(&shared.live).remove(&conn.conn.stable_id());
     let mut conns = lock(&shared.conns);
     conns.retain(|_, c| c.conn.stable_id() != conn.conn.stable_id());
 }

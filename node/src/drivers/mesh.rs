@@ -111,6 +111,50 @@ pub fn advertise_addr(explicit: Option<SocketAddr>, bind: SocketAddr, host: &str
     }
 }
 
+fn revocations_file(cfg: &PeerConfig) -> PathBuf {
+    cfg.state_dir.join("revocations.json")
+}
+
+/// Fills `list` from `<state>/revocations.json` and the stored `cert_revoked` events; returns
+/// whether the events held records the file did not (then the file is rewritten). Records
+/// that do not verify against the mesh CA are skipped with a warning.
+fn load_revocations(
+    cfg: &PeerConfig,
+    store: &EventStore,
+    list: &RevocationList,
+    ca_pem: &str,
+) -> bool {
+    let path = revocations_file(cfg);
+    let from_file: Vec<SignedRevocation> = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::error!(file = %path.display(), error = %e, "unreadable revocation list; using the revocations in stored events");
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    };
+    for record in from_file {
+        if let Err(e) = list.add(record, ca_pem) {
+            tracing::warn!(file = %path.display(), error = %e, "skipped a revocation record that does not verify");
+        }
+    }
+    let q = Query {
+        types: vec!["cert_revoked".into()],
+        ..Query::default()
+    };
+    let mut new = false;
+    for entry in store.query(&q) {
+        let record = store
+            .read_event(&entry)
+            .ok()
+            .and_then(|e| e.payload.get("record").cloned())
+            .and_then(|r| serde_json::from_value::<SignedRevocation>(r).ok());
+        if let Some(record) = record {
+            new |= list.add(record, ca_pem).unwrap_or(false);
+        }
+    }
+    new
+}
+
 fn state_file(cfg: &PeerConfig) -> PathBuf {
     cfg.state_dir.join("known-nodes.json")
 }
@@ -147,6 +191,9 @@ impl PeerRuntime {
         let revocations = RevocationList::new();
         let tls_rejections = Rejections::new();
         let ca_pem = identity.ca_pem().to_owned();
+        // Before anything can connect: the revocations this node kept, and those in stored
+        // events (a node that upgraded, or records that arrived while it was down).
+        let preloaded = load_revocations(&cfg, &store, &revocations, &ca_pem);
         let tls = |e: certs::CertError| MeshError::Tls(e.to_string());
         let server = certs::server_config(identity, revocations.clone(), tls_rejections.clone())
             .map_err(tls)?;
@@ -201,7 +248,12 @@ impl PeerRuntime {
             cfg,
             transitions,
         });
-        runtime.apply_stored_revocations().await;
+        if preloaded {
+            runtime.save_revocations();
+        }
+        for record in runtime.revocations.records() {
+            runtime.publish(&record).await;
+        }
         Ok(runtime)
     }
 
@@ -289,6 +341,7 @@ impl PeerRuntime {
         match self.revocations.add(record.clone(), &self.ca_pem) {
             Ok(true) => {
                 tracing::warn!(node = %record.node, serial = %record.serial, reason = %record.reason, "certificate revoked");
+                self.save_revocations();
                 let closed = self.mesh.transport().drop_revoked();
                 if closed > 0 {
                     tracing::warn!(closed, "closed connections of a revoked certificate");
@@ -303,6 +356,22 @@ impl PeerRuntime {
         }
     }
 
+    /// Keeps every record in `<state>/revocations.json`, which retention never touches: a
+    /// certificate is valid for 825 days, its `cert_revoked` event only 30.
+    fn save_revocations(&self) {
+        let records = self.revocations.records();
+        let saved = serde_json::to_vec_pretty(&records)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                std::fs::create_dir_all(&self.cfg.state_dir).map_err(|e| e.to_string())?;
+                sync::durable::write_file_atomic(&revocations_file(&self.cfg), &bytes)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = saved {
+            tracing::error!(error = %e, file = %revocations_file(&self.cfg).display(), "cannot keep the revocation list; it still holds in memory and in events");
+        }
+    }
+
     async fn publish(&self, record: &SignedRevocation) {
         if let Ok(text) = serde_json::to_string(record) {
             let key = format!(
@@ -312,22 +381,6 @@ impl PeerRuntime {
             );
             self.mesh.set_key(&key, &text).await;
         }
-    }
-
-    /// Applies every `cert_revoked` event in the store (once, at start).
-    async fn apply_stored_revocations(&self) {
-        let q = Query {
-            types: vec!["cert_revoked".into()],
-            ..Query::default()
-        };
-        let events: Vec<sync::Event> = crate::util::blocking(|| {
-            self.store
-                .query(&q)
-                .iter()
-                .filter_map(|e| self.store.read_event(e).ok())
-                .collect()
-        });
-        self.apply_stored(events.iter()).await;
     }
 
     /// Applies `cert_revoked` events (written by `labmesh certs revoke`, or received from
