@@ -699,3 +699,30 @@ fn a_session_with_a_peer_declared_dead_is_dropped_at_once() {
         "dropped, not completed"
     );
 }
+
+#[test]
+fn old_events_stay_when_the_checkpoint_that_keeps_their_history_cannot_be_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alpha = start_ca(dir.path());
+    alpha.agent.take().unwrap().stop_with(Signal::TERM);
+    emit_lines(
+        &alpha,
+        &[old_event(40, 5, "alpha", "service_unhealthy", "oldsvc")],
+    );
+    let old_folder = alpha.data.join("events").join(
+        (chrono::Utc::now() - chrono::Duration::days(40))
+            .format("%Y-%m-%d")
+            .to_string(),
+    );
+    assert!(old_folder.exists());
+    // The checkpoint cannot be written (as on a full disk): a folder holds its name.
+    let checkpoint = alpha.data.join("state/world-checkpoint.json");
+    let _ = std::fs::remove_file(&checkpoint);
+    std::fs::create_dir_all(checkpoint.join("in-the-way")).unwrap();
+    let gossip = alpha.gossip.clone();
+    let agent = Agent::start(&alpha.data, &args("alpha", &gossip, &[]));
+    wait_until("the refusal logged", Duration::from_secs(10), || {
+        agent.log_text().contains("not pruning old events")
+    });
+    assert!(old_folder.exists(), "the only copy of that history was deleted");
+}

@@ -134,8 +134,13 @@ impl WorldRuntime {
 
     /// Retention: every event is already folded into the state, so save the checkpoint, then
     /// drop the date folders past the window.
+    /// When the checkpoint cannot be saved (a full disk), nothing is pruned: the events are
+    /// then the only durable copy of that history.
     fn prune(&self) {
-        self.save_checkpoint();
+        if let Err(e) = self.save_checkpoint() {
+            tracing::error!(error = %e, "not pruning old events: the world checkpoint that keeps their history did not save");
+            return;
+        }
         if let Err(e) = self.store.prune(
             self.clock.now().date_naive(),
             self.retention_days,
@@ -145,7 +150,7 @@ impl WorldRuntime {
         }
     }
 
-    fn save_checkpoint(&self) {
+    fn save_checkpoint(&self) -> Result<(), String> {
         let state = lock(&self.state).clone();
         let fp = self.store.fingerprint().to_gossip();
         let result = std::fs::create_dir_all(self.checkpoint.parent().unwrap_or(&self.world_dir))
@@ -155,9 +160,10 @@ impl WorldRuntime {
                 sync::durable::write_file_atomic(&self.checkpoint_meta, fp.as_bytes())
                     .map_err(|e| e.to_string())
             });
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::warn!(error = %e, "cannot save the world checkpoint");
         }
+        result
     }
 
     /// Merges a peer's snapshot (history this node pruned or never saw as events). Returns
@@ -244,7 +250,8 @@ impl WorldRuntime {
                         last_write = Instant::now();
                     }
                     if changed_since_checkpoint && last_checkpoint.elapsed() >= Duration::from_secs(30) {
-                        crate::util::blocking(|| self.save_checkpoint());
+                        // Logged inside; the next save tries again.
+                        let _ = crate::util::blocking(|| self.save_checkpoint());
                         changed_since_checkpoint = false;
                         last_checkpoint = Instant::now();
                     }
@@ -252,6 +259,7 @@ impl WorldRuntime {
             }
         }
         self.write_views().await;
-        self.save_checkpoint();
+        // Logged inside: on shutdown there is nothing else to do about it.
+        let _ = self.save_checkpoint();
     }
 }
