@@ -174,3 +174,33 @@ fn nothing_reached_through_a_linked_folder_is_moved_or_archived() {
     );
     assert!(!dir.path().join("events-archive/2020-01-01.tar.zst").exists());
 }
+
+#[test]
+fn events_dated_far_ahead_of_the_receivers_clock_are_refused() {
+    let mesh = TestMesh::new();
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let ws = store(a.path(), "ws", &mesh);
+    let nas = store(b.path(), "nas", &mesh);
+    let now = chrono::Utc::now();
+    let at = |t| {
+        NewEvent::new("silence_set", Severity::Info, "cli")
+            .into_event("ws", t)
+            .unwrap()
+    };
+    let in_2099 = at(parse_timestamp("2099-01-01T00:00:00Z").unwrap());
+    let mut pinned = at(now);
+    pinned.extra.insert("hlc".into(), "ffffffffffffffff/1".into());
+    let soon = at(now + chrono::Duration::minutes(30));
+    ws.append_batch(&[in_2099, pinned, soon]).unwrap();
+    let files = all_bytes(&ws);
+    let results = nas.store_bytes_batch(&files).unwrap();
+    let refused: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().any(|r| r.contains("field `timestamp`") && r.contains("ahead")));
+    assert!(refused.iter().any(|r| r.contains("field `hlc`")));
+    assert_eq!(nas.len(), 1, "half an hour ahead is within the default skew");
+}

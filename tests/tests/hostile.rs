@@ -301,6 +301,22 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
         "from_elsewhere",
         json!({}),
     );
+    // Mallory's own event, honestly signed, with a clock stamp that would win every
+    // last-writer-wins register forever.
+    let pinned = {
+        let doc: Value = serde_json::from_slice(&event(
+            "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4f04",
+            "pinned_clock",
+            "info",
+            json!({}),
+        ))
+        .unwrap();
+        let mut doc = doc.as_object().unwrap().clone();
+        doc.insert("hlc".into(), json!("ffffffffffffffff/1"));
+        let mut bytes = serde_json::to_vec(&doc).unwrap();
+        bytes.push(b'\n');
+        bytes
+    };
     let ours = vec![identity.cert_der().to_vec()];
     let attacks: Vec<(&str, Vec<Vec<u8>>, Vec<Vec<u8>>)> = vec![
         ("unsigned silence as alpha", vec![silence.clone()], vec![]),
@@ -323,6 +339,11 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
             "alpha's event altered, unsigned",
             vec![altered.into_bytes()],
             vec![],
+        ),
+        (
+            "its own event with an hlc in 2106",
+            signed(&identity, "mallory", &[pinned]),
+            ours.clone(),
         ),
         (
             "signed by another mesh's certificate",
@@ -353,9 +374,9 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
         mallory.close().await;
     });
 
-    // 6 forged files and the foreign certificate, each refused and counted against mallory.
+    // 7 forged files and the foreign certificate, each refused and counted against mallory.
     wait_until("every forgery refused", Duration::from_secs(10), || {
-        alpha.get_json("/v1/sync")["refused"]["mallory"].as_u64() == Some(7)
+        alpha.get_json("/v1/sync")["refused"]["mallory"].as_u64() == Some(8)
     });
     let status = alpha.get_json("/v1/sync");
     let all: String = status["latest_refusals"]
@@ -366,7 +387,7 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
         .collect();
     let (_, metrics) = alpha.get("/metrics");
     assert!(
-        metrics.lines().any(|l| l == "labmesh_sync_refused_total 7"),
+        metrics.lines().any(|l| l == "labmesh_sync_refused_total 8"),
         "{metrics}"
     );
     for reason in [
@@ -374,10 +395,17 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
         "signed with the certificate of mallory, but the event names node alpha",
         "signature does not verify",
         "not issued by this mesh's CA",
+        "field `hlc`",
     ] {
         assert!(all.contains(reason), "no refusal says {reason:?}:\n{all}");
     }
-    for ty in ["silence_set", "node_offline", "from_elsewhere", "event_conflict"] {
+    for ty in [
+        "silence_set",
+        "node_offline",
+        "from_elsewhere",
+        "event_conflict",
+        "pinned_clock",
+    ] {
         assert!(
             alpha
                 .get_json(&format!("/v1/events?type={ty}"))

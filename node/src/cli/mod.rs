@@ -71,6 +71,7 @@ impl AgentArgs {
             offline_after: self.offline_after.clone(),
             rescan_interval: self.rescan_interval.clone(),
             settle: self.settle.clone(),
+            max_clock_ahead: self.max_clock_ahead.clone(),
             retention_days: self.retention_days,
             archive_pruned: self.archive_pruned,
             log_format: self.log_format,
@@ -362,6 +363,11 @@ pub struct AgentArgs {
     /// quarantined (e.g. 5s).
     #[arg(long, env = "LABMESH_SETTLE", value_name = "DURATION")]
     pub settle: Option<String>,
+
+    /// Refuse events from peers dated more than this ahead of this node's clock (timestamp or
+    /// hlc): a clock in 2099 would win every last-writer-wins register (e.g. 2h).
+    #[arg(long, env = "LABMESH_MAX_CLOCK_AHEAD", value_name = "DURATION")]
+    pub max_clock_ahead: Option<String>,
 
     /// Keep events this many days; older ones are pruned after being folded into the world
     /// state (which keeps their history).

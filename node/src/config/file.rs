@@ -85,6 +85,7 @@ pub struct StoreSection {
     pub max_event_bytes: Option<usize>,
     pub rescan_interval: Option<String>,
     pub settle: Option<String>,
+    pub max_clock_ahead: Option<String>,
     pub retention_days: Option<u32>,
     pub archive: Option<bool>,
 }

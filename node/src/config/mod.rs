@@ -38,6 +38,8 @@ pub struct Settings {
     pub max_event_bytes: usize,
     pub rescan_interval: Duration,
     pub settle: Duration,
+    /// How far ahead of this node's clock a peer's event may be dated (timestamp or `hlc`).
+    pub max_clock_ahead: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     pub mesh: MeshSettings,
@@ -339,6 +341,12 @@ impl Settings {
             "store.settle",
             Duration::from_secs(5),
         )?;
+        let max_clock_ahead = duration(
+            agent.and_then(|a| a.max_clock_ahead.as_ref()),
+            &file.store.max_clock_ahead,
+            "store.max_clock_ahead",
+            sync::store::DEFAULT_MAX_CLOCK_AHEAD,
+        )?;
         let log_format = agent
             .and_then(|a| a.log_format)
             .or(file.log.format)
@@ -485,6 +493,7 @@ impl Settings {
             max_event_bytes,
             rescan_interval,
             settle,
+            max_clock_ahead,
             log_format,
             log_level,
         })
@@ -494,6 +503,7 @@ impl Settings {
         let mut cfg = sync::StoreConfig::new(&self.data_dir, &self.name);
         cfg.max_event_bytes = self.max_event_bytes;
         cfg.settle = self.settle;
+        cfg.max_clock_ahead = self.max_clock_ahead;
         if let Some(offset) = std::env::var("LABMESH_CLOCK_OFFSET_MS")
             .ok()
             .and_then(|v| v.parse::<i64>().ok())

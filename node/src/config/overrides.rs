@@ -33,6 +33,7 @@ pub struct AgentOverrides {
     pub offline_after: Option<String>,
     pub rescan_interval: Option<String>,
     pub settle: Option<String>,
+    pub max_clock_ahead: Option<String>,
     pub retention_days: Option<u32>,
     pub archive_pruned: Option<bool>,
     pub log_format: Option<super::LogFormat>,

@@ -57,6 +57,7 @@ fn example_config_keys_are_all_valid() {
         cfg.store.max_event_bytes.is_some()
             && cfg.store.rescan_interval.is_some()
             && cfg.store.settle.is_some()
+            && cfg.store.max_clock_ahead.is_some()
     );
     assert!(cfg.log.format.is_some() && cfg.log.level.is_some());
     let m = &cfg.mesh;

@@ -38,6 +38,9 @@ use crate::index::{ContentHash, Index, IndexEntry, Query};
 use crate::layout::QUARANTINE_DIR;
 use crate::signature::{EventSigner, SignerDirectory, VerifiedRoots};
 
+/// Default of [`StoreConfig::max_clock_ahead`].
+pub const DEFAULT_MAX_CLOCK_AHEAD: Duration = Duration::from_secs(2 * 3600);
+
 /// Store settings. Each field's doc says what it trades.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -62,6 +65,11 @@ pub struct StoreConfig {
     /// Only index these date folders (inclusive): a reader asking about today need not read a
     /// month of files. `None` indexes everything.
     pub dates: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+    /// Events from peers dated more than this ahead of [`Self::clock`] (their `timestamp`, or
+    /// their `hlc` when it parses) are refused: a clock in 2099 would win every
+    /// last-writer-wins register for good. Longer tolerates worse clocks; shorter bounds how
+    /// long a bad one can pin a register. Default [`DEFAULT_MAX_CLOCK_AHEAD`] (2 h).
+    pub max_clock_ahead: Duration,
     /// Origin signatures. With it, the store signs what this node writes or adopts and refuses
     /// every file from a peer that its origin did not sign; the agent always sets it. `None`
     /// (readers, unit tests) stores files unchecked.
@@ -98,6 +106,7 @@ impl StoreConfig {
             read_only: false,
             dates: None,
             trust: None,
+            max_clock_ahead: DEFAULT_MAX_CLOCK_AHEAD,
         }
     }
 }

@@ -109,6 +109,7 @@ impl EventStore {
             Vec::with_capacity(files.len());
         for bytes in files {
             let checked = Event::from_file_bytes(bytes, self.cfg.max_event_bytes, None)
+                .and_then(|event| self.check_clock(event))
                 .and_then(|event| self.check_origin(bytes, event));
             match checked {
                 Ok(event) => {
@@ -139,6 +140,41 @@ impl EventStore {
                 None => stored.next().ok_or(EventError::Empty),
             })
             .collect())
+    }
+
+    /// An event from a peer may not be dated further ahead of this node's clock than
+    /// [`StoreConfig::max_clock_ahead`](super::StoreConfig).
+    fn check_clock(&self, event: Event) -> Result<Event, EventError> {
+        let now = self.cfg.clock.now();
+        let ahead = chrono::Duration::from_std(self.cfg.max_clock_ahead)
+            .unwrap_or(chrono::Duration::MAX);
+        let limit = now.checked_add_signed(ahead).unwrap_or(now);
+        let fix = format!(
+            "the writer's clock runs ahead: fix it (NTP), or raise store.max_clock_ahead (now {}s)",
+            self.cfg.max_clock_ahead.as_secs()
+        );
+        if event.timestamp > limit {
+            return Err(EventError::Invalid {
+                field: "timestamp",
+                problem: format!(
+                    "{} is {} s ahead of this node's clock",
+                    crate::event::format_timestamp(event.timestamp),
+                    (event.timestamp - now).num_seconds()
+                ),
+                fix,
+            });
+        }
+        if let Some(Value::String(hlc)) = event.extra.get("hlc")
+            && let Some(time) = crate::world::order::parse_hlc(hlc)
+            && crate::world::order::datetime_from_ntp64(time) > limit
+        {
+            return Err(EventError::Invalid {
+                field: "hlc",
+                problem: format!("{hlc} is more than the allowed skew ahead of this node's clock"),
+                fix,
+            });
+        }
+        Ok(event)
     }
 
     /// With [`StoreConfig::trust`](super::StoreConfig): the event's origin signed these bytes.
