@@ -189,3 +189,84 @@ fn bad_config_names_file_line_and_key() {
         "{err}"
     );
 }
+
+/// A raw GET with the given `Host` header (and token); returns the status code.
+fn get_as(addr: std::net::SocketAddr, host: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET /v1/status HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_api_answers_only_for_its_own_names_against_dns_rebinding() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(
+        &dir.path().join("d"),
+        &["--api-allowed-host", "labmesh.home.lan"],
+    );
+    let port = agent.api.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("testnode:{port}"),
+        "LabMesh.Home.Lan".to_owned(),
+    ] {
+        assert_eq!(get_as(agent.api, &host, None), 200, "{host}");
+    }
+    // A page on evil.example whose name was re-pointed at 127.0.0.1.
+    for host in [
+        format!("evil.example:{port}"),
+        "testnode.evil.example:1".to_owned(),
+        "127.0.0.1.evil.example".to_owned(),
+        "testnode.home.lan".to_owned(),
+    ] {
+        assert_eq!(get_as(agent.api, &host, None), 421, "{host}");
+    }
+}
+
+#[test]
+fn with_a_read_token_only_local_clients_read_without_it() {
+    // The address other hosts reach this one by (the default route's source address).
+    let lan = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.200:9").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .expect("a non-loopback IPv4 address");
+    assert!(!lan.is_loopback(), "{lan}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    std::fs::create_dir_all(&data).unwrap();
+    let port = free_port();
+    let log = dir.path().join("agent.log");
+    let child = labmesh(&data)
+        .args(["agent", "--api-addr", &format!("0.0.0.0:{port}")])
+        .args(["--gossip-addr", &format!("127.0.0.1:{}", labmesh_tests::free_udp_port())])
+        .args(["--api-read-token", "true"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("agent.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let local: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut agent = Agent::from_child(child, local, &data, log);
+    agent.wait_healthy();
+    let token = std::fs::read_to_string(data.join("api-token")).unwrap();
+    let remote = std::net::SocketAddr::new(lan, port);
+    assert_eq!(get_as(local, &local.to_string(), None), 200);
+    assert_eq!(get_as(remote, &remote.to_string(), None), 401);
+    assert_eq!(get_as(remote, &remote.to_string(), Some(token.trim())), 200);
+}

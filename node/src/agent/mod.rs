@@ -376,13 +376,18 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
         events: Some(bus.clone()),
         stopping: Some(stopping_rx),
         alerting: Some(alerting),
+        allowed_hosts: settings.api_allowed_hosts.clone(),
+        read_token: settings.api_read_token,
     });
     tokio::spawn(crate::api::digest_schedule::run(
         state.clone(),
         settings.alerting.digest.clone(),
     ));
     tracing::info!(api = %settings.api_addr, "listening");
-    axum::serve(listener, api::router(state))
+    axum::serve(
+        listener,
+        api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             let _ = stopping_tx.send(true);

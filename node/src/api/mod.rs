@@ -47,6 +47,79 @@ pub struct ApiState {
     pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
     /// The alerting driver (None in commands that run without an agent).
     pub alerting: Option<Arc<crate::drivers::alerting::AlertingDriver>>,
+    /// Host names requests may name besides IP literals, `localhost` and the node's name.
+    pub allowed_hosts: Vec<String>,
+    /// Reads need the token too.
+    pub read_token: bool,
+}
+
+/// Whether a request's `Host` names this agent: an IP literal (what a browser sends for an
+/// address typed in), `localhost`, the node's bare name or a configured name (not the node's
+/// name under any domain: `nas1.evil.example` is the attacker's to point anywhere). Anything else is a page elsewhere reaching us through DNS rebinding.
+pub(crate) fn host_allowed(state: &ApiState, host: &str) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [::1]:7371
+        return rest.split(']').next().is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host.as_str(), |(name, _)| name)
+    };
+    let node = state.node.to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || name == node
+        || state.allowed_hosts.iter().any(|h| *h == name)
+}
+
+/// Refuses requests for another host (DNS rebinding) and, with `read_token`, reads from other
+/// hosts without the token.
+async fn guard(
+    State(state): State<Arc<ApiState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    match host {
+        Some(h) if host_allowed(&state, &h) => {}
+        Some(h) => {
+            return ApiError(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this agent does not answer for host {h:?}: use its IP address, localhost or its node name, or add the name to api_allowed_hosts"
+                ),
+            )
+            .into_response();
+        }
+        None => {
+            return ApiError(StatusCode::BAD_REQUEST, "no Host header".into()).into_response();
+        }
+    }
+    let is_read = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    // Local clients (the CLI, a local Prometheus) read without it, as on a loopback API.
+    let remote = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_none_or(|c| !c.0.ip().is_loopback());
+    if state.read_token
+        && is_read
+        && remote
+        && request.uri().path() != "/healthz"
+        && let Err(e) = authorize(&state, request.headers())
+    {
+        return e.into_response();
+    }
+    next.run(request).await
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -96,6 +169,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/silences/{id}/clear",
             axum::routing::post(crate::api::alerts::clear_silence),
         )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 

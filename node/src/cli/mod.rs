@@ -74,6 +74,8 @@ impl AgentArgs {
             max_clock_ahead: self.max_clock_ahead.clone(),
             retention_days: self.retention_days,
             archive_pruned: self.archive_pruned,
+            api_allowed_hosts: self.api_allowed_hosts.clone(),
+            api_read_token: self.api_read_token,
             log_format: self.log_format,
             log_level: self.log_level.clone(),
             probe_interval: self.probe_interval.clone(),
@@ -377,6 +379,20 @@ pub struct AgentArgs {
     /// Before pruning a day, keep it as events-archive/YYYY-MM-DD.tar.zst (true/false).
     #[arg(long, env = "LABMESH_ARCHIVE_PRUNED", value_name = "BOOL")]
     pub archive_pruned: Option<bool>,
+
+    /// A host name the HTTP API answers to, besides IP addresses, localhost and this node's
+    /// name (requests naming any other host are refused: DNS rebinding). Repeatable.
+    #[arg(
+        long = "api-allowed-host",
+        env = "LABMESH_API_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub api_allowed_hosts: Vec<String>,
+
+    /// Reads from the HTTP API need the token too (true/false; for an API on a LAN address).
+    #[arg(long, env = "LABMESH_API_READ_TOKEN", value_name = "BOOL")]
+    pub api_read_token: Option<bool>,
 
     /// Log format: auto (JSON when stdout is not a terminal), json or text.
     #[arg(long, env = "LABMESH_LOG_FORMAT", value_name = "FORMAT")]

@@ -15,6 +15,10 @@ pub struct ConfigFile {
     pub name: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub api_addr: Option<SocketAddr>,
+    /// Host names (besides IP literals, `localhost` and this node's name) the API answers to.
+    pub api_allowed_hosts: Option<Vec<String>>,
+    /// Reads need the API token too (for an API on a LAN address).
+    pub api_read_token: Option<bool>,
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]

@@ -47,6 +47,10 @@ pub struct Settings {
     pub retention_days: u32,
     /// Keep pruned days as `events-archive/YYYY-MM-DD.tar.zst` instead of only deleting them.
     pub archive_pruned: bool,
+    /// Host names the API answers to besides IP literals, `localhost` and the node's name.
+    pub api_allowed_hosts: Vec<String>,
+    /// Reads need the API token too.
+    pub api_read_token: bool,
     /// How often the agent samples the host (and republishes its gossip summary).
     pub probe_interval: Duration,
     /// How often the agent records its figures as a `host_sample` event (the digest's week).
@@ -415,6 +419,24 @@ impl Settings {
                 from_file("store.retention_days")
             )));
         }
+        let mut api_allowed_hosts: Vec<String> = agent
+            .map(|a| a.api_allowed_hosts.clone())
+            .filter(|h| !h.is_empty())
+            .or_else(|| file.api_allowed_hosts.clone())
+            .unwrap_or_default();
+        for host in &mut api_allowed_hosts {
+            *host = host.trim().to_ascii_lowercase();
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                return Err(UsageError(format!(
+                    "{}: {host:?} is not a host name; list names such as \"labmesh.home.lan\"",
+                    from_file("api_allowed_hosts")
+                )));
+            }
+        }
+        let api_read_token = agent
+            .and_then(|a| a.api_read_token)
+            .or(file.api_read_token)
+            .unwrap_or(false);
         let archive_pruned = agent
             .and_then(|a| a.archive_pruned)
             .or(file.store.archive)
@@ -484,6 +506,8 @@ impl Settings {
             workers,
             retention_days,
             archive_pruned,
+            api_allowed_hosts,
+            api_read_token,
             mesh,
             name_is_explicit,
             config_path,

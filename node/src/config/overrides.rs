@@ -36,6 +36,8 @@ pub struct AgentOverrides {
     pub max_clock_ahead: Option<String>,
     pub retention_days: Option<u32>,
     pub archive_pruned: Option<bool>,
+    pub api_allowed_hosts: Vec<String>,
+    pub api_read_token: Option<bool>,
     pub log_format: Option<super::LogFormat>,
     pub log_level: Option<String>,
     pub probe_interval: Option<String>,

@@ -53,6 +53,7 @@ fn example_config_keys_are_all_valid() {
     let cfg: ConfigFile =
         toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     assert!(cfg.name.is_some() && cfg.data_dir.is_some() && cfg.api_addr.is_some());
+    assert!(cfg.api_allowed_hosts.is_some() && cfg.api_read_token.is_some());
     assert!(
         cfg.store.max_event_bytes.is_some()
             && cfg.store.rescan_interval.is_some()
