@@ -18,9 +18,16 @@ use super::probe::{OUTPUT_CAP, ProbeResult, cap};
 /// may hold it open forever).
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
-pub async fn run(argv: &[String], timeout: Duration) -> ProbeResult {
+/// What every command check gets from the agent's environment: enough to find programs and
+/// print text. Anything else (receiver webhooks, SMTP passwords, tokens) only by name, in the
+/// check's `env`.
+pub const BASE_ENV: [&str; 9] = [
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+];
+
+pub async fn run(argv: &[String], pass_env: &[String], timeout: Duration) -> ProbeResult {
     let started = Instant::now();
-    let (status, output) = match execute(argv, timeout).await {
+    let (status, output) = match execute(argv, pass_env, timeout).await {
         Ok(found) => found,
         Err(e) => (Status::Critical, e),
     };
@@ -40,7 +47,11 @@ pub fn status_for_exit(code: Option<i32>) -> Status {
     }
 }
 
-async fn execute(argv: &[String], timeout: Duration) -> Result<(Status, String), String> {
+async fn execute(
+    argv: &[String],
+    pass_env: &[String],
+    timeout: Duration,
+) -> Result<(Status, String), String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("no command to run".into());
     };
@@ -50,6 +61,15 @@ async fn execute(argv: &[String], timeout: Duration) -> Result<(Status, String),
         .try_clone()
         .map_err(|e| format!("cannot create a pipe for the output: {e}"))?;
     let mut cmd = tokio::process::Command::new(program);
+    cmd.env_clear();
+    for name in BASE_ENV.iter().copied().chain(pass_env.iter().map(String::as_str)) {
+        if let Some(value) = std::env::var_os(name) {
+            cmd.env(name, value);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    }
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
@@ -143,12 +163,12 @@ mod tests {
 
     #[tokio::test]
     async fn exit_codes_map_to_statuses() {
-        let ok = run(&sh("echo fine"), Duration::from_secs(5)).await;
+        let ok = run(&sh("echo fine"), &[], Duration::from_secs(5)).await;
         assert_eq!((ok.status, ok.output.as_str()), (Status::Ok, "fine"));
-        let warn = run(&sh("echo slow >&2; exit 1"), Duration::from_secs(5)).await;
+        let warn = run(&sh("echo slow >&2; exit 1"), &[], Duration::from_secs(5)).await;
         assert_eq!(warn.status, Status::Warning);
         assert_eq!(warn.output, "exit 1: slow");
-        let crit = run(&sh("exit 2"), Duration::from_secs(5)).await;
+        let crit = run(&sh("exit 2"), &[], Duration::from_secs(5)).await;
         assert_eq!(
             (crit.status, crit.output.as_str()),
             (Status::Critical, "exit 2")
@@ -157,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn stdout_and_stderr_interleave() {
-        let r = run(&sh("echo a; echo b >&2; echo c"), Duration::from_secs(5)).await;
+        let r = run(&sh("echo a; echo b >&2; echo c"), &[], Duration::from_secs(5)).await;
         assert_eq!(r.output, "a\nb\nc");
     }
 
@@ -165,6 +185,7 @@ mod tests {
     async fn output_is_capped_and_a_chatty_command_still_finishes() {
         let r = run(
             &sh("head -c 1000000 /dev/zero | tr '\\0' x; echo"),
+            &[],
             Duration::from_secs(10),
         )
         .await;
@@ -177,6 +198,7 @@ mod tests {
         let started = Instant::now();
         let r = run(
             &sh("echo started; sleep 30; echo never"),
+            &[],
             Duration::from_millis(300),
         )
         .await;
@@ -188,8 +210,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_critical_with_its_name() {
-        let r = run(&["/no/such/program".to_owned()], Duration::from_secs(1)).await;
+        let r = run(&["/no/such/program".to_owned()], &[], Duration::from_secs(1)).await;
         assert_eq!(r.status, Status::Critical);
         assert!(r.output.contains("/no/such/program"), "{}", r.output);
+    }
+
+    #[tokio::test]
+    async fn a_command_sees_only_the_basic_environment_and_what_its_check_names() {
+        // Cargo runs tests with its own variables set: one stands for a secret, one is named.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let named = std::env::var("CARGO_PKG_NAME").unwrap();
+        let r = run(
+            &sh("env"),
+            &["CARGO_PKG_NAME".to_owned()],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(!r.output.contains("CARGO_MANIFEST_DIR="), "{}", r.output);
+        assert!(r.output.contains(&format!("CARGO_PKG_NAME={named}")), "{}", r.output);
+        assert!(r.output.contains("PATH="), "{}", r.output);
     }
 }

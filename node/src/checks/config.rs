@@ -38,6 +38,9 @@ pub struct RawCheck {
     pub ca_file: Option<Spanned<String>>,
     pub address: Option<Spanned<String>>,
     pub command: Option<Spanned<CommandValue>>,
+    /// Names of the agent's environment variables a command check gets (it starts from a
+    /// cleared environment: the agent's holds receiver secrets).
+    pub env: Option<Spanned<Vec<String>>>,
     pub container: Option<Spanned<String>>,
     pub ttl: Option<Spanned<DurationValue>>,
 }
@@ -98,6 +101,8 @@ pub enum Probe {
     },
     Command {
         argv: Vec<String>,
+        /// The agent's environment variables passed through (beyond the basic ones).
+        pass_env: Vec<String>,
     },
     Docker {
         container: String,
@@ -121,9 +126,9 @@ impl Probe {
     /// What the check looks at, for status output.
     pub fn target(&self) -> String {
         match self {
-            Probe::Http { url, .. } => url.clone(),
+            Probe::Http { url, .. } => crate::util::redact_url(url),
             Probe::Tcp { address } => address.clone(),
-            Probe::Command { argv } => argv.join(" "),
+            Probe::Command { argv, .. } => argv.join(" "),
             Probe::Docker { container } => container.clone(),
             Probe::Ttl { ttl } => format!("ttl {}s", ttl.as_secs_f64()),
         }
@@ -191,7 +196,7 @@ fn kind_keys(kind: &str) -> &'static [&'static str] {
     match kind {
         "http" => &["url", "expect_status", "body_contains", "ca_file"],
         "tcp" => &["address"],
-        "command" => &["command"],
+        "command" => &["command", "env"],
         "docker" => &["container"],
         _ => &["ttl"],
     }
@@ -311,8 +316,27 @@ pub fn validate(table: &Spanned<RawCheck>) -> Result<CheckDef, CheckError> {
                 .command
                 .as_ref()
                 .ok_or_else(|| missing("command", "[\"pg_isready\", \"-h\", \"127.0.0.1\"]"))?;
+            let pass_env = match &raw.env {
+                None => Vec::new(),
+                Some(names) => {
+                    for n in names.get_ref() {
+                        let ok = !n.is_empty()
+                            && !n.starts_with(|c: char| c.is_ascii_digit())
+                            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                        if !ok {
+                            return Err(err(
+                                names.span(),
+                                "env",
+                                format!("{n:?} is not an environment variable name; list names such as \"PGPASSFILE\""),
+                            ));
+                        }
+                    }
+                    names.get_ref().clone()
+                }
+            };
             Probe::Command {
                 argv: validate_command(command)?,
+                pass_env,
             }
         }
         "docker" => {
@@ -351,7 +375,7 @@ pub fn validate(table: &Spanned<RawCheck>) -> Result<CheckDef, CheckError> {
 
 /// A key set for another kind (e.g. `url` on a tcp check) is an error: it would do nothing.
 fn reject_foreign_keys(raw: &RawCheck, kind: &str) -> Result<(), CheckError> {
-    let spans: [(&str, Option<Range<usize>>); 10] = [
+    let spans: [(&str, Option<Range<usize>>); 11] = [
         ("url", raw.url.as_ref().map(Spanned::span)),
         (
             "expect_status",
@@ -364,6 +388,7 @@ fn reject_foreign_keys(raw: &RawCheck, kind: &str) -> Result<(), CheckError> {
         ("ca_file", raw.ca_file.as_ref().map(Spanned::span)),
         ("address", raw.address.as_ref().map(Spanned::span)),
         ("command", raw.command.as_ref().map(Spanned::span)),
+        ("env", raw.env.as_ref().map(Spanned::span)),
         ("container", raw.container.as_ref().map(Spanned::span)),
         ("ttl", raw.ttl.as_ref().map(Spanned::span)),
         // A ttl check has no probe of its own: reports arrive, or the ttl runs out.

@@ -134,7 +134,8 @@ ttl = "25h"
     assert_eq!(
         defs[2].probe,
         Probe::Command {
-            argv: vec!["/bin/sh".into(), "-c".into(), "df -h / | tail -1".into()]
+            argv: vec!["/bin/sh".into(), "-c".into(), "df -h / | tail -1".into()],
+            pass_env: Vec::new(),
         }
     );
     assert_eq!(defs[3].probe.target(), "pg_isready -h 127.0.0.1");

@@ -77,7 +77,9 @@ impl Prober {
                 ..
             } => self.http(url, expect, body_contains.as_deref()).await,
             Probe::Tcp { address } => tcp(address, def.timeout).await,
-            Probe::Command { argv } => return super::command::run(argv, def.timeout).await,
+            Probe::Command { argv, pass_env } => {
+                return super::command::run(argv, pass_env, def.timeout).await;
+            }
             Probe::Docker { container } => self.docker(container, def.timeout).await,
             Probe::Ttl { .. } => (Status::Ok, String::new()),
         };
@@ -97,7 +99,8 @@ impl Prober {
         };
         let mut resp = match client.get(url).send().await {
             Ok(r) => r,
-            Err(e) => return (Status::Critical, describe_reqwest(&e)),
+            // reqwest names the URL in its errors, credentials and query included.
+            Err(e) => return (Status::Critical, describe_reqwest(&e.without_url())),
         };
         let code = resp.status();
         let line = format!(
@@ -117,7 +120,7 @@ impl Prober {
                 Err(e) => {
                     return (
                         Status::Critical,
-                        format!("{line}; {}", describe_reqwest(&e)),
+                        format!("{line}; {}", describe_reqwest(&e.without_url())),
                     );
                 }
             }
