@@ -166,3 +166,52 @@ async fn a_node_of_another_mesh_ca_is_refused() {
     a.mesh.abort().await;
     x.mesh.abort().await;
 }
+
+fn transport(identity: &NodeIdentity, stats: Arc<MeshStats>) -> QuicTransport {
+    let addr = free_udp();
+    let revoked = RevocationList::new();
+    let rejections = Rejections::new();
+    let server = certs::server_config(identity, revoked.clone(), rejections.clone()).unwrap();
+    let client = certs::client_config(identity, revoked.clone(), rejections).unwrap();
+    QuicTransport::bind(
+        TransportConfig::new(addr, addr, server, client),
+        stats,
+        Box::new(move |fp| revoked.is_revoked(fp)),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_certificate_holds_a_bounded_number_of_connections() {
+    let ca = MeshCa::generate("home", 30).unwrap();
+    let nas = ca.issue("nas", &[], 30).unwrap();
+    let mallory = ca.issue("mallory", &[], 30).unwrap();
+    let ws = ca.issue("ws", &[], 30).unwrap();
+    let stats = Arc::new(MeshStats::default());
+    let server = transport(&nas, stats.clone());
+    let mut inbox = server.take_app_receiver().unwrap();
+    let to = server.advertise_addr();
+    // Mallory opens one endpoint after another with the same certificate, keeping each open.
+    let mut held = Vec::new();
+    for i in 0..12u8 {
+        let t = transport(&mallory, Arc::new(MeshStats::default()));
+        let _ = t.send_app(to, &[i]).await;
+        held.push(t);
+    }
+    let mut delivered = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), inbox.recv()).await {
+        delivered += 1;
+    }
+    assert_eq!(delivered, 8, "only max_connections_per_peer (8) connections are served");
+    let refused = stats.snapshot().rejections.get("too_many_connections").copied();
+    assert_eq!(refused, Some(4), "{:?}", stats.snapshot().rejections);
+    // Another member is still served.
+    let honest = transport(&ws, Arc::new(MeshStats::default()));
+    honest.send_app(to, b"hello").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.from.node, "ws");
+    drop(held);
+}

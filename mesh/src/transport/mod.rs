@@ -77,6 +77,18 @@ pub struct TransportConfig {
     /// Default 250 ms to 10 s.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Streams a peer may have open toward us at once. Frames are read one stream at a time,
+    /// so more only buffers; quinn's default (100 uni, 100 bidi at 1.25 MB each) let one
+    /// connection pin ~250 MB. Default 8.
+    pub max_streams: u32,
+    /// Bytes a peer may have in flight toward us on one connection, all streams together (QUIC
+    /// flow control stops it beyond). Bigger moves large catch-up batches in fewer round trips;
+    /// smaller bounds what a hostile peer makes us buffer. Default 8 MiB.
+    pub connection_window: u32,
+    /// Connections one certificate may hold with us at once: normally two (each side dials),
+    /// plus two per restart until the old ones time out. More are closed and counted
+    /// `too_many_connections`. Default 8.
+    pub max_connections_per_peer: usize,
 }
 
 impl TransportConfig {
@@ -102,6 +114,9 @@ impl TransportConfig {
             stream_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
+            max_streams: 8,
+            connection_window: 8 * 1024 * 1024,
+            max_connections_per_peer: 8,
         }
     }
 }
@@ -252,8 +267,11 @@ impl QuicTransport {
             .max_idle_timeout(quinn::IdleTimeout::try_from(cfg.idle_timeout).ok())
             .keep_alive_interval(Some(cfg.keep_alive))
             .initial_rtt(cfg.initial_rtt)
-            .max_concurrent_uni_streams(256u32.into())
-            .max_concurrent_bidi_streams(16u32.into());
+            .max_concurrent_uni_streams(cfg.max_streams.into())
+            // Every frame is a uni stream; bidirectional ones are never used.
+            .max_concurrent_bidi_streams(0u32.into())
+            .stream_receive_window((cfg.connection_window / 2).into())
+            .receive_window(cfg.connection_window.into());
         let transport = Arc::new(transport);
         let server_crypto = QuicServerConfig::try_from(cfg.server_tls.clone())
             .map_err(|e| TransportError::Tls(e.to_string()))?;
@@ -396,6 +414,14 @@ impl QuicTransport {
 }
 
 impl Shared {
+    /// Open connections (with a reader) of one certificate.
+    fn connections_of(&self, fingerprint: &[u8; 32]) -> usize {
+        lock(&self.live)
+            .values()
+            .filter(|c| c.is_open() && c.peer.fingerprint == *fingerprint)
+            .count()
+    }
+
     /// Queues an encoded frame for `to`, starting its sender task on first use.
     fn enqueue(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
         let mut queues = lock(&self.queues);

@@ -81,6 +81,17 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
                         .stats
                         .reject(&peer.node, "revoked", "refused a revoked certificate");
                 }
+                Ok(peer) if shared.connections_of(&peer.fingerprint) >= shared.cfg.max_connections_per_peer => {
+                    conn.close(quinn::VarInt::from_u32(429), b"too many connections");
+                    shared.stats.reject(
+                        &peer.node,
+                        "too_many_connections",
+                        &format!(
+                            "already holds {} connections",
+                            shared.cfg.max_connections_per_peer
+                        ),
+                    );
+                }
                 Ok(peer) => read_streams(shared, Conn { conn, peer }, Direction::Accepted).await,
                 Err(e) => {
                     conn.close(quinn::VarInt::from_u32(403), b"bad identity");
