@@ -29,6 +29,9 @@ use crate::util::parse_duration;
 #[serde(deny_unknown_fields)]
 pub struct KnobsToml {
     pub settle: Option<String>,
+    /// The nodes that may be alerter, most preferred first (this node's own choice: what peers
+    /// claim about themselves does not count).
+    pub alerters: Option<Vec<String>>,
     pub group_wait: Option<String>,
     pub group_interval: Option<String>,
     pub repeat_interval: Option<String>,
@@ -83,6 +86,29 @@ pub enum ConfigError {
     DuplicateReceiver(String),
     #[error("route to `{0}`: no [[receiver]] has that name")]
     UnknownReceiver(String),
+}
+
+/// `alerters`: node names, each once.
+fn alerters(names: Option<&[String]>) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(names) = names else {
+        return Ok(None);
+    };
+    let bad = |problem: String| ConfigError::Knob {
+        field: "alerters",
+        problem,
+    };
+    if names.is_empty() {
+        return Err(bad(
+            "an empty list would leave nobody to send alerts; list the nodes that may (most preferred first), or remove the key to let every non-transient node".into(),
+        ));
+    }
+    for (i, n) in names.iter().enumerate() {
+        sync::event::validate_node(n).map_err(|e| bad(format!("{n:?}: {e}")))?;
+        if names[..i].contains(n) {
+            return Err(bad(format!("{n:?} is listed twice")));
+        }
+    }
+    Ok(Some(names.to_vec()))
 }
 
 /// Everything the engine needs, validated.
@@ -196,6 +222,7 @@ impl TryFrom<AlertingToml> for Config {
         Ok(Config {
             election: ElectionConfig {
                 settle: knob("settle", &k.settle, ElectionConfig::default().settle)?,
+                alerters: alerters(k.alerters.as_deref())?,
             },
             rules: RuleSet::with_overrides(t.rule)?,
             receivers,

@@ -61,13 +61,41 @@ pub struct ElectionConfig {
     /// not restart it, so it does not delay a failover. Default 10 s: a few gossip rounds at
     /// 300 ms plus a margin for a QUIC handshake to a slow peer.
     pub settle: Duration,
+    /// `[alerting] alerters`: the nodes that may be alerter, most preferred first, from this
+    /// node's own config. When set, it replaces what members gossip about themselves
+    /// (`transient`, `alerter_priority`): a member that claims `alerter_priority = i64::MAX`
+    /// cannot take the role. It should be the same list on every node (otherwise two nodes may
+    /// each see another alerter). `None`: every live non-transient member, ranked by its
+    /// gossiped priority, then name.
+    pub alerters: Option<Vec<String>>,
 }
 
 impl Default for ElectionConfig {
     fn default() -> Self {
         ElectionConfig {
             settle: Duration::from_secs(10),
+            alerters: None,
         }
+    }
+}
+
+impl ElectionConfig {
+    /// A member as the election ranks it: with `alerters`, only listed members are eligible,
+    /// ranked by their place in the list, whatever they claim.
+    fn rank(&self, mut m: Member) -> Member {
+        if let Some(list) = &self.alerters {
+            match list.iter().position(|n| *n == m.name) {
+                Some(i) => {
+                    m.transient = false;
+                    m.alerter_priority = i64::try_from(list.len() - i).unwrap_or(i64::MAX);
+                }
+                None => {
+                    m.transient = true;
+                    m.alerter_priority = 0;
+                }
+            }
+        }
+        m
     }
 }
 
@@ -142,6 +170,7 @@ impl Election {
             transient: self.transient,
             alerter_priority: self.priority,
         });
+        let mut members: Vec<Member> = members.into_iter().map(|m| self.cfg.rank(m)).collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         let eligible: Vec<(String, i64)> = members
             .iter()
@@ -302,6 +331,40 @@ mod tests {
         view.reverse();
         assert_eq!(elect(&view).unwrap().name, first);
         assert_eq!(first, "b");
+    }
+
+    #[test]
+    fn with_an_alerters_list_claims_do_not_count() {
+        let cfg = ElectionConfig {
+            alerters: Some(vec!["nas1".into(), "ws".into()]),
+            ..ElectionConfig::default()
+        };
+        // mallory claims the highest priority; ws claims to be transient; neither counts.
+        let view = vec![
+            m("mallory", true, false, i64::MAX),
+            m("ws", true, true, 0),
+            m("nas1", false, false, 0),
+        ];
+        let mut e = Election::new("vm1", false, 0, cfg.clone(), t(0));
+        e.on_membership(view, t(0));
+        assert_eq!(
+            e.role(t(20)),
+            Role::Follower {
+                alerter: "ws".into()
+            }
+        );
+        // nas1 returns and, first in the list, takes over.
+        let mut e = Election::new("vm1", false, 0, cfg, t(0));
+        e.on_membership(
+            vec![m("mallory", true, false, i64::MAX), m("ws", true, true, 0), m("nas1", true, false, -5)],
+            t(0),
+        );
+        assert_eq!(
+            e.role(t(20)),
+            Role::Follower {
+                alerter: "nas1".into()
+            }
+        );
     }
 
     #[test]

@@ -362,3 +362,34 @@ fn a_restarted_alerter_replays_the_ledger_and_does_not_page_again() {
     );
     assert_eq!(events(&data, "alert_firing").len(), 1);
 }
+
+#[test]
+fn a_member_claiming_the_top_priority_does_not_become_alerter_where_alerters_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let listed = "[alerting]\nsettle = \"1s\"\nalerters = [\"alpha\", \"bravo\"]\n";
+    let (alpha, alpha_data, seed) = mesh_node(dir.path(), "alpha", "0", listed, None);
+    let ca = Some((alpha_data.as_path(), "alpha", seed.as_str()));
+    let (bravo, _, _) = mesh_node(dir.path(), "bravo", "0", listed, ca);
+    // mallory runs with a config of its own and claims i64::MAX.
+    let (mallory, _, _) = mesh_node(
+        dir.path(),
+        "mallory",
+        &i64::MAX.to_string(),
+        "[alerting]\nsettle = \"1s\"\n",
+        ca,
+    );
+    let timeout = Duration::from_secs(60);
+    for agent in [&alpha, &bravo] {
+        wait_until("all three seen, alpha the alerter", timeout, || {
+            let s = agent.get_json("/v1/status");
+            s["alerter"] == "alpha" && s["nodes"].as_array().is_some_and(|n| n.len() == 3)
+        });
+    }
+    // mallory believes its own claim; the honest nodes do not.
+    wait_until("mallory sees itself as alerter", timeout, || {
+        mallory.get_json("/v1/status")["alerter"] == "mallory"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(alpha.get_json("/v1/status")["alerter"], "alpha");
+    assert_eq!(bravo.get_json("/v1/status")["alerter"], "alpha");
+}

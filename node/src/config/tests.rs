@@ -109,6 +109,11 @@ fn example_config_keys_are_all_valid() {
     };
     let mut c = alerting::Config::try_from(t).unwrap_or_else(|e| panic!("{e}"));
     c.pipeline.external_url = None;
+    // An example, not a default: unset, every non-transient node may be alerter.
+    assert_eq!(
+        c.election.alerters.take(),
+        Some(vec!["nas1".to_owned(), "ws".to_owned()])
+    );
     assert_eq!(c.receivers.len(), 3);
     assert_eq!(
         c,
