@@ -356,7 +356,11 @@ mod tests {
         // nas1 returns and, first in the list, takes over.
         let mut e = Election::new("vm1", false, 0, cfg, t(0));
         e.on_membership(
-            vec![m("mallory", true, false, i64::MAX), m("ws", true, true, 0), m("nas1", true, false, -5)],
+            vec![
+                m("mallory", true, false, i64::MAX),
+                m("ws", true, true, 0),
+                m("nas1", true, false, -5),
+            ],
             t(0),
         );
         assert_eq!(

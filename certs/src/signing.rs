@@ -153,10 +153,7 @@ impl SignerBook {
 
     /// From now on, refuse certificates on this list (the mesh driver's live list).
     pub fn use_revocations(&self, list: RevocationList) {
-        *self
-            .revocations
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(list);
+        *self.revocations.write().unwrap_or_else(|p| p.into_inner()) = Some(list);
     }
 
     fn is_revoked(&self, fingerprint: &[u8; 32]) -> bool {
@@ -189,13 +186,12 @@ impl SignerBook {
         }
         let what = "a signer certificate";
         let cert_der = CertificateDer::from(der.to_vec());
-        let info = x509::parse_cert(der)
-            .map_err(|e| CertError::bad_cert(what, format!("not a valid X.509 certificate: {e}")))?;
+        let info = x509::parse_cert(der).map_err(|e| {
+            CertError::bad_cert(what, format!("not a valid X.509 certificate: {e}"))
+        })?;
         check_chain_any_time(&self.ca_der, &self.ca_info, &cert_der, &info)
             .map_err(|e| CertError::bad_cert(what, format!("not issued by this mesh's CA: {e}")))?;
-        let node = info
-            .node_name()
-            .map_err(|e| CertError::bad_cert(what, e))?;
+        let node = info.node_name().map_err(|e| CertError::bad_cert(what, e))?;
         let public_key = x509::p256_public_key(&info, what)?;
         let signer = Signer {
             node,
@@ -214,16 +210,14 @@ impl SignerBook {
     /// and keeps it. Returns its key id.
     pub fn learn(&self, der: &[u8]) -> Result<[u8; 8]> {
         if self.is_revoked(&x509::fingerprint(der)) {
-            return Err(CertError::bad_cert(
-                "a signer certificate",
-                "it is revoked",
-            ));
+            return Err(CertError::bad_cert("a signer certificate", "it is revoked"));
         }
         let (id, new) = self.insert(der)?;
         if new && let Some(dir) = &self.dir {
             let path = dir.join(format!("{}.der", hex::encode(x509::fingerprint(der))));
-            let saved = disk::ensure_dir(dir)
-                .and_then(|()| disk::write_atomic(&path, der, 0o644, Existing::Replace, "a signer certificate"));
+            let saved = disk::ensure_dir(dir).and_then(|()| {
+                disk::write_atomic(&path, der, 0o644, Existing::Replace, "a signer certificate")
+            });
             if let Err(e) = saved {
                 tracing::warn!(error = %e, "cannot keep a signer certificate (fsck --verify will not know it)");
             }

@@ -15,7 +15,8 @@ fn a_node_signs_with_its_mesh_key_and_peers_learn_its_certificate() {
     assert_eq!(book.check(&key.key_id(), "ws"), Err(SignerRefusal::Unknown));
     assert_eq!(book.learn(ws.cert_der().as_ref()).unwrap(), key.key_id());
     book.check(&key.key_id(), "ws").unwrap();
-    book.verify(&key.key_id(), b"a batch root", &signature).unwrap();
+    book.verify(&key.key_id(), b"a batch root", &signature)
+        .unwrap();
     assert_eq!(
         book.verify(&key.key_id(), b"another root", &signature),
         Err(SignerRefusal::BadSignature)
@@ -43,7 +44,10 @@ fn certificates_of_another_mesh_are_not_learned() {
     let intruder = other.issue("ws", &[], 365).unwrap();
     let book = SignerBook::open(&nas, None).unwrap();
     let err = book.learn(intruder.cert_der().as_ref()).unwrap_err();
-    assert!(err.to_string().contains("not issued by this mesh's CA"), "{err}");
+    assert!(
+        err.to_string().contains("not issued by this mesh's CA"),
+        "{err}"
+    );
     assert!(book.learn(b"garbage").is_err());
     assert_eq!(book.len(), 1, "only its own certificate");
 }

@@ -13,6 +13,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// Decodes a gossip frame's payload into a chitchat message. chitchat's decoder may panic on
+/// some inputs; that is caught here and reported as an error like any other bad message.
+pub fn decode_gossip(payload: &[u8]) -> Result<chitchat::ChitchatMessage, String> {
+    use chitchat::Deserializable;
+    match std::panic::catch_unwind(|| chitchat::ChitchatMessage::deserialize(&mut &payload[..])) {
+        Ok(Ok(msg)) => Ok(msg),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the gossip decoder failed on this message".into()),
+    }
+}
+
 pub const MAGIC: [u8; 2] = *b"LM";
 pub const VERSION: u8 = 1;
 

@@ -202,8 +202,15 @@ async fn one_certificate_holds_a_bounded_number_of_connections() {
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), inbox.recv()).await {
         delivered += 1;
     }
-    assert_eq!(delivered, 8, "only max_connections_per_peer (8) connections are served");
-    let refused = stats.snapshot().rejections.get("too_many_connections").copied();
+    assert_eq!(
+        delivered, 8,
+        "only max_connections_per_peer (8) connections are served"
+    );
+    let refused = stats
+        .snapshot()
+        .rejections
+        .get("too_many_connections")
+        .copied();
     assert_eq!(refused, Some(4), "{:?}", stats.snapshot().rejections);
     // Another member is still served.
     let honest = transport(&ws, Arc::new(MeshStats::default()));

@@ -53,8 +53,14 @@ mod tests {
     #[test]
     fn credentials_and_queries_never_leave_a_url() {
         for (url, shown) in [
-            ("http://127.0.0.1:8080/health", "http://127.0.0.1:8080/health"),
-            ("https://user:s3cret@nas1/api/ping?token=abc#x", "https://…@nas1/api/ping?…"),
+            (
+                "http://127.0.0.1:8080/health",
+                "http://127.0.0.1:8080/health",
+            ),
+            (
+                "https://user:s3cret@nas1/api/ping?token=abc#x",
+                "https://…@nas1/api/ping?…",
+            ),
             ("https://nas1?key=1", "https://nas1?…"),
             ("https://a@b@nas1/p", "https://…@nas1/p"),
             ("nas1:9000/x?y", "nas1:9000/x?…"),

@@ -276,7 +276,10 @@ fn signing(quick: bool, base: chrono::DateTime<Utc>) {
     let events: Vec<_> = (0..n)
         .map(|i| {
             new_event(i)
-                .into_event("benchnode", base + chrono::Duration::milliseconds(i as i64 * 7))
+                .into_event(
+                    "benchnode",
+                    base + chrono::Duration::milliseconds(i as i64 * 7),
+                )
                 .unwrap()
         })
         .collect();

@@ -30,6 +30,4 @@ pub mod world;
 pub use clock::{Clock, SystemClock};
 pub use event::{Event, EventError, NewEvent, Severity};
 pub use index::{IndexEntry, Order, Query};
-pub use store::{
-    EventStore, EventTrust, EventWriter, StoreConfig, StoreError, StoredEvent,
-};
+pub use store::{EventStore, EventTrust, EventWriter, StoreConfig, StoreError, StoredEvent};

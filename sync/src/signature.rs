@@ -149,8 +149,14 @@ impl SigField {
             }
             s.parse().map_err(|_| bad(what))
         };
-        let index = number(index, "the leaf index must be a number without leading zeros")?;
-        let count = number(count, "the leaf count must be a number without leading zeros")?;
+        let index = number(
+            index,
+            "the leaf index must be a number without leading zeros",
+        )?;
+        let count = number(
+            count,
+            "the leaf count must be a number without leading zeros",
+        )?;
         if count == 0 || count as usize > MAX_BATCH_LEAVES || index >= count {
             return Err(SignatureError::Malformed(format!(
                 "leaf {index} of {count} is out of range (1 to {MAX_BATCH_LEAVES} leaves)"
@@ -171,7 +177,9 @@ impl SigField {
             })
             .collect::<Vec<_>>();
         if path.len() != path_len(index as usize, count as usize) {
-            return Err(bad("the path length does not match the leaf's place in the tree"));
+            return Err(bad(
+                "the path length does not match the leaf's place in the tree",
+            ));
         }
         let raw_sig = URL_SAFE_NO_PAD
             .decode(sig_text)
@@ -348,7 +356,11 @@ pub fn sign_files(
     for chunk in unsigned.chunks(MAX_BATCH_LEAVES) {
         let count = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
         let tree = levels(chunk.iter().map(|u| leaf(u)).collect());
-        let root = tree.last().and_then(|l| l.first()).copied().unwrap_or([0; 16]);
+        let root = tree
+            .last()
+            .and_then(|l| l.first())
+            .copied()
+            .unwrap_or([0; 16]);
         let signature = signer.sign(&batch_message(node, &key, count, &root))?;
         for (i, file) in chunk.iter().enumerate() {
             let field = SigField {
@@ -398,7 +410,6 @@ impl VerifiedRoots {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(KeyId, u32, TreeHash, String)>> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
-
 }
 
 /// Checks a signed file against its `node`: the `sig` member is present, last and well formed,

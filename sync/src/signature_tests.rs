@@ -3,7 +3,9 @@ use super::*;
 
 fn unsigned(n: usize) -> Vec<Vec<u8>> {
     (0..n)
-        .map(|i| format!("{{\"id\":\"e{i}\",\"node\":\"ws\",\"payload\":{{\"n\":{i}}}}}\n").into_bytes())
+        .map(|i| {
+            format!("{{\"id\":\"e{i}\",\"node\":\"ws\",\"payload\":{{\"n\":{i}}}}}\n").into_bytes()
+        })
         .collect()
 }
 
@@ -25,7 +27,11 @@ fn every_file_of_every_batch_size_verifies_alone_and_splits_back_byte_for_byte()
             let (back, found) = split(bytes).expect("has a sig member");
             assert_eq!(&back, original, "the unsigned bytes come back exactly");
             assert_eq!(found, text);
-            assert_eq!(top_sig(bytes).as_deref(), Some(text.as_str()), "still one JSON object");
+            assert_eq!(
+                top_sig(bytes).as_deref(),
+                Some(text.as_str()),
+                "still one JSON object"
+            );
             verify(bytes, "ws", Some(text), &mesh, &roots).expect("verifies");
             assert_eq!(key_of(bytes), Some(signer.key_id()));
         }
@@ -41,14 +47,19 @@ fn a_changed_byte_a_moved_leaf_or_another_node_is_refused() {
     let roots = VerifiedRoots::default();
     let (bytes, text) = &signed[1];
     // Content changed after signing (the payload number).
-    let tampered = String::from_utf8(bytes.clone()).expect("utf8").replace("\"n\":1", "\"n\":7");
+    let tampered = String::from_utf8(bytes.clone())
+        .expect("utf8")
+        .replace("\"n\":1", "\"n\":7");
     assert_eq!(
         verify(tampered.as_bytes(), "ws", Some(text), &mesh, &roots),
         Err(SignatureError::BadSignature)
     );
     // Another file's signature field on this content.
     let other = split(&signed[2].0).expect("sig").1.to_owned();
-    let swapped = attach(&split(bytes).expect("sig").0, &SigField::parse(&other).expect("parses"));
+    let swapped = attach(
+        &split(bytes).expect("sig").0,
+        &SigField::parse(&other).expect("parses"),
+    );
     assert!(verify(&swapped, "ws", Some(&other), &mesh, &roots).is_err());
     // The same file claimed for another node.
     assert!(matches!(
@@ -109,11 +120,23 @@ fn the_field_has_one_spelling() {
     let variants = [
         text.replacen("1.", "2.", 1),
         text.replacen(parts[1], &parts[1].to_uppercase(), 1),
-        format!("{}.{}.04.{}.{}.{}", parts[0], parts[1], parts[3], parts[4], parts[5]),
-        format!("{}.{}.{}.{}.{}.{}=", parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]),
+        format!(
+            "{}.{}.04.{}.{}.{}",
+            parts[0], parts[1], parts[3], parts[4], parts[5]
+        ),
+        format!(
+            "{}.{}.{}.{}.{}.{}=",
+            parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
+        ),
         format!("{}.{}.5.5.{}.{}", parts[0], parts[1], parts[4], parts[5]),
-        format!("{}.{}.{}.65.{}.{}", parts[0], parts[1], parts[2], parts[4], parts[5]),
-        format!("{}.{}.{}.{}..{}", parts[0], parts[1], parts[2], parts[3], parts[5]),
+        format!(
+            "{}.{}.{}.65.{}.{}",
+            parts[0], parts[1], parts[2], parts[4], parts[5]
+        ),
+        format!(
+            "{}.{}.{}.{}..{}",
+            parts[0], parts[1], parts[2], parts[3], parts[5]
+        ),
         format!("{text}.x"),
     ];
     for v in variants {

@@ -82,7 +82,8 @@ fn files_from_a_peer_must_be_signed_by_the_node_they_name() {
     let b = tempfile::tempdir().unwrap();
     let ws = store(a.path(), "ws", &mesh);
     let nas = store(b.path(), "nas", &mesh);
-    ws.append(NewEvent::new("silence_set", Severity::Info, "cli")).unwrap();
+    ws.append(NewEvent::new("silence_set", Severity::Info, "cli"))
+        .unwrap();
     let genuine = all_bytes(&ws).remove(0);
     let (unsigned, _) = sync::signature::split(&genuine).unwrap();
     let text = String::from_utf8(genuine.clone()).unwrap();
@@ -98,14 +99,21 @@ fn files_from_a_peer_must_be_signed_by_the_node_they_name() {
         .unwrap();
     let errors: Vec<_> = results.into_iter().map(|r| r.unwrap_err()).collect();
     assert_eq!(errors[0], EventError::Signature(SignatureError::Unsigned));
-    assert_eq!(errors[1], EventError::Signature(SignatureError::BadSignature));
+    assert_eq!(
+        errors[1],
+        EventError::Signature(SignatureError::BadSignature)
+    );
     assert!(matches!(
         errors[2],
         EventError::Signature(SignatureError::WrongNode { .. })
     ));
     assert_eq!(nas.len(), 0, "nothing stored");
     // The genuine copy still goes in, and is not displaced by any of them.
-    assert!(nas.store_bytes_batch(&[genuine.clone()]).unwrap()[0].is_ok());
+    assert!(
+        nas.store_bytes_batch(std::slice::from_ref(&genuine))
+            .unwrap()[0]
+            .is_ok()
+    );
     assert_eq!(all_bytes(&nas), vec![genuine]);
 }
 
@@ -115,7 +123,8 @@ fn a_dropped_file_is_signed_when_it_is_ours_and_quarantined_when_it_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let ws = store(dir.path(), "ws", &mesh);
     let day = dir.path().join("events/2026-05-12");
-    let mine = day.join("ws/20260512T120000.000Z_backup_done_0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f.json");
+    let mine =
+        day.join("ws/20260512T120000.000Z_backup_done_0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f.json");
     let theirs =
         day.join("nas/20260512T120000.000Z_backup_done_0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e60.json");
     for (path, node) in [(&mine, "ws"), (&theirs, "nas")] {
@@ -131,7 +140,11 @@ fn a_dropped_file_is_signed_when_it_is_ours_and_quarantined_when_it_is_not() {
     assert!(matches!(ws.ingest_path(&mine).unwrap(), Ingest::Added(_)));
     let signed = fs::read(&mine).unwrap();
     let (unsigned, _) = sync::signature::split(&signed).expect("signed in place");
-    assert!(String::from_utf8(unsigned).unwrap().starts_with("{\"id\":\"0196c2a4"));
+    assert!(
+        String::from_utf8(unsigned)
+            .unwrap()
+            .starts_with("{\"id\":\"0196c2a4")
+    );
     match ws.ingest_path(&theirs).unwrap() {
         Ingest::Quarantined { reason, .. } => {
             assert!(reason.contains("unsigned event of node nas"), "{reason}")
@@ -162,17 +175,30 @@ fn nothing_reached_through_a_linked_folder_is_moved_or_archived() {
     let events = dir.path().join("events");
     fs::create_dir_all(&events).unwrap();
     std::os::unix::fs::symlink(outside.path(), events.join("2020-01-01")).unwrap();
-    let through = events.join("2020-01-01/ws").join(target.file_name().unwrap());
-    assert!(matches!(ws.ingest_path(&through).unwrap(), Ingest::Refused(_)));
-    ws.prune(chrono::NaiveDate::from_ymd_opt(2026, 5, 12).unwrap(), 30, true)
-        .unwrap();
+    let through = events
+        .join("2020-01-01/ws")
+        .join(target.file_name().unwrap());
+    assert!(matches!(
+        ws.ingest_path(&through).unwrap(),
+        Ingest::Refused(_)
+    ));
+    ws.prune(
+        chrono::NaiveDate::from_ymd_opt(2026, 5, 12).unwrap(),
+        30,
+        true,
+    )
+    .unwrap();
     ws.rescan().unwrap();
     assert_eq!(fs::read(&target).unwrap(), b"not an event, and not ours");
     assert!(
         !events.join("2020-01-01").exists(),
         "the link itself went to quarantine"
     );
-    assert!(!dir.path().join("events-archive/2020-01-01.tar.zst").exists());
+    assert!(
+        !dir.path()
+            .join("events-archive/2020-01-01.tar.zst")
+            .exists()
+    );
 }
 
 #[test]
@@ -190,7 +216,9 @@ fn events_dated_far_ahead_of_the_receivers_clock_are_refused() {
     };
     let in_2099 = at(parse_timestamp("2099-01-01T00:00:00Z").unwrap());
     let mut pinned = at(now);
-    pinned.extra.insert("hlc".into(), "ffffffffffffffff/1".into());
+    pinned
+        .extra
+        .insert("hlc".into(), "ffffffffffffffff/1".into());
     let soon = at(now + chrono::Duration::minutes(30));
     ws.append_batch(&[in_2099, pinned, soon]).unwrap();
     let files = all_bytes(&ws);
@@ -200,7 +228,15 @@ fn events_dated_far_ahead_of_the_receivers_clock_are_refused() {
         .filter_map(|r| r.as_ref().err().map(ToString::to_string))
         .collect();
     assert_eq!(refused.len(), 2, "{refused:?}");
-    assert!(refused.iter().any(|r| r.contains("field `timestamp`") && r.contains("ahead")));
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.contains("field `timestamp`") && r.contains("ahead"))
+    );
     assert!(refused.iter().any(|r| r.contains("field `hlc`")));
-    assert_eq!(nas.len(), 1, "half an hour ahead is within the default skew");
+    assert_eq!(
+        nas.len(),
+        1,
+        "half an hour ahead is within the default skew"
+    );
 }

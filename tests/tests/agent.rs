@@ -255,7 +255,10 @@ fn with_a_read_token_only_local_clients_read_without_it() {
     let log = dir.path().join("agent.log");
     let child = labmesh(&data)
         .args(["agent", "--api-addr", &format!("0.0.0.0:{port}")])
-        .args(["--gossip-addr", &format!("127.0.0.1:{}", labmesh_tests::free_udp_port())])
+        .args([
+            "--gossip-addr",
+            &format!("127.0.0.1:{}", labmesh_tests::free_udp_port()),
+        ])
         .args(["--api-read-token", "true"])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(dir.path().join("agent.err")).unwrap())

@@ -168,7 +168,9 @@ fn bad_input_exits_2_with_the_field_and_the_fix() {
     // A complete, unsigned event of another node: only that node may write (and sign) it.
     let foreign = dir.path().join("foreign.jsonl");
     std::fs::write(&foreign, r#"{"id":"0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4e5f","timestamp":"2026-05-12T12:05:00Z","node":"saturn","type":"silence_set","severity":"info","source":"x","service":"all","correlation_id":"","payload":{}}"#).unwrap();
-    let out = run(labmesh(dir.path()).args(["emit", "--from-jsonl"]).arg(&foreign));
+    let out = run(labmesh(dir.path())
+        .args(["emit", "--from-jsonl"])
+        .arg(&foreign));
     assert_ne!(out.status.code(), Some(0));
     assert!(
         stderr(&out).contains("names node saturn, but this node is testnode"),

@@ -318,7 +318,9 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
         bytes
     };
     let ours = vec![identity.cert_der().to_vec()];
-    let attacks: Vec<(&str, Vec<Vec<u8>>, Vec<Vec<u8>>)> = vec![
+    // (what, event files, signer certificates)
+    type Attack<'a> = (&'a str, Vec<Vec<u8>>, Vec<Vec<u8>>);
+    let attacks: Vec<Attack> = vec![
         ("unsigned silence as alpha", vec![silence.clone()], vec![]),
         (
             "silence as alpha signed by mallory",

@@ -424,7 +424,12 @@ fn a_revocation_outlives_the_pruning_of_its_event() {
     // certificate stays valid for 825 days).
     std::fs::remove_dir_all(a.data.join("events")).unwrap();
     let restart = |p: &Peer, extra: &[&str]| {
-        let mut args = vec!["--name", p.name.as_str(), "--gossip-addr", p.gossip.as_str()];
+        let mut args = vec![
+            "--name",
+            p.name.as_str(),
+            "--gossip-addr",
+            p.gossip.as_str(),
+        ];
         args.extend_from_slice(&FAST);
         args.extend_from_slice(extra);
         Agent::start(&p.data, &args)

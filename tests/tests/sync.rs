@@ -724,5 +724,8 @@ fn old_events_stay_when_the_checkpoint_that_keeps_their_history_cannot_be_saved(
     wait_until("the refusal logged", Duration::from_secs(10), || {
         agent.log_text().contains("not pruning old events")
     });
-    assert!(old_folder.exists(), "the only copy of that history was deleted");
+    assert!(
+        old_folder.exists(),
+        "the only copy of that history was deleted"
+    );
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chitchat::transport::{Socket, Transport};
-use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use chitchat::{ChitchatMessage, Serializable};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -81,7 +81,10 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
                         .stats
                         .reject(&peer.node, "revoked", "refused a revoked certificate");
                 }
-                Ok(peer) if shared.connections_of(&peer.fingerprint) >= shared.cfg.max_connections_per_peer => {
+                Ok(peer)
+                    if shared.connections_of(&peer.fingerprint)
+                        >= shared.cfg.max_connections_per_peer =>
+                {
                     conn.close(quinn::VarInt::from_u32(429), b"too many connections");
                     shared.stats.reject(
                         &peer.node,
@@ -240,29 +243,17 @@ async fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8], take_over
                 ),
             );
         }
-        Kind::Gossip => {
-            let payload = frame.payload;
-            let decoded =
-                std::panic::catch_unwind(|| ChitchatMessage::deserialize(&mut &payload[..]));
-            match decoded {
-                Ok(Ok(msg)) => {
-                    shared.stats.received(bytes.len());
-                    if shared.inbound_tx.try_send((frame.sender, msg)).is_err() {
-                        shared.stats.dropped();
-                    }
+        Kind::Gossip => match frame::decode_gossip(frame.payload) {
+            Ok(msg) => {
+                shared.stats.received(bytes.len());
+                if shared.inbound_tx.try_send((frame.sender, msg)).is_err() {
+                    shared.stats.dropped();
                 }
-                Ok(Err(e)) => {
-                    shared
-                        .stats
-                        .reject(&conn.peer.node, "malformed_message", &e.to_string())
-                }
-                Err(_) => shared.stats.reject(
-                    &conn.peer.node,
-                    "malformed_message",
-                    "the gossip decoder failed on this message",
-                ),
             }
-        }
+            Err(e) => shared
+                .stats
+                .reject(&conn.peer.node, "malformed_message", &e),
+        },
     }
 }
 

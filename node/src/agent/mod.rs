@@ -388,15 +388,15 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
         listener,
         api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            let _ = stopping_tx.send(true);
-        })
-        .await
-        .map_err(|source| AgentError::Runtime {
-            what: "HTTP API failed",
-            source,
-        })?;
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    })
+    .await
+    .map_err(|source| AgentError::Runtime {
+        what: "HTTP API failed",
+        source,
+    })?;
     let _ = stop_peer_tx.send(true);
     let _ = peer_task.await;
     let _ = sync_task.await;

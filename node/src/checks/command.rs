@@ -62,7 +62,11 @@ async fn execute(
         .map_err(|e| format!("cannot create a pipe for the output: {e}"))?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.env_clear();
-    for name in BASE_ENV.iter().copied().chain(pass_env.iter().map(String::as_str)) {
+    for name in BASE_ENV
+        .iter()
+        .copied()
+        .chain(pass_env.iter().map(String::as_str))
+    {
         if let Some(value) = std::env::var_os(name) {
             cmd.env(name, value);
         }
@@ -177,7 +181,12 @@ mod tests {
 
     #[tokio::test]
     async fn stdout_and_stderr_interleave() {
-        let r = run(&sh("echo a; echo b >&2; echo c"), &[], Duration::from_secs(5)).await;
+        let r = run(
+            &sh("echo a; echo b >&2; echo c"),
+            &[],
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(r.output, "a\nb\nc");
     }
 
@@ -210,7 +219,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_critical_with_its_name() {
-        let r = run(&["/no/such/program".to_owned()], &[], Duration::from_secs(1)).await;
+        let r = run(
+            &["/no/such/program".to_owned()],
+            &[],
+            Duration::from_secs(1),
+        )
+        .await;
         assert_eq!(r.status, Status::Critical);
         assert!(r.output.contains("/no/such/program"), "{}", r.output);
     }
@@ -227,7 +241,11 @@ mod tests {
         )
         .await;
         assert!(!r.output.contains("CARGO_MANIFEST_DIR="), "{}", r.output);
-        assert!(r.output.contains(&format!("CARGO_PKG_NAME={named}")), "{}", r.output);
+        assert!(
+            r.output.contains(&format!("CARGO_PKG_NAME={named}")),
+            "{}",
+            r.output
+        );
         assert!(r.output.contains("PATH="), "{}", r.output);
     }
 }

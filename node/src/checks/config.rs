@@ -327,7 +327,9 @@ pub fn validate(table: &Spanned<RawCheck>) -> Result<CheckDef, CheckError> {
                             return Err(err(
                                 names.span(),
                                 "env",
-                                format!("{n:?} is not an environment variable name; list names such as \"PGPASSFILE\""),
+                                format!(
+                                    "{n:?} is not an environment variable name; list names such as \"PGPASSFILE\""
+                                ),
                             ));
                         }
                     }

@@ -205,21 +205,7 @@ fn load_config(explicit: Option<&Path>) -> Result<Loaded, UsageError> {
             alerting: alerting::Config::default(),
         });
     };
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-        UsageError(format!(
-            "config file {}: {}",
-            path.display(),
-            toml_error(&text, &e)
-        ))
-    })?;
-    let checks = crate::checks::config::validate_all(&text, &file.checks).map_err(|e| {
-        UsageError(format!(
-            "config file {}: {}",
-            path.display(),
-            crate::checks::config::describe(&text, &e)
-        ))
-    })?;
-    let alerting = alerting_tables::validate_config(&text, &file)
+    let (file, checks, alerting) = parse_config(&text)
         .map_err(|e| UsageError(format!("config file {}: {e}", path.display())))?;
     Ok(Loaded {
         path: Some(path),
@@ -227,6 +213,18 @@ fn load_config(explicit: Option<&Path>) -> Result<Loaded, UsageError> {
         checks,
         alerting,
     })
+}
+
+/// Parses and validates a config file's text: its keys, `[[check]]` and alerting tables. The
+/// error names the line, column and key. (Also the config fuzz target.)
+pub fn parse_config(
+    text: &str,
+) -> Result<(ConfigFile, Vec<crate::checks::CheckDef>, alerting::Config), String> {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+    let checks = crate::checks::config::validate_all(text, &file.checks)
+        .map_err(|e| crate::checks::config::describe(text, &e))?;
+    let alerting = alerting_tables::validate_config(text, &file)?;
+    Ok((file, checks, alerting))
 }
 
 /// The config file's path and text; no path when there is no file to read.

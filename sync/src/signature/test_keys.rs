@@ -62,9 +62,8 @@ impl TestMesh {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .unwrap_or_else(|_| unreachable!("ring generates P-256 keys"));
-        let key =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-                .unwrap_or_else(|_| unreachable!("ring reads its own keys"));
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap_or_else(|_| unreachable!("ring reads its own keys"));
         let public = key.public_key().as_ref().to_vec();
         let mut cert = b"labmesh test certificate\0".to_vec();
         cert.extend_from_slice(node.as_bytes());
@@ -145,7 +144,7 @@ impl SignerDirectory for TestMesh {
     fn learn(&self, der: &[u8]) -> Result<KeyId, String> {
         let id = key_id_of(der);
         let mut book = self.lock();
-        if !book.issued.get(&id).is_some_and(|(_, _, c)| c == der) {
+        if book.issued.get(&id).is_none_or(|(_, _, c)| c != der) {
             return Err("not issued by this test mesh".into());
         }
         book.known.insert(id);

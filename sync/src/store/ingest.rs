@@ -533,7 +533,10 @@ fn linked_folder(events_dir: &Path, rel: &Path) -> Option<PathBuf> {
     let parents = rel.parent()?;
     for part in parents.components() {
         at.push(part);
-        if at.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        if at
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
             return Some(at);
         }
     }

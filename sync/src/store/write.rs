@@ -58,10 +58,9 @@ impl EventStore {
                     .filter(|(f, _)| f.is_none())
                     .map(|(_, u)| u.clone())
                     .collect();
-                let mut signed =
-                    signature::sign_files(&**signer, &self.cfg.node, &fresh)
-                        .map_err(EventError::from)?
-                        .into_iter();
+                let mut signed = signature::sign_files(&**signer, &self.cfg.node, &fresh)
+                    .map_err(EventError::from)?
+                    .into_iter();
                 for (event, slot) in owned.iter_mut().zip(files.iter_mut()) {
                     let text = match slot {
                         None => signed.next().map(|(bytes, text)| {
@@ -146,8 +145,8 @@ impl EventStore {
     /// [`StoreConfig::max_clock_ahead`](super::StoreConfig).
     fn check_clock(&self, event: Event) -> Result<Event, EventError> {
         let now = self.cfg.clock.now();
-        let ahead = chrono::Duration::from_std(self.cfg.max_clock_ahead)
-            .unwrap_or(chrono::Duration::MAX);
+        let ahead =
+            chrono::Duration::from_std(self.cfg.max_clock_ahead).unwrap_or(chrono::Duration::MAX);
         let limit = now.checked_add_signed(ahead).unwrap_or(now);
         let fix = format!(
             "the writer's clock runs ahead: fix it (NTP), or raise store.max_clock_ahead (now {}s)",
@@ -182,7 +181,10 @@ impl EventStore {
         let Some(trust) = &self.cfg.trust else {
             return Ok(event);
         };
-        let sig = event.extra.get(signature::SIG_FIELD).and_then(Value::as_str);
+        let sig = event
+            .extra
+            .get(signature::SIG_FIELD)
+            .and_then(Value::as_str);
         signature::verify(bytes, &event.node, sig, &*trust.directory, &trust.roots)?;
         Ok(event)
     }
