@@ -77,9 +77,11 @@ pub struct TransportConfig {
     /// Default 250 ms to 10 s.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// Streams a peer may have open toward us at once. Frames are read one stream at a time,
-    /// so more only buffers; quinn's default (100 uni, 100 bidi at 1.25 MB each) let one
-    /// connection pin ~250 MB. Default 8.
+    /// Streams a peer may have open toward us at once (every frame is one). What they may
+    /// buffer is bounded by `connection_window`, not by this; but a sender whose streams stay
+    /// unacknowledged (a peer that restarted behind a connection that still looks open) stalls
+    /// once it has this many in flight, so too few delays the switch to the new process (8
+    /// stalled the restart simulation for the idle timeout). Default 64.
     pub max_streams: u32,
     /// Bytes a peer may have in flight toward us on one connection, all streams together (QUIC
     /// flow control stops it beyond). Bigger moves large catch-up batches in fewer round trips;
@@ -114,7 +116,7 @@ impl TransportConfig {
             stream_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
-            max_streams: 8,
+            max_streams: 64,
             connection_window: 8 * 1024 * 1024,
             max_connections_per_peer: 8,
         }

@@ -242,6 +242,13 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     let clock: Arc<dyn sync::Clock> = spec.clock.clone();
     let mut store_cfg = StoreConfig::new(&spec.data_dir, spec.name.as_str());
     store_cfg.clock = clock.clone();
+    // As the agent: events signed with the node's key, peers' checked against the mesh CA.
+    let (trust, signers) = labmesh::trust::event_trust(
+        &spec.identity,
+        Some(&spec.data_dir.join("certs")),
+        true,
+    )?;
+    store_cfg.trust = Some(trust);
     let (store, _) = EventStore::open(store_cfg)?;
     let store = Arc::new(store);
     // As the agent: the bus first, every consumer subscribed before its driver starts.
@@ -289,6 +296,7 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
         Some(transitions_tx),
     )
     .await?;
+    signers.use_revocations(peer.revocations.clone());
     let mesh = peer.mesh.clone();
     let world = WorldRuntime::open(
         &spec.data_dir,
