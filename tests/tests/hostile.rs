@@ -372,13 +372,30 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
             };
             mallory.send_app(alpha_addr, &push.encode()).await.unwrap();
         }
+        // A world snapshot whose registers are dated 2106: it would outrank every real event.
+        let mut pinned_world = sync::world::WorldState::default();
+        let mut doc: serde_json::Map<String, Value> = serde_json::from_slice(&event_of(
+            "alpha",
+            "0196c2a4-5b1e-7c3d-8e9f-0a1b2c3d4f05",
+            "node_offline",
+            json!({"peer": "alpha"}),
+        ))
+        .unwrap();
+        doc.insert("hlc".into(), json!("ffffffffffffffff/1"));
+        pinned_world.apply(&sync::Event::from_document(doc, None).unwrap());
+        let world = SyncMessage::World {
+            state: pinned_world.canonical_bytes(),
+            reply: false,
+        };
+        mallory.send_app(alpha_addr, &world.encode()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         mallory.close().await;
     });
 
-    // 7 forged files and the foreign certificate, each refused and counted against mallory.
+    // 7 forged files, the foreign certificate and the pinned world, each refused and counted
+    // against mallory.
     wait_until("every forgery refused", Duration::from_secs(10), || {
-        alpha.get_json("/v1/sync")["refused"]["mallory"].as_u64() == Some(8)
+        alpha.get_json("/v1/sync")["refused"]["mallory"].as_u64() == Some(9)
     });
     let status = alpha.get_json("/v1/sync");
     let all: String = status["latest_refusals"]
@@ -389,7 +406,7 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
         .collect();
     let (_, metrics) = alpha.get("/metrics");
     assert!(
-        metrics.lines().any(|l| l == "labmesh_sync_refused_total 8"),
+        metrics.lines().any(|l| l == "labmesh_sync_refused_total 9"),
         "{metrics}"
     );
     for reason in [
@@ -398,6 +415,7 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
         "signature does not verify",
         "not issued by this mesh's CA",
         "field `hlc`",
+        "more than store.max_clock_ahead past this node's clock",
     ] {
         assert!(all.contains(reason), "no refusal says {reason:?}:\n{all}");
     }

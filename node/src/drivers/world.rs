@@ -171,6 +171,19 @@ impl WorldRuntime {
     pub fn merge_snapshot(&self, bytes: &[u8]) -> Result<bool, String> {
         let other: WorldState =
             serde_json::from_slice(bytes).map_err(|e| format!("bad world snapshot: {e}"))?;
+        let now = self.clock.now();
+        let ahead = chrono::Duration::from_std(self.store.config().max_clock_ahead)
+            .unwrap_or(chrono::Duration::MAX);
+        let limit =
+            sync::world::order::ntp64_from_datetime(now.checked_add_signed(ahead).unwrap_or(now));
+        if let Some(latest) = other.latest_marker_time()
+            && latest > limit
+        {
+            return Err(format!(
+                "bad world snapshot: a register is dated {}, more than store.max_clock_ahead past this node's clock (it would win every later event)",
+                sync::event::format_timestamp(sync::world::order::datetime_from_ntp64(latest))
+            ));
+        }
         let mut state = lock(&self.state);
         let mut theirs_merged = other.clone();
         sync::world::CvRDT::merge(&mut theirs_merged, state.clone());

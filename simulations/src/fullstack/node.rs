@@ -243,11 +243,8 @@ pub async fn run(spec: NodeSpec, probe: SharedProbe) -> Result<(), BoxError> {
     let mut store_cfg = StoreConfig::new(&spec.data_dir, spec.name.as_str());
     store_cfg.clock = clock.clone();
     // As the agent: events signed with the node's key, peers' checked against the mesh CA.
-    let (trust, signers) = labmesh::trust::event_trust(
-        &spec.identity,
-        Some(&spec.data_dir.join("certs")),
-        true,
-    )?;
+    let (trust, signers) =
+        labmesh::trust::event_trust(&spec.identity, Some(&spec.data_dir.join("certs")), true)?;
     store_cfg.trust = Some(trust);
     let (store, _) = EventStore::open(store_cfg)?;
     let store = Arc::new(store);

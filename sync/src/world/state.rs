@@ -261,6 +261,19 @@ const CHECKPOINT_FORMAT: &str = "labmesh-world";
 const CHECKPOINT_VERSION: u32 = 1;
 
 impl WorldState {
+    /// The latest order-key time (NTP64) of any register: how far in the future a snapshot
+    /// reaches. A snapshot from a peer is refused when this is past the allowed clock skew
+    /// (its registers would win against every real event for good).
+    pub fn latest_marker_time(&self) -> Option<u64> {
+        let lww = self
+            .last_seen
+            .iter()
+            .map(|(_, r)| r.marker.time)
+            .chain(self.availability.iter().map(|(_, r)| r.marker.time))
+            .chain(self.health.iter().map(|(_, r)| r.marker.time));
+        lww.chain(self.latest.get().map(|(k, _)| k.time)).max()
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
