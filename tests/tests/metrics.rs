@@ -198,7 +198,8 @@ fn http_accept(agent: &Agent, accept: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(agent.api).unwrap();
     write!(
         s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n",
+        agent.api
     )
     .unwrap();
     let mut raw = String::new();
