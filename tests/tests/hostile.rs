@@ -58,10 +58,10 @@ fn event(id: &str, ty: &str, severity: &str, payload: Value) -> Vec<u8> {
     bytes
 }
 
-#[test]
-fn a_hostile_member_is_refused_with_reasons_and_the_agent_lives() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("alpha");
+/// The honest agent `alpha` (a new mesh and its CA) with fast gossip: the agent, its data dir
+/// and its gossip address.
+fn start_alpha(dir: &std::path::Path) -> (Agent, std::path::PathBuf, String) {
+    let data = dir.join("alpha");
     let gossip = format!("127.0.0.1:{}", free_udp_port());
     let alpha = Agent::start(
         &data,
@@ -74,23 +74,42 @@ fn a_hostile_member_is_refused_with_reasons_and_the_agent_lives() {
             "100ms",
         ],
     );
-    // Mallory gets a genuine bundle from the CA.
-    let bundle = dir.path().join("mallory.json");
-    issue_bundle(&data, "alpha", "mallory", &bundle);
+    (alpha, data, gossip)
+}
+
+/// A genuine identity of the mesh, issued by alpha's CA: the attacker is a member.
+fn member_identity(
+    dir: &std::path::Path,
+    ca_data: &std::path::Path,
+    name: &str,
+) -> certs::NodeIdentity {
+    let bundle = dir.join(format!("{name}.json"));
+    issue_bundle(ca_data, "alpha", name, &bundle);
     let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
-    let identity = bundle.identity().unwrap();
+    bundle.identity().unwrap()
+}
+
+/// The member's own QUIC endpoint (inside a tokio runtime), speaking the real transport.
+fn member_transport(identity: &certs::NodeIdentity) -> QuicTransport {
+    let revoked = certs::RevocationList::new();
+    let rejections = certs::Rejections::new();
+    let server = certs::server_config(identity, revoked.clone(), rejections.clone()).unwrap();
+    let client = certs::client_config(identity, revoked, rejections).unwrap();
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let cfg = TransportConfig::new(bind, bind, server, client);
+    QuicTransport::bind(cfg, Arc::new(MeshStats::default()), Box::new(|_| false)).unwrap()
+}
+
+#[test]
+fn a_hostile_member_is_refused_with_reasons_and_the_agent_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alpha, data, gossip) = start_alpha(dir.path());
+    let identity = member_identity(dir.path(), &data, "mallory");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let alpha_addr: SocketAddr = gossip.parse().unwrap();
     rt.block_on(async {
-        let revoked = certs::RevocationList::new();
-        let rejections = certs::Rejections::new();
-        let server = certs::server_config(&identity, revoked.clone(), rejections.clone()).unwrap();
-        let client = certs::client_config(&identity, revoked, rejections).unwrap();
-        let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let cfg = TransportConfig::new(bind, bind, server, client);
-        let mallory =
-            QuicTransport::bind(cfg, Arc::new(MeshStats::default()), Box::new(|_| false)).unwrap();
+        let mallory = member_transport(&identity);
         let send = |bytes: Vec<u8>| {
             let m = &mallory;
             async move { m.send_app(alpha_addr, &bytes).await }
@@ -243,23 +262,8 @@ fn own_event_file(data: &std::path::Path, node: &str) -> std::path::PathBuf {
 #[test]
 fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("alpha");
-    let gossip = format!("127.0.0.1:{}", free_udp_port());
-    let alpha = Agent::start(
-        &data,
-        &[
-            "--name",
-            "alpha",
-            "--gossip-addr",
-            &gossip,
-            "--gossip-interval",
-            "100ms",
-        ],
-    );
-    let bundle = dir.path().join("mallory.json");
-    issue_bundle(&data, "alpha", "mallory", &bundle);
-    let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
-    let identity = bundle.identity().unwrap();
+    let (alpha, data, gossip) = start_alpha(dir.path());
+    let identity = member_identity(dir.path(), &data, "mallory");
     // A certificate of another mesh that happens to use the same names.
     let elsewhere = certs::MeshCa::generate("home", 30)
         .unwrap()
@@ -357,14 +361,7 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let alpha_addr: SocketAddr = gossip.parse().unwrap();
     rt.block_on(async {
-        let revoked = certs::RevocationList::new();
-        let rejections = certs::Rejections::new();
-        let server = certs::server_config(&identity, revoked.clone(), rejections.clone()).unwrap();
-        let client = certs::client_config(&identity, revoked, rejections).unwrap();
-        let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let cfg = TransportConfig::new(bind, bind, server, client);
-        let mallory =
-            QuicTransport::bind(cfg, Arc::new(MeshStats::default()), Box::new(|_| false)).unwrap();
+        let mallory = member_transport(&identity);
         for (_, events, signers) in &attacks {
             let push = SyncMessage::Push {
                 events: events.clone(),
