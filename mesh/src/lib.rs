@@ -14,6 +14,7 @@
 //! protocol, its timers and why each bound has its value.
 
 pub mod frame;
+pub mod gossip_trust;
 pub mod keys;
 pub mod liveness;
 pub mod membership;

@@ -106,6 +106,7 @@ impl Mesh {
             catchup_callback: None,
             extra_liveness_predicate: None,
         };
+        transport.set_gossip_interval(cfg.gossip_interval);
         let handle = spawn_chitchat(chitchat_cfg, cfg.info.key_values(), &transport).await?;
         let tracker =
             LivenessTracker::new(cfg.liveness.clone(), &cfg.node, cfg.known_nodes.clone());

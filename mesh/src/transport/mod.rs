@@ -30,6 +30,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
 use crate::frame::{self, Kind};
+use crate::gossip_trust::GossipTrust;
 use crate::stats::MeshStats;
 use crate::udp_guard::GuardedSocket;
 
@@ -54,6 +55,11 @@ pub struct TransportConfig {
     pub peer_queue: usize,
     /// Received messages waiting for chitchat. Default 1024.
     pub inbound_queue: usize,
+    /// Of those, how many one peer may hold. Its messages beyond are dropped and counted
+    /// (`gossip_flood`), so a member flooding us fills its own share, not the queue honest
+    /// peers' heartbeats pass through (a full queue would drop theirs and kill them falsely).
+    /// Bigger absorbs a peer's burst; smaller leaves more room to the others. Default 128.
+    pub inbound_per_peer: usize,
     /// Largest application message (an event batch). Larger lets a batch carry more events
     /// per round trip; smaller bounds what a hostile peer can make us buffer. Default 4 MiB.
     pub max_app_message_bytes: usize,
@@ -108,6 +114,7 @@ impl TransportConfig {
             max_message_bytes: 128 * 1024,
             peer_queue: 32,
             inbound_queue: 1024,
+            inbound_per_peer: 128,
             max_app_message_bytes: 4 * 1024 * 1024,
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
@@ -181,11 +188,64 @@ struct Shared {
     /// (replaced by a newer one to the same address), so a revocation closes them all.
     live: Mutex<HashMap<usize, Conn>>,
     owners: Mutex<HashMap<SocketAddr, String>>,
-    inbound_tx: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
-    inbound_rx: Mutex<Option<mpsc::Receiver<(SocketAddr, ChitchatMessage)>>>,
+    inbound_tx: mpsc::Sender<Inbound>,
+    inbound_rx: Mutex<Option<mpsc::Receiver<Inbound>>>,
+    /// The share of the inbound queue each peer holds.
+    inbound_share: Mutex<QueueShare>,
     app_tx: mpsc::Sender<AppMessage>,
     app_rx: Mutex<Option<mpsc::Receiver<AppMessage>>>,
     is_revoked: RevocationCheck,
+    /// What peers may say in gossip (see `gossip_trust`): every message in and out passes it.
+    gossip: Mutex<GossipTrust>,
+    /// The origin of the clock `gossip` reads.
+    started: Instant,
+}
+
+/// A received gossip message waiting for chitchat, with the peer whose share it holds.
+struct Inbound {
+    from: SocketAddr,
+    msg: ChitchatMessage,
+    peer: String,
+}
+
+/// Slots of a shared queue, counted per peer: one peer may hold at most `per_peer` of them.
+#[derive(Debug)]
+pub struct QueueShare {
+    per_peer: usize,
+    held: HashMap<String, usize>,
+}
+
+impl QueueShare {
+    pub fn new(per_peer: usize) -> QueueShare {
+        QueueShare {
+            per_peer,
+            held: HashMap::new(),
+        }
+    }
+
+    /// Takes a slot for `peer`; false when it already holds its share.
+    pub fn try_take(&mut self, peer: &str) -> bool {
+        let held = self.held.entry(peer.to_owned()).or_default();
+        if *held >= self.per_peer {
+            return false;
+        }
+        *held += 1;
+        true
+    }
+
+    /// Gives back a slot `peer` held (the map holds only peers with messages waiting).
+    pub fn give_back(&mut self, peer: &str) {
+        if let Some(held) = self.held.get_mut(peer) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                self.held.remove(peer);
+            }
+        }
+    }
+
+    pub fn held(&self, peer: &str) -> usize {
+        self.held.get(peer).copied().unwrap_or(0)
+    }
 }
 
 /// The QUIC transport. Cheap to clone; chitchat opens it once.
@@ -297,6 +357,8 @@ impl QuicTransport {
             source,
         })?;
         let (inbound_tx, inbound_rx) = mpsc::channel(cfg.inbound_queue);
+        let advertise = cfg.advertise;
+        let per_peer = cfg.inbound_per_peer.max(1);
         let (app_tx, app_rx) = mpsc::channel(64);
         let shared = Arc::new(Shared {
             endpoint,
@@ -309,9 +371,12 @@ impl QuicTransport {
             owners: Mutex::new(HashMap::new()),
             inbound_tx,
             inbound_rx: Mutex::new(Some(inbound_rx)),
+            inbound_share: Mutex::new(QueueShare::new(per_peer)),
             app_tx,
             app_rx: Mutex::new(Some(app_rx)),
             is_revoked,
+            gossip: Mutex::new(GossipTrust::new(advertise)),
+            started: Instant::now(),
         });
         tokio::spawn(accept_loop(shared.clone()));
         Ok(QuicTransport { shared })
@@ -366,6 +431,21 @@ impl QuicTransport {
         }
     }
 
+    /// Sends a chitchat message's bytes as they are, past the outbound half of
+    /// `gossip_trust`. Only a test playing a hostile member needs this: an honest node's
+    /// gossip comes from chitchat through the filter.
+    #[doc(hidden)]
+    pub fn send_gossip_bytes(&self, to: SocketAddr, payload: &[u8]) {
+        let bytes = frame::encode(Kind::Gossip, self.shared.cfg.advertise, payload);
+        self.shared.enqueue(to, bytes);
+    }
+
+    /// Tells the gossip filter chitchat's round length (it pings peers left out for two).
+    pub fn set_gossip_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        lock(&self.shared.gossip).set_gossip_interval(ms);
+    }
+
     /// The largest application message [`QuicTransport::send_app`] takes.
     pub fn max_app_message_bytes(&self) -> usize {
         self.shared.cfg.max_app_message_bytes
@@ -416,6 +496,10 @@ impl QuicTransport {
 }
 
 impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Open connections (with a reader) of one certificate.
     fn connections_of(&self, fingerprint: &[u8; 32]) -> usize {
         lock(&self.live)
@@ -470,5 +554,31 @@ impl Shared {
         lock(&self.conns).insert(to, c.clone());
         tokio::spawn(read_streams(self.clone(), c.clone(), Direction::Dialled));
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueueShare;
+
+    #[test]
+    fn one_peer_cannot_take_the_whole_inbound_queue() {
+        let mut share = QueueShare::new(3);
+        for _ in 0..3 {
+            assert!(share.try_take("mallory"));
+        }
+        assert!(!share.try_take("mallory"), "over its share");
+        assert!(share.try_take("bravo"), "an honest peer keeps its place");
+        share.give_back("mallory");
+        assert!(share.try_take("mallory"));
+        for _ in 0..5 {
+            share.give_back("mallory");
+        }
+        assert_eq!(share.held("mallory"), 0);
+        assert_eq!(
+            share.held.len(),
+            1,
+            "only peers with messages waiting are kept"
+        );
     }
 }

@@ -20,6 +20,13 @@ pub(super) async fn send_frame(conn: &Conn, bytes: &[u8]) -> Result<(), String> 
     Ok(())
 }
 
+/// Gossip addresses one certificate may claim at once (see `handle_frame`).
+const MAX_ADDRESSES_PER_PEER: usize = 4;
+
+/// A destination's sender task ends after this long with nothing to send (the next message
+/// starts a new one).
+const SENDER_IDLE: Duration = Duration::from_secs(300);
+
 pub(super) async fn peer_sender(
     shared: Arc<Shared>,
     to: SocketAddr,
@@ -27,7 +34,22 @@ pub(super) async fn peer_sender(
 ) {
     let mut backoff = shared.cfg.backoff_min;
     let mut retry_at: Option<Instant> = None;
-    while let Some(bytes) = rx.recv().await {
+    loop {
+        let bytes = match tokio::time::timeout(SENDER_IDLE, rx.recv()).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break,
+            Err(_) => {
+                // Addresses come from what peers say (introductions, chitchat's view): a sender
+                // that has had nothing to send for a while ends, so the map of queues only
+                // holds destinations in use.
+                let mut queues = lock(&shared.queues);
+                if rx.is_empty() {
+                    queues.remove(&to);
+                    break;
+                }
+                continue;
+            }
+        };
         if retry_at.is_some_and(|t| Instant::now() < t) {
             shared.stats.dropped();
             continue;
@@ -208,6 +230,14 @@ async fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8], take_over
             }
             Some(_) => {}
             None => {
+                // A node has one gossip address (two around a move): a certificate that
+                // claims more starts over with the new one, so claims cannot grow the maps.
+                let claimed = owners.values().filter(|o| **o == conn.peer.node).count();
+                if claimed >= MAX_ADDRESSES_PER_PEER {
+                    owners.retain(|_, o| *o != conn.peer.node);
+                    drop(conns);
+                    lock(&shared.conns).retain(|_, c| c.peer.node != conn.peer.node);
+                }
                 owners.insert(frame.sender, conn.peer.node.clone());
             }
         }
@@ -243,10 +273,27 @@ async fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8], take_over
                 ),
             );
         }
-        Kind::Gossip => match frame::decode_gossip(frame.payload) {
+        Kind::Gossip => match admit_gossip(shared, conn, &frame) {
             Ok(msg) => {
                 shared.stats.received(bytes.len());
-                if shared.inbound_tx.try_send((frame.sender, msg)).is_err() {
+                if !lock(&shared.inbound_share).try_take(&conn.peer.node) {
+                    shared.stats.reject(
+                        &conn.peer.node,
+                        "gossip_flood",
+                        &format!(
+                            "already has {} gossip messages waiting",
+                            shared.cfg.inbound_per_peer
+                        ),
+                    );
+                    return;
+                }
+                let inbound = Inbound {
+                    from: frame.sender,
+                    msg,
+                    peer: conn.peer.node.clone(),
+                };
+                if shared.inbound_tx.try_send(inbound).is_err() {
+                    lock(&shared.inbound_share).give_back(&conn.peer.node);
                     shared.stats.dropped();
                 }
             }
@@ -257,25 +304,73 @@ async fn handle_frame(shared: &Arc<Shared>, conn: &Conn, bytes: &[u8], take_over
     }
 }
 
+/// Passes a gossip message through `gossip_trust` (the sender speaks only for itself), sends
+/// the introductions it asks for, and decodes what is left for chitchat.
+fn admit_gossip(
+    shared: &Arc<Shared>,
+    conn: &Conn,
+    frame: &frame::Frame<'_>,
+) -> Result<ChitchatMessage, String> {
+    let now = shared.now_ms();
+    let (admitted, introduction) = {
+        let mut trust = lock(&shared.gossip);
+        let admitted = trust.inbound(&conn.peer.node, frame.sender, frame.payload, now)?;
+        let introduction = if admitted.introduce.is_empty() {
+            None
+        } else {
+            trust.introduction()
+        };
+        (admitted, introduction)
+    };
+    if !admitted.spoke_for.is_empty() {
+        shared.stats.reject(
+            &conn.peer.node,
+            "speaks_for_another_node",
+            &format!(
+                "gossiped the state of {} (a node speaks only for itself)",
+                admitted.spoke_for.join(", ")
+            ),
+        );
+    }
+    if let Some(intro) = introduction {
+        for to in admitted.introduce {
+            shared.enqueue(
+                to,
+                frame::encode(Kind::Gossip, shared.cfg.advertise, &intro),
+            );
+        }
+    }
+    frame::decode_gossip(&admitted.payload)
+}
+
 struct QuicSocket {
     shared: Arc<Shared>,
-    rx: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
+    rx: mpsc::Receiver<Inbound>,
 }
 
 #[async_trait::async_trait]
 impl Socket for QuicSocket {
     async fn send(&mut self, to: SocketAddr, msg: ChitchatMessage) -> anyhow::Result<()> {
-        let payload = msg.serialize_to_vec();
-        let bytes = frame::encode(Kind::Gossip, self.shared.cfg.advertise, &payload);
-        self.shared.enqueue(to, bytes);
+        let now = self.shared.now_ms();
+        let (payload, pings) = lock(&self.shared.gossip).outbound(to, msg.serialize_to_vec(), now);
+        let advertise = self.shared.cfg.advertise;
+        self.shared
+            .enqueue(to, frame::encode(Kind::Gossip, advertise, &payload));
+        for (addr, ping) in pings {
+            self.shared
+                .enqueue(addr, frame::encode(Kind::Gossip, advertise, &ping));
+        }
         Ok(())
     }
 
     async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
-        self.rx
+        let inbound = self
+            .rx
             .recv()
             .await
-            .ok_or_else(|| anyhow::anyhow!("the QUIC transport is closed"))
+            .ok_or_else(|| anyhow::anyhow!("the QUIC transport is closed"))?;
+        lock(&self.shared.inbound_share).give_back(&inbound.peer);
+        Ok((inbound.from, inbound.msg))
     }
 }
 
