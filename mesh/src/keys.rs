@@ -29,6 +29,10 @@ pub const STATUS_LEFT: &str = "left";
 /// Prefix of revocation records (`rev.<first 16 hex of the fingerprint>` = signed record JSON),
 /// re-published by every node that learns one so revocations spread without the CA holder.
 pub const REVOCATION_PREFIX: &str = "rev.";
+/// The names of the nodes this node hears directly, sorted and comma-separated; republished
+/// when the set changes. An observer counts a node it cannot hear itself as up while more than
+/// half of the other nodes it hears say they hear it (`liveness::vouch`).
+pub const REACH: &str = "reach";
 /// The node's live host summary: compact JSON with short keys (CPU, steal, memory, swap, disk,
 /// VRAM, a 0–100 score), replaced every probe interval; a few hundred bytes at most. Its
 /// format and its one reader are [`crate::summary::Summary`].

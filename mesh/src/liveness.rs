@@ -81,10 +81,52 @@ pub struct Observation {
     pub node: String,
     pub generation: u64,
     pub gossip_addr: SocketAddr,
-    /// Live according to chitchat's failure detector.
+    /// Live according to chitchat's failure detector (which hears each node only from itself,
+    /// see `gossip_trust`), or vouched for (see [`vouch`]).
     pub live: bool,
+    /// Up only because most of the other nodes this observer hears say they hear it.
+    pub vouched: bool,
     pub heartbeat: u64,
     pub key_values: BTreeMap<String, String>,
+}
+
+/// The names in a node's `reach` key.
+fn reach(key_values: &BTreeMap<String, String>) -> BTreeSet<&str> {
+    key_values
+        .get(crate::keys::REACH)
+        .map(|r| r.split(',').filter(|n| !n.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Marks up the nodes this observer does not hear itself but more than half of the other live
+/// nodes it hears do (by their own `reach` key, which only they can publish). A link that
+/// fails between two nodes, even one way, makes neither dead while others still hear both; and
+/// a lying member cannot keep a dead node alive unless it is most of what the observer hears
+/// (in a mesh of three, it is: see mesh/ALGORITHM.md, *Trust model*).
+pub fn vouch(observations: &mut [Observation]) {
+    let witnesses: Vec<(String, BTreeSet<String>)> = observations
+        .iter()
+        .filter(|o| o.live)
+        .map(|o| {
+            let heard = reach(&o.key_values)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            (o.node.clone(), heard)
+        })
+        .collect();
+    for o in observations.iter_mut().filter(|o| !o.live) {
+        let others: Vec<&BTreeSet<String>> = witnesses
+            .iter()
+            .filter(|(name, _)| *name != o.node)
+            .map(|(_, heard)| heard)
+            .collect();
+        let yes = others.iter().filter(|h| h.contains(&o.node)).count();
+        if yes > 0 && yes * 2 > others.len() {
+            o.live = true;
+            o.vouched = true;
+        }
+    }
 }
 
 /// One node as this observer sees it.
@@ -99,6 +141,9 @@ pub struct PeerStatus {
     pub generation: u64,
     pub gossip_addr: SocketAddr,
     pub transient: bool,
+    /// Up only because most of the other nodes this observer hears say they hear it (this
+    /// observer cannot reach it itself: a broken link worth a look).
+    pub vouched: bool,
     pub key_values: BTreeMap<String, String>,
 }
 
@@ -129,6 +174,7 @@ struct Record {
     since: u64,
     heartbeat: u64,
     heartbeat_moved: u64,
+    vouched: bool,
     generation: u64,
     gossip_addr: SocketAddr,
     key_values: BTreeMap<String, String>,
@@ -198,13 +244,16 @@ impl LivenessTracker {
                     since: now_ms,
                     heartbeat: o.heartbeat,
                     heartbeat_moved: now_ms,
+                    vouched: false,
                     generation: o.generation,
                     gossip_addr: o.gossip_addr,
                     key_values: BTreeMap::new(),
                 });
-            if o.generation != rec.generation || o.heartbeat != rec.heartbeat {
+            // A vouched node's heartbeat is not ours to see: its witnesses vouch that it moves.
+            if o.generation != rec.generation || o.heartbeat != rec.heartbeat || o.vouched {
                 rec.heartbeat_moved = now_ms;
             }
+            rec.vouched = o.vouched;
             rec.heartbeat = o.heartbeat;
             rec.generation = o.generation;
             rec.gossip_addr = o.gossip_addr;
@@ -323,6 +372,7 @@ impl LivenessTracker {
                 generation: r.generation,
                 gossip_addr: r.gossip_addr,
                 transient: is_transient(&r.key_values),
+                vouched: r.vouched && r.liveness.is_up(),
                 key_values: r.key_values.clone(),
             })
             .collect()
@@ -339,9 +389,57 @@ mod tests {
             generation,
             gossip_addr: "127.0.0.1:7370".parse().unwrap(),
             live,
+            vouched: false,
             heartbeat: hb,
             key_values: BTreeMap::from([("version".into(), "0.1.0".into())]),
         }
+    }
+
+    fn hearing(node: &str, heard: &str) -> Observation {
+        let mut o = obs(node, 1, true, 1);
+        o.key_values.insert(crate::keys::REACH.into(), heard.into());
+        o
+    }
+
+    #[test]
+    fn a_node_most_witnesses_hear_is_up_and_one_liar_is_not_enough() {
+        // bravo is unreachable from here; alpha and charlie hear it, delta does not.
+        let mut view = vec![
+            obs("bravo", 1, false, 5),
+            hearing("alpha", "bravo,charlie,delta"),
+            hearing("charlie", "alpha,bravo,delta"),
+            hearing("delta", "alpha,charlie"),
+        ];
+        vouch(&mut view);
+        assert!(
+            view[0].live && view[0].vouched,
+            "2 of 3 witnesses hear bravo"
+        );
+        // Only mallory claims to hear the dead charlie; bravo does not.
+        let mut view = vec![
+            obs("charlie", 1, false, 5),
+            hearing("mallory", "bravo,charlie"),
+            hearing("bravo", "mallory"),
+        ];
+        vouch(&mut view);
+        assert!(!view[0].live, "1 of 2 is not a majority");
+        // Nobody live hears it: dead.
+        let mut view = vec![obs("echo", 1, false, 5), obs("foxtrot", 1, false, 5)];
+        vouch(&mut view);
+        assert!(!view[0].live && !view[1].live);
+        // A vouched node is alive, not suspect, and says so in the view.
+        let mut t = LivenessTracker::new(LivenessConfig::default(), "me", BTreeSet::new());
+        let mut view = vec![obs("bravo", 1, false, 5), hearing("alpha", "bravo")];
+        vouch(&mut view);
+        t.observe(0, &view);
+        t.observe(10_000, &view);
+        let bravo = t
+            .view(10_000)
+            .into_iter()
+            .find(|p| p.node == "bravo")
+            .unwrap();
+        assert_eq!(bravo.liveness, Liveness::Alive);
+        assert!(bravo.vouched);
     }
 
     fn tracker(me: &str) -> LivenessTracker {

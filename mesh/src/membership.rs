@@ -153,6 +153,7 @@ impl Mesh {
                 generation: id.generation_id,
                 gossip_addr: id.gossip_advertise_addr,
                 live: live.contains(id),
+                vouched: false,
                 heartbeat: u64::from(state.heartbeat()),
                 key_values: kv,
             });
@@ -163,10 +164,25 @@ impl Mesh {
     /// Takes a fresh look at chitchat's state; returns liveness transitions since the last look.
     /// The agent calls this every gossip interval.
     pub async fn observe(&self) -> Vec<Transition> {
-        let (obs, _) = self.observations().await;
+        let (mut obs, own) = self.observations().await;
+        self.publish_reach(&obs, &own).await;
+        crate::liveness::vouch(&mut obs);
         self.forget_restarted(&obs).await;
         let now = self.now_ms();
         self.tracker.lock().await.observe(now, &obs)
+    }
+
+    /// Publishes the nodes chitchat hears directly (`reach`), when that set changed.
+    async fn publish_reach(&self, obs: &[Observation], own: &BTreeMap<String, String>) {
+        let heard: BTreeSet<&str> = obs
+            .iter()
+            .filter(|o| o.live)
+            .map(|o| o.node.as_str())
+            .collect();
+        let reach = heard.into_iter().collect::<Vec<_>>().join(",");
+        if own.get(keys::REACH) != Some(&reach) {
+            self.set_key(keys::REACH, &reach).await;
+        }
     }
 
     /// A node that restarted within the QUIC idle timeout still has a connection here that

@@ -123,7 +123,13 @@ fn a_member_cannot_keep_a_dead_node_alive_mark_one_left_invent_one_or_take_an_ad
                 entry(&stolen_id, round),
             ],
             delta: vec![
-                state(&mallory_id, round, &[("status", "up")]),
+                // It also claims, in its own name (which it may), to hear charlie and ghost: one
+                // witness of the two others alpha and bravo hear, not a majority.
+                state(
+                    &mallory_id,
+                    round,
+                    &[("reach", "alpha,bravo,charlie,ghost"), ("status", "up")],
+                ),
                 state(&charlie_id, round, &[("status", "up")]),
                 state(&bravo_id, round, &[("status", "left")]),
                 state(&ghost_id, round, &[("status", "up")]),

@@ -245,8 +245,11 @@ fn a_joined_node_summary_shows_under_its_name() {
         Duration::from_secs(30),
         || {
             body = scrape(&alpha);
+            // bravo's summary can arrive a round before chitchat counts it live (two
+            // heartbeats from bravo itself): wait for both.
             value(&body, "labmesh_mesh_node_score_ratio{node=\"bravo\"}").is_some()
                 && value(&body, "labmesh_mesh_node_score_ratio{node=\"alpha\"}").is_some()
+                && value(&body, "labmesh_mesh_node_up{node=\"bravo\"}") == Some(1.0)
         },
     );
     promtool_check(&body);

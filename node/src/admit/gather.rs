@@ -148,6 +148,7 @@ mod tests {
             generation: 1,
             gossip_addr: "127.0.0.1:7370".parse().unwrap(),
             transient: false,
+            vouched: false,
             key_values: kv,
         }
     }
