@@ -3,6 +3,7 @@
 //! tries to keep a dead node alive (ever-higher heartbeats for it), to mark a live node `left`,
 //! to invent a node, and to announce a live node's newer generation at its own address. Every
 //! one must fail, be counted (`speaks_for_another_node`), and leave the honest nodes' view true.
+//! And a revoked member with an old connection beside its newest: both are closed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -70,15 +71,7 @@ fn mallory_transport(dir: &std::path::Path, ca: &Peer) -> (QuicTransport, Socket
     let bundle = dir.join("mallory.json");
     issue_bundle(&ca.data, &ca.name, "mallory", &bundle);
     let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
-    let identity = bundle.identity().unwrap();
-    let revoked = certs::RevocationList::new();
-    let rejections = certs::Rejections::new();
-    let server = certs::server_config(&identity, revoked.clone(), rejections.clone()).unwrap();
-    let client = certs::client_config(&identity, revoked, rejections).unwrap();
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    let cfg = TransportConfig::new(bind, bind, server, client);
-    let t = QuicTransport::bind(cfg, Arc::new(MeshStats::default()), Box::new(|_| false)).unwrap();
-    (t, bind)
+    mallory_transport_from(&bundle.identity().unwrap())
 }
 
 #[test]
@@ -204,4 +197,78 @@ fn a_member_cannot_keep_a_dead_node_alive_mark_one_left_invent_one_or_take_an_ad
             .any(|e| e["payload"]["peer"] == "charlie")
     });
     rt.block_on(mallory.close());
+}
+
+/// A member's transport whose frames claim `advertise` (another of its own endpoints' address).
+fn transport_claiming(identity: &certs::NodeIdentity, advertise: SocketAddr) -> QuicTransport {
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    transport_claiming_at(identity, bind, advertise)
+}
+
+#[test]
+fn a_revocation_closes_a_connection_that_a_newer_one_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = Peer::start(dir.path(), "alpha", &FAST);
+    let alpha_addr: SocketAddr = alpha.gossip.parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bundle = dir.path().join("mallory.json");
+    issue_bundle(&alpha.data, "alpha", "mallory", &bundle);
+    let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
+    let identity = bundle.identity().unwrap();
+    let hello = GossipMessage::BadCluster.encode();
+    let (first, second) = rt.block_on(async {
+        let (first, first_addr) = mallory_transport_from(&identity);
+        first.send_gossip_bytes(alpha_addr, &hello);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A second endpoint of the same certificate, claiming the first one's address: alpha
+        // takes it as a restart and sends on it, the first connection stays open beside it.
+        let second = transport_claiming(&identity, first_addr);
+        second.send_gossip_bytes(alpha_addr, &hello);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            first.connected_peers().len(),
+            1,
+            "the first connection is open"
+        );
+        assert_eq!(second.connected_peers().len(), 1);
+        (first, second)
+    });
+    let res = labmesh_tests::run(
+        labmesh_tests::labmesh(&alpha.data).args(["--name", "alpha", "certs", "revoke", "mallory"]),
+    );
+    assert!(res.status.success(), "{}", labmesh_tests::stderr(&res));
+    // Neither endpoint sends anything more: only alpha closing them can end them (keep-alives
+    // would hold them open for ever).
+    rt.block_on(async {
+        let start = Instant::now();
+        while !(first.connected_peers().is_empty() && second.connected_peers().is_empty()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(8),
+                "still open after the revocation: first {:?}, second {:?}",
+                first.connected_peers(),
+                second.connected_peers()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        first.close().await;
+        second.close().await;
+    });
+}
+
+fn mallory_transport_from(identity: &certs::NodeIdentity) -> (QuicTransport, SocketAddr) {
+    let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    (transport_claiming_at(identity, bind, bind), bind)
+}
+
+fn transport_claiming_at(
+    identity: &certs::NodeIdentity,
+    bind: SocketAddr,
+    advertise: SocketAddr,
+) -> QuicTransport {
+    let revoked = certs::RevocationList::new();
+    let rejections = certs::Rejections::new();
+    let server = certs::server_config(identity, revoked.clone(), rejections.clone()).unwrap();
+    let client = certs::client_config(identity, revoked, rejections).unwrap();
+    let cfg = TransportConfig::new(bind, advertise, server, client);
+    QuicTransport::bind(cfg, Arc::new(MeshStats::default()), Box::new(|_| false)).unwrap()
 }
