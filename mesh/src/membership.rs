@@ -80,6 +80,37 @@ pub struct Mesh {
     generations: Mutex<BTreeMap<String, u64>>,
     started: Instant,
     cfg: MeshConfig,
+    /// Keeps `reach` current (see [`publish_reach`]).
+    reach_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.reach_task.abort();
+    }
+}
+
+/// Publishes `reach`, the nodes chitchat hears directly (which, behind `gossip_trust`, means
+/// heard from themselves), once a gossip round and only when it changed. Its own task, so the
+/// witnesses other nodes count on stay current however often anyone reads this node's view.
+async fn publish_reach(chitchat: Arc<Mutex<chitchat::Chitchat>>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let mut guard = chitchat.lock().await;
+        let me = guard.self_chitchat_id().clone();
+        let heard: BTreeSet<&str> = guard
+            .live_nodes()
+            .filter(|id| **id != me)
+            .map(|id| &*id.node_id)
+            .collect();
+        let reach = heard.into_iter().collect::<Vec<_>>().join(",");
+        let state = guard.self_node_state();
+        if state.get(keys::REACH) != Some(reach.as_str()) {
+            state.set(keys::REACH, reach);
+        }
+    }
 }
 
 impl Mesh {
@@ -108,10 +139,12 @@ impl Mesh {
         };
         transport.set_gossip_interval(cfg.gossip_interval);
         let handle = spawn_chitchat(chitchat_cfg, cfg.info.key_values(), &transport).await?;
+        let reach_task = tokio::spawn(publish_reach(handle.chitchat(), cfg.gossip_interval));
         let tracker =
             LivenessTracker::new(cfg.liveness.clone(), &cfg.node, cfg.known_nodes.clone());
         Ok(Mesh {
             handle,
+            reach_task,
             transport,
             tracker: Mutex::new(tracker),
             generations: Mutex::new(BTreeMap::new()),
@@ -164,25 +197,11 @@ impl Mesh {
     /// Takes a fresh look at chitchat's state; returns liveness transitions since the last look.
     /// The agent calls this every gossip interval.
     pub async fn observe(&self) -> Vec<Transition> {
-        let (mut obs, own) = self.observations().await;
-        self.publish_reach(&obs, &own).await;
+        let (mut obs, _) = self.observations().await;
         crate::liveness::vouch(&mut obs);
         self.forget_restarted(&obs).await;
         let now = self.now_ms();
         self.tracker.lock().await.observe(now, &obs)
-    }
-
-    /// Publishes the nodes chitchat hears directly (`reach`), when that set changed.
-    async fn publish_reach(&self, obs: &[Observation], own: &BTreeMap<String, String>) {
-        let heard: BTreeSet<&str> = obs
-            .iter()
-            .filter(|o| o.live)
-            .map(|o| o.node.as_str())
-            .collect();
-        let reach = heard.into_iter().collect::<Vec<_>>().join(",");
-        if own.get(keys::REACH) != Some(&reach) {
-            self.set_key(keys::REACH, &reach).await;
-        }
     }
 
     /// A node that restarted within the QUIC idle timeout still has a connection here that

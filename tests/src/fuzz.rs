@@ -73,7 +73,27 @@ pub fn mesh_frame(data: &[u8]) {
 
 /// A gossip frame's payload: chitchat's decoder behind our wrapper.
 pub fn gossip_payload(data: &[u8]) {
+    use mesh::gossip_trust::{GossipMessage, GossipTrust};
     let _ = mesh::frame::decode_gossip(data);
+    // The certificate filter parses first in the agent; what it admits must re-encode to the
+    // same message and decode in chitchat.
+    if let Ok(msg) = GossipMessage::parse(data) {
+        let again = GossipMessage::parse(&msg.encode());
+        assert_eq!(
+            again.as_ref(),
+            Ok(&msg),
+            "the gossip filter's encoding round-trips"
+        );
+    }
+    let sender: std::net::SocketAddr = ([127, 0, 0, 1], 7001).into();
+    let mut trust = GossipTrust::new(([127, 0, 0, 1], 7000).into());
+    trust.set_gossip_interval(300);
+    if let Ok(admitted) = trust.inbound("ws", sender, data, 0) {
+        assert!(
+            mesh::frame::decode_gossip(&admitted.payload).is_ok(),
+            "chitchat decodes what the filter admits"
+        );
+    }
 }
 
 /// A join bundle file.
@@ -149,7 +169,43 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             mesh::frame::encode(mesh::frame::Kind::App, "127.0.0.1:7946".parse().unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 7946))), b"payload"),
             mesh::frame::encode(mesh::frame::Kind::Gossip, std::net::SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], 7946)), &[0, 1, 2]),
         ],
-        "gossip_payload" => vec![vec![0], vec![1, 0, 0, 0], vec![2, 4, 0, 0, 0, 0, 0, 0, 0]],
+        "gossip_payload" => {
+            use mesh::gossip_trust::{DigestEntry, GossipMessage, KeyValue, NodeDelta};
+            let id = chitchat::ChitchatId::new("ws", 1, ([127, 0, 0, 1], 7001).into());
+            let entry = DigestEntry {
+                id: id.clone(),
+                heartbeat: 3,
+                last_gc_version: 0,
+                max_version: 2,
+            };
+            let delta = NodeDelta {
+                id,
+                last_gc_version: 0,
+                from_version_excluded: 0,
+                key_values: vec![KeyValue {
+                    key: "status".into(),
+                    value: "up".into(),
+                    version: 1,
+                    status: 0,
+                }],
+                set_max_version: None,
+            };
+            vec![
+                vec![0],
+                vec![1, 0, 0, 0],
+                vec![2, 4, 0, 0, 0, 0, 0, 0, 0],
+                GossipMessage::Syn {
+                    cluster_id: "m".into(),
+                    digest: vec![entry.clone()],
+                }
+                .encode(),
+                GossipMessage::SynAck {
+                    digest: vec![entry],
+                    delta: vec![delta],
+                }
+                .encode(),
+            ]
+        }
         "join_bundle" | "revocation" => {
             let Ok(ca) = certs::MeshCa::generate("fuzz", 30) else {
                 return Vec::new();
