@@ -555,13 +555,17 @@ impl GossipTrust {
             for mut e in digest.drain(..) {
                 if is_sender(&e.id) {
                     self.heard.insert(e.id.clone(), now_ms);
-                    // One heartbeat per round reaches the failure detector: a peer processes
+                    // About one heartbeat per round reaches the failure detector: a peer processes
                     // several of our messages in a round and its heartbeat moves on each, and
                     // phi (silence over the mean interval) would otherwise learn a mean of a
                     // fraction of a round and call a peer dead after a few rounds of loss.
-                    let round = self.ping_after_ms / 2;
+                    // A quarter of a round: bursts (milliseconds apart) collapse, while the
+                    // exchanges of one round still count (a full round dropped every early
+                    // heartbeat and doubled the interval phi learns, and detection time: 4.1 s
+                    // against 2.3 s for stock chitchat in the detection bench).
+                    let window = self.ping_after_ms / 8;
                     match self.credited.get(&e.id) {
-                        Some(t) if now_ms.saturating_sub(*t) < round => e.heartbeat = 0,
+                        Some(t) if now_ms.saturating_sub(*t) < window => e.heartbeat = 0,
                         _ => {
                             self.credited.insert(e.id.clone(), now_ms);
                         }
