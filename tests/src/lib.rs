@@ -311,6 +311,49 @@ pub fn issue_bundle(ca_data: &Path, ca_name: &str, node: &str, out: &Path) {
     assert!(res.status.success(), "certs issue {node}: {}", stderr(&res));
 }
 
+/// A genuine identity of the mesh whose CA node is `ca_name` in `ca_data`: a test playing a
+/// hostile member holds one, so TLS lets it in.
+pub fn member_identity(
+    dir: &Path,
+    ca_data: &Path,
+    ca_name: &str,
+    name: &str,
+) -> certs::NodeIdentity {
+    let bundle = dir.join(format!("{name}.json"));
+    issue_bundle(ca_data, ca_name, name, &bundle);
+    let (bundle, _) = certs::JoinBundle::read(&bundle).expect("the issued bundle reads back");
+    bundle
+        .identity()
+        .expect("the issued bundle holds an identity")
+}
+
+/// A member's own QUIC endpoint (call inside a tokio runtime), bound to `bind` and claiming
+/// `advertise` in its frames (the same address, or another endpoint's for a replaced-connection
+/// test), speaking the real transport.
+pub fn member_transport(
+    identity: &certs::NodeIdentity,
+    bind: SocketAddr,
+    advertise: SocketAddr,
+) -> mesh::QuicTransport {
+    let revoked = certs::RevocationList::new();
+    let rejections = certs::Rejections::new();
+    let server = certs::server_config(identity, revoked.clone(), rejections.clone())
+        .expect("a server config for the member");
+    let client = certs::client_config(identity, revoked, rejections).expect("a client config");
+    let cfg = mesh::TransportConfig::new(bind, advertise, server, client);
+    mesh::QuicTransport::bind(
+        cfg,
+        std::sync::Arc::new(mesh::MeshStats::default()),
+        Box::new(|_| false),
+    )
+    .expect("the member's endpoint binds")
+}
+
+/// A free loopback UDP address.
+pub fn free_udp_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_udp_port()))
+}
+
 /// One agent of a loopback mesh with what the tests need about it: its name, data dir and
 /// gossip address; `agent` is `None` while it is stopped (a restart test).
 pub struct Peer {

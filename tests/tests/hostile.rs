@@ -9,11 +9,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use labmesh_tests::{Agent, free_udp_port, issue_bundle, labmesh, run, stderr, wait_until};
-use mesh::{MeshStats, QuicTransport, TransportConfig};
+use labmesh_tests::{
+    Agent, free_udp_addr, free_udp_port, labmesh, member_identity, member_transport, run, stderr,
+    wait_until,
+};
 use serde_json::{Value, json};
 use sync::reconcile::SyncMessage;
 use sync::signature::{EventSigner, KeyId, SignatureError};
@@ -77,39 +78,19 @@ fn start_alpha(dir: &std::path::Path) -> (Agent, std::path::PathBuf, String) {
     (alpha, data, gossip)
 }
 
-/// A genuine identity of the mesh, issued by alpha's CA: the attacker is a member.
-fn member_identity(
-    dir: &std::path::Path,
-    ca_data: &std::path::Path,
-    name: &str,
-) -> certs::NodeIdentity {
-    let bundle = dir.join(format!("{name}.json"));
-    issue_bundle(ca_data, "alpha", name, &bundle);
-    let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
-    bundle.identity().unwrap()
-}
-
-/// The member's own QUIC endpoint (inside a tokio runtime), speaking the real transport.
-fn member_transport(identity: &certs::NodeIdentity) -> QuicTransport {
-    let revoked = certs::RevocationList::new();
-    let rejections = certs::Rejections::new();
-    let server = certs::server_config(identity, revoked.clone(), rejections.clone()).unwrap();
-    let client = certs::client_config(identity, revoked, rejections).unwrap();
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    let cfg = TransportConfig::new(bind, bind, server, client);
-    QuicTransport::bind(cfg, Arc::new(MeshStats::default()), Box::new(|_| false)).unwrap()
-}
-
 #[test]
 fn a_hostile_member_is_refused_with_reasons_and_the_agent_lives() {
     let dir = tempfile::tempdir().unwrap();
     let (alpha, data, gossip) = start_alpha(dir.path());
-    let identity = member_identity(dir.path(), &data, "mallory");
+    let identity = member_identity(dir.path(), &data, "alpha", "mallory");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let alpha_addr: SocketAddr = gossip.parse().unwrap();
     rt.block_on(async {
-        let mallory = member_transport(&identity);
+        let mallory = {
+            let a = free_udp_addr();
+            member_transport(&identity, a, a)
+        };
         let send = |bytes: Vec<u8>| {
             let m = &mallory;
             async move { m.send_app(alpha_addr, &bytes).await }
@@ -263,7 +244,7 @@ fn own_event_file(data: &std::path::Path, node: &str) -> std::path::PathBuf {
 fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
     let dir = tempfile::tempdir().unwrap();
     let (alpha, data, gossip) = start_alpha(dir.path());
-    let identity = member_identity(dir.path(), &data, "mallory");
+    let identity = member_identity(dir.path(), &data, "alpha", "mallory");
     // A certificate of another mesh that happens to use the same names.
     let elsewhere = certs::MeshCa::generate("home", 30)
         .unwrap()
@@ -361,7 +342,10 @@ fn a_member_cannot_write_as_another_node_nor_replace_a_genuine_event() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let alpha_addr: SocketAddr = gossip.parse().unwrap();
     rt.block_on(async {
-        let mallory = member_transport(&identity);
+        let mallory = {
+            let a = free_udp_addr();
+            member_transport(&identity, a, a)
+        };
         for (_, events, signers) in &attacks {
             let push = SyncMessage::Push {
                 events: events.clone(),

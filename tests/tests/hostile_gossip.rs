@@ -8,13 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chitchat::ChitchatId;
-use labmesh_tests::{Agent, Peer, free_udp_port, issue_bundle, wait_until};
+use labmesh_tests::{Agent, Peer, free_udp_addr, member_identity, member_transport, wait_until};
+use mesh::QuicTransport;
 use mesh::gossip_trust::{DigestEntry, GossipMessage, KeyValue, NodeDelta};
-use mesh::{MeshStats, QuicTransport, TransportConfig};
 use rustix::process::Signal;
 use serde_json::Value;
 
@@ -68,10 +67,9 @@ fn state(id: &ChitchatId, round: u64, kvs: &[(&str, &str)]) -> NodeDelta {
 }
 
 fn mallory_transport(dir: &std::path::Path, ca: &Peer) -> (QuicTransport, SocketAddr) {
-    let bundle = dir.join("mallory.json");
-    issue_bundle(&ca.data, &ca.name, "mallory", &bundle);
-    let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
-    mallory_transport_from(&bundle.identity().unwrap())
+    let identity = member_identity(dir, &ca.data, &ca.name, "mallory");
+    let bind = free_udp_addr();
+    (member_transport(&identity, bind, bind), bind)
 }
 
 #[test]
@@ -199,30 +197,22 @@ fn a_member_cannot_keep_a_dead_node_alive_mark_one_left_invent_one_or_take_an_ad
     rt.block_on(mallory.close());
 }
 
-/// A member's transport whose frames claim `advertise` (another of its own endpoints' address).
-fn transport_claiming(identity: &certs::NodeIdentity, advertise: SocketAddr) -> QuicTransport {
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    transport_claiming_at(identity, bind, advertise)
-}
-
 #[test]
 fn a_revocation_closes_a_connection_that_a_newer_one_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let alpha = Peer::start(dir.path(), "alpha", &FAST);
     let alpha_addr: SocketAddr = alpha.gossip.parse().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let bundle = dir.path().join("mallory.json");
-    issue_bundle(&alpha.data, "alpha", "mallory", &bundle);
-    let (bundle, _) = certs::JoinBundle::read(&bundle).unwrap();
-    let identity = bundle.identity().unwrap();
+    let identity = member_identity(dir.path(), &alpha.data, "alpha", "mallory");
     let hello = GossipMessage::BadCluster.encode();
     let (first, second) = rt.block_on(async {
-        let (first, first_addr) = mallory_transport_from(&identity);
+        let first_addr = free_udp_addr();
+        let first = member_transport(&identity, first_addr, first_addr);
         first.send_gossip_bytes(alpha_addr, &hello);
         tokio::time::sleep(Duration::from_millis(500)).await;
         // A second endpoint of the same certificate, claiming the first one's address: alpha
         // takes it as a restart and sends on it, the first connection stays open beside it.
-        let second = transport_claiming(&identity, first_addr);
+        let second = member_transport(&identity, free_udp_addr(), first_addr);
         second.send_gossip_bytes(alpha_addr, &hello);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(
@@ -253,22 +243,4 @@ fn a_revocation_closes_a_connection_that_a_newer_one_replaced() {
         first.close().await;
         second.close().await;
     });
-}
-
-fn mallory_transport_from(identity: &certs::NodeIdentity) -> (QuicTransport, SocketAddr) {
-    let bind: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    (transport_claiming_at(identity, bind, bind), bind)
-}
-
-fn transport_claiming_at(
-    identity: &certs::NodeIdentity,
-    bind: SocketAddr,
-    advertise: SocketAddr,
-) -> QuicTransport {
-    let revoked = certs::RevocationList::new();
-    let rejections = certs::Rejections::new();
-    let server = certs::server_config(identity, revoked.clone(), rejections.clone()).unwrap();
-    let client = certs::client_config(identity, revoked, rejections).unwrap();
-    let cfg = TransportConfig::new(bind, advertise, server, client);
-    QuicTransport::bind(cfg, Arc::new(MeshStats::default()), Box::new(|_| false)).unwrap()
 }
