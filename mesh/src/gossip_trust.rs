@@ -374,6 +374,14 @@ pub struct Admitted {
     pub introduce: Vec<SocketAddr>,
 }
 
+/// A node heard directly.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    at: u64,
+    /// When its heartbeat last reached chitchat (see `inbound`).
+    credited: Option<u64>,
+}
+
 /// The filter's state: which nodes we heard directly, our own entry, recent introductions.
 /// Time is milliseconds from any monotonic origin (sans-IO: the transport passes its clock).
 #[derive(Debug)]
@@ -381,10 +389,9 @@ pub struct GossipTrust {
     advertise: SocketAddr,
     own: Option<DigestEntry>,
     cluster_id: Option<String>,
-    heard: HashMap<ChitchatId, u64>,
+    /// Nodes heard directly: when last, and when their heartbeat last reached chitchat.
+    heard: HashMap<ChitchatId, Heard>,
     introduced: HashMap<SocketAddr, u64>,
-    /// When each node's heartbeat last reached chitchat.
-    credited: HashMap<ChitchatId, u64>,
     /// When we last sent to each address (chitchat's picks and our pings).
     contacted: HashMap<SocketAddr, u64>,
     /// Our last digest as chitchat wrote it: what we hold of each node's state.
@@ -401,7 +408,6 @@ impl GossipTrust {
             cluster_id: None,
             heard: HashMap::new(),
             introduced: HashMap::new(),
-            credited: HashMap::new(),
             contacted: HashMap::new(),
             last_digest: Vec::new(),
             ping_after_ms: 0,
@@ -475,7 +481,8 @@ impl GossipTrust {
         };
         // The newest generation of each node heard in the last minute.
         let mut newest: HashMap<&str, (&ChitchatId, u64)> = HashMap::new();
-        for (id, t) in &self.heard {
+        for (id, h) in &self.heard {
+            let t = &h.at;
             if now_ms.saturating_sub(*t) > PING_HEARD_WITHIN_MS {
                 continue;
             }
@@ -554,7 +561,11 @@ impl GossipTrust {
             let mut kept = Vec::with_capacity(digest.len());
             for mut e in digest.drain(..) {
                 if is_sender(&e.id) {
-                    self.heard.insert(e.id.clone(), now_ms);
+                    let heard = self.heard.entry(e.id.clone()).or_insert(Heard {
+                        at: now_ms,
+                        credited: None,
+                    });
+                    heard.at = now_ms;
                     // About one heartbeat per round reaches the failure detector: a peer processes
                     // several of our messages in a round and its heartbeat moves on each, and
                     // phi (silence over the mean interval) would otherwise learn a mean of a
@@ -564,11 +575,9 @@ impl GossipTrust {
                     // heartbeat and doubled the interval phi learns, and detection time: 4.1 s
                     // against 2.3 s for stock chitchat in the detection bench).
                     let window = self.ping_after_ms / 8;
-                    match self.credited.get(&e.id) {
-                        Some(t) if now_ms.saturating_sub(*t) < window => e.heartbeat = 0,
-                        _ => {
-                            self.credited.insert(e.id.clone(), now_ms);
-                        }
+                    match heard.credited {
+                        Some(t) if now_ms.saturating_sub(t) < window => e.heartbeat = 0,
+                        _ => heard.credited = Some(now_ms),
                     }
                     kept.push(e);
                 } else if e.id.gossip_advertise_addr == self.advertise {
@@ -581,7 +590,7 @@ impl GossipTrust {
                 } else if self
                     .heard
                     .get(&e.id)
-                    .is_some_and(|t| now_ms.saturating_sub(*t) < HEARD_FOR_MS)
+                    .is_some_and(|h| now_ms.saturating_sub(h.at) < HEARD_FOR_MS)
                 {
                     e.heartbeat = 0;
                     kept.push(e);
@@ -625,19 +634,16 @@ impl GossipTrust {
     }
 
     fn bound_heard(&mut self, now_ms: u64) {
-        if self.credited.len() > MAX_HEARD {
-            self.credited.retain(|id, _| self.heard.contains_key(id));
-        }
         if self.heard.len() <= MAX_HEARD {
             return;
         }
         self.heard
-            .retain(|_, t| now_ms.saturating_sub(*t) < HEARD_FOR_MS);
+            .retain(|_, h| now_ms.saturating_sub(h.at) < HEARD_FOR_MS);
         while self.heard.len() > MAX_HEARD {
             let Some(oldest) = self
                 .heard
                 .iter()
-                .min_by_key(|(_, t)| **t)
+                .min_by_key(|(_, h)| h.at)
                 .map(|(id, _)| id.clone())
             else {
                 break;
