@@ -66,7 +66,8 @@ pub struct ElectionConfig {
     /// (`transient`, `alerter_priority`): a member that claims `alerter_priority = i64::MAX`
     /// cannot take the role. It should be the same list on every node (otherwise two nodes may
     /// each see another alerter). `None`: every live non-transient member, ranked by its
-    /// gossiped priority, then name.
+    /// gossiped priority (which the mesh holds to what the member's certificate grants, see
+    /// `mesh::gossip_trust`), then name.
     pub alerters: Option<Vec<String>>,
 }
 

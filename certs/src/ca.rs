@@ -210,9 +210,21 @@ impl MeshCa {
     /// `node`, IP SANs = `ips`, usable as TLS server and client. Recorded under `issued/` when
     /// this CA has a certs dir (see [`MeshCa::save`]).
     pub fn issue(&self, node: &str, ips: &[IpAddr], days: u32) -> Result<NodeIdentity> {
+        self.issue_granting(node, ips, days, 0)
+    }
+
+    /// [`MeshCa::issue`], letting the node claim an `alerter_priority` up to
+    /// `alerter_priority` (written as a [`crate::ALERTER_PRIORITY_URI`] SAN; 0 writes none).
+    pub fn issue_granting(
+        &self,
+        node: &str,
+        ips: &[IpAddr],
+        days: u32,
+        alerter_priority: i64,
+    ) -> Result<NodeIdentity> {
         let days = check_days(days)?;
         let now = Utc::now();
-        self.issue_with_validity(node, ips, now - BACKDATE, now + days)
+        self.issue_signed(node, ips, now - BACKDATE, now + days, alerter_priority)
     }
 
     /// [`MeshCa::issue`] with an explicit validity period (tests issue expired or future
@@ -223,6 +235,17 @@ impl MeshCa {
         ips: &[IpAddr],
         not_before: DateTime<Utc>,
         not_after: DateTime<Utc>,
+    ) -> Result<NodeIdentity> {
+        self.issue_signed(node, ips, not_before, not_after, 0)
+    }
+
+    fn issue_signed(
+        &self,
+        node: &str,
+        ips: &[IpAddr],
+        not_before: DateTime<Utc>,
+        not_after: DateTime<Utc>,
+        alerter_priority: i64,
     ) -> Result<NodeIdentity> {
         validate_node_name(node)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
@@ -237,6 +260,14 @@ impl MeshCa {
         params.subject_alt_names = std::iter::once(SanType::DnsName(dns))
             .chain(ips.iter().map(|ip| SanType::IpAddress(*ip)))
             .collect();
+        // Peers read the grant back from the signed certificate; 0 is what no grant means, so
+        // it is not written (certificates stay as they were for every ordinary node).
+        if alerter_priority != 0 {
+            let uri = format!("{}{alerter_priority}", crate::ALERTER_PRIORITY_URI)
+                .try_into()
+                .map_err(|e| CertError::rcgen("put the alerter priority in the certificate", e))?;
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         // Every node is both: it accepts QUIC connections and dials them.

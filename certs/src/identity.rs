@@ -86,6 +86,8 @@ impl NodeIdentity {
             .node_name()
             .map_err(|problem| CertError::bad_cert(&labels.cert, problem))?;
         validate_node_name(&node)?;
+        info.alerter_priority_cap()
+            .map_err(|problem| CertError::bad_cert(&labels.cert, problem))?;
         let key = x509::key_pair_from_pem(key_pem, &labels.key)?;
         // rustls must accept the key too (it reads PKCS#8 itself).
         x509::key_der_from_pem(key_pem, &labels.key)?;
@@ -223,6 +225,12 @@ impl NodeIdentity {
     /// The serial number, lower-case hex without a sign byte.
     pub fn serial_hex(&self) -> String {
         self.info.serial_hex()
+    }
+
+    /// The highest `alerter_priority` the CA lets this node claim (0 unless it granted more).
+    pub fn alerter_priority_cap(&self) -> i64 {
+        // Checked when the identity was built.
+        self.info.alerter_priority_cap().unwrap_or(0)
     }
 
     /// The IP addresses in the certificate's subject alternative names.

@@ -45,7 +45,7 @@ pub use identity::NodeIdentity;
 pub use names::{validate_mesh_name, validate_node_name};
 pub use revocation::{RevocationList, SignedRevocation};
 pub use signing::{EventKey, SignerBook, SignerRefusal};
-pub use tls::{ALPN, client_config, peer_node_name, server_config};
+pub use tls::{ALPN, client_config, peer_alerter_priority_cap, peer_node_name, server_config};
 pub use verify::{RejectReason, Rejections};
 pub use x509::fingerprint;
 
@@ -60,6 +60,13 @@ pub const NODE_KEY_FILE: &str = "node.key";
 /// Folder of the certificates the CA issued.
 pub const ISSUED_DIR: &str = "issued";
 /// File holding the mesh name.
+/// The URI subject alternative name in which the CA grants a node the highest
+/// `alerter_priority` it may claim: `labmesh:alerter-priority:10`. A member that gossips more is
+/// held to this (what the CA signed, not what the member says, ranks the election).
+pub const ALERTER_PRIORITY_URI: &str = "labmesh:alerter-priority:";
+/// The grant written into the CA node's own certificates: it holds the CA key, so it could issue
+/// itself any grant anyway.
+pub const CA_NODE_ALERTER_PRIORITY: i64 = i64::MAX;
 pub const MESH_NAME_FILE: &str = "mesh-name";
 
 /// Lower-case hex of a fingerprint, the form used in files, logs and revocation records.

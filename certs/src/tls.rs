@@ -92,6 +92,16 @@ pub fn peer_node_name(end_entity: &CertificateDer<'_>) -> Result<String> {
     Ok(node)
 }
 
+/// The highest `alerter_priority` a peer's (already verified) certificate lets it claim (see
+/// [`crate::ALERTER_PRIORITY_URI`]).
+pub fn peer_alerter_priority_cap(end_entity: &CertificateDer<'_>) -> Result<i64> {
+    let what = "the peer's certificate";
+    let info = x509::parse_cert(end_entity.as_ref())
+        .map_err(|e| CertError::bad_cert(what, format!("not a valid X.509 certificate: {e}")))?;
+    info.alerter_priority_cap()
+        .map_err(|problem| CertError::bad_cert(what, problem))
+}
+
 fn chain(identity: &NodeIdentity) -> Vec<CertificateDer<'static>> {
     // Peers hold the CA already; sending it would only add bytes.
     vec![identity.cert_der().clone()]

@@ -32,6 +32,8 @@ pub(crate) struct CertInfo {
     pub not_after: DateTime<Utc>,
     pub dns_names: Vec<String>,
     pub ips: Vec<IpAddr>,
+    /// URI SANs: where the CA writes what it grants the node (see [`crate::ALERTER_PRIORITY_URI`]).
+    pub uris: Vec<String>,
     /// The whole SubjectPublicKeyInfo TLV.
     pub spki: Vec<u8>,
 }
@@ -53,6 +55,25 @@ impl CertInfo {
             )),
         }
     }
+
+    /// The highest `alerter_priority` the CA lets this node claim: the value of its one
+    /// `labmesh:alerter-priority:N` URI, 0 when it has none (certificates issued before the CA
+    /// wrote it, or issued without `--alerter-priority`).
+    pub fn alerter_priority_cap(&self) -> std::result::Result<i64, String> {
+        let mut caps = self
+            .uris
+            .iter()
+            .filter_map(|u| u.strip_prefix(crate::ALERTER_PRIORITY_URI));
+        let Some(first) = caps.next() else {
+            return Ok(0);
+        };
+        if caps.next().is_some() {
+            return Err("the certificate grants more than one alerter priority".to_string());
+        }
+        first.parse().map_err(|_| {
+            format!("the certificate's alerter priority {first:?} is not a whole number")
+        })
+    }
 }
 
 // DER tags we meet (universal class unless noted).
@@ -67,6 +88,7 @@ const TAG_VERSION: u8 = 0xA0; // [0] EXPLICIT
 const TAG_EXTENSIONS: u8 = 0xA3; // [3] EXPLICIT
 const TAG_SAN_DNS: u8 = 0x82; // GeneralName dNSName [2] IMPLICIT IA5String
 const TAG_SAN_IP: u8 = 0x87; // GeneralName iPAddress [7] IMPLICIT OCTET STRING
+const TAG_SAN_URI: u8 = 0x86; // GeneralName uniformResourceIdentifier [6] IMPLICIT IA5String
 /// 2.5.29.17, subjectAltName, as DER OID content.
 const OID_SAN: &[u8] = &[0x55, 0x1d, 0x11];
 
@@ -165,6 +187,7 @@ pub(crate) fn parse_cert(der: &[u8]) -> std::result::Result<CertInfo, String> {
 
     let mut dns_names = Vec::new();
     let mut ips = Vec::new();
+    let mut uris = Vec::new();
     while !tbs.is_empty() {
         let (tag, content, _) = tbs.read_any()?;
         if tag != TAG_EXTENSIONS {
@@ -191,6 +214,13 @@ pub(crate) fn parse_cert(der: &[u8]) -> std::result::Result<CertInfo, String> {
                             .filter(|s| s.is_ascii())
                             .ok_or("a DNS name in the certificate is not ASCII")?;
                         dns_names.push(name.to_string());
+                    }
+                    TAG_SAN_URI => {
+                        let uri = std::str::from_utf8(content)
+                            .ok()
+                            .filter(|s| s.is_ascii())
+                            .ok_or("a URI in the certificate is not ASCII")?;
+                        uris.push(uri.to_string());
                     }
                     TAG_SAN_IP => match content.len() {
                         4 => {
@@ -222,6 +252,7 @@ pub(crate) fn parse_cert(der: &[u8]) -> std::result::Result<CertInfo, String> {
         not_after,
         dns_names,
         ips,
+        uris,
         spki: spki.to_vec(),
     })
 }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use certs::{
-    ALPN, MeshCa, NodeIdentity, RejectReason, Rejections, RevocationList, client_config,
-    peer_node_name, server_config,
+    ALPN, JoinBundle, MeshCa, NodeIdentity, RejectReason, Rejections, RevocationList,
+    client_config, peer_alerter_priority_cap, peer_node_name, server_config,
 };
 use chrono::{Duration, Utc};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -370,6 +370,32 @@ fn peer_node_name_reads_the_dns_san() {
     let err = peer_node_name(&ca_der).unwrap_err().to_string();
     assert!(err.contains("no DNS name"), "{err}");
     assert!(peer_node_name(&CertificateDer::from(vec![1, 2, 3])).is_err());
+}
+
+#[test]
+fn the_alerter_priority_a_certificate_grants_reads_back_and_survives_a_bundle() {
+    let mesh = Mesh::new("home");
+    // No grant: the node may claim 0 at most, and its certificate carries no URI at all.
+    let plain = mesh.node("vm1");
+    assert_eq!(plain.alerter_priority_cap(), 0);
+    assert_eq!(peer_alerter_priority_cap(plain.cert_der()).unwrap(), 0);
+    for grant in [10, -3, i64::MAX] {
+        let id = mesh.ca.issue_granting("nas1", &[], 10, grant).unwrap();
+        assert_eq!(id.alerter_priority_cap(), grant);
+        assert_eq!(peer_alerter_priority_cap(id.cert_der()).unwrap(), grant);
+        // The DNS name is still the one name the certificate carries: a URI SAN is not one.
+        assert_eq!(peer_node_name(id.cert_der()).unwrap(), "nas1");
+        let json = JoinBundle::new("home", &id).to_json().unwrap();
+        let back = JoinBundle::from_json(&json, std::path::Path::new("b.json"))
+            .unwrap()
+            .identity()
+            .unwrap();
+        assert_eq!(back.alerter_priority_cap(), grant);
+    }
+    // A granted node still completes a mutual-TLS handshake with a plain one.
+    let nas = mesh.ca.issue_granting("nas1", &[], 10, 10).unwrap();
+    let out = handshake(Side::new().client(&plain), Side::new().server(&nas));
+    assert!(out.ok(), "{:?} {:?}", out.client_err, out.server_err);
 }
 
 /// A client config that trusts any server, presenting `identity` (or no certificate).

@@ -363,6 +363,28 @@ impl GossipMessage {
     }
 }
 
+/// Who sent a message, as the transport proved it: the node its certificate names, the address
+/// the transport binds to that certificate, and what the certificate grants.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    pub node: &'a str,
+    pub addr: SocketAddr,
+    /// The highest `alerter_priority` the mesh CA lets this node claim
+    /// (`certs::peer_alerter_priority_cap`).
+    pub alerter_priority_cap: i64,
+}
+
+impl<'a> Sender<'a> {
+    /// A sender whose certificate grants nothing beyond the default (alerter priority 0).
+    pub fn new(node: &'a str, addr: SocketAddr) -> Self {
+        Sender {
+            node,
+            addr,
+            alerter_priority_cap: 0,
+        }
+    }
+}
+
 /// A message from a peer after filtering.
 #[derive(Debug, Default)]
 pub struct Admitted {
@@ -372,6 +394,9 @@ pub struct Admitted {
     pub spoke_for: Vec<String>,
     /// Addresses to introduce ourselves to (nodes we have not heard from directly).
     pub introduce: Vec<SocketAddr>,
+    /// An `alerter_priority` the sender claimed above its certificate's grant (held to the
+    /// grant): `(claimed, granted)`.
+    pub overclaimed: Option<(String, i64)>,
 }
 
 /// A node heard directly.
@@ -536,11 +561,11 @@ impl GossipTrust {
     /// `sender_addr` (already checked by the transport to belong to `sender`).
     pub fn inbound(
         &mut self,
-        sender: &str,
-        sender_addr: SocketAddr,
+        from: Sender<'_>,
         payload: &[u8],
         now_ms: u64,
     ) -> Result<Admitted, String> {
+        let (sender, sender_addr) = (from.node, from.addr);
         let mut msg = GossipMessage::parse(payload)?;
         let speaks_for_itself =
             |id: &ChitchatId| &*id.node_id == sender && id.gossip_advertise_addr == sender_addr;
@@ -608,6 +633,13 @@ impl GossipTrust {
                 }
                 keep
             });
+            for d in delta.iter_mut() {
+                for kv in &mut d.key_values {
+                    if let Some(claim) = hold_to_grant(kv, from.alerter_priority_cap) {
+                        admitted.overclaimed = Some((claim, from.alerter_priority_cap));
+                    }
+                }
+            }
         }
         self.bound_heard(now_ms);
         admitted.payload = msg.encode();
@@ -656,6 +688,23 @@ impl GossipTrust {
     pub fn heard_count(&self) -> usize {
         self.heard.len()
     }
+}
+
+/// Holds a gossiped `alerter_priority` to what the sender's certificate grants: the election
+/// ranks what the CA signed, not what a member says (a member claiming `i64::MAX` would
+/// otherwise become the alerter and send nothing). A lower claim stands: a node may always
+/// step back. Returns the claim when it was cut (unparseable claims count as 0, as
+/// [`crate::keys`] reads them, and are cut only when 0 is above the grant).
+fn hold_to_grant(kv: &mut KeyValue, granted: i64) -> Option<String> {
+    if kv.key != crate::keys::ALERTER_PRIORITY {
+        return None;
+    }
+    let claimed = kv.value.parse::<i64>().unwrap_or(0);
+    if claimed <= granted && kv.value.parse::<i64>().is_ok() {
+        return None;
+    }
+    let was = std::mem::replace(&mut kv.value, claimed.min(granted).to_string());
+    (claimed > granted).then_some(was)
 }
 
 #[cfg(test)]

@@ -91,8 +91,7 @@ fn a_peer_speaks_only_for_itself() {
     // charlie has spoken to us before; delta (never heard) has not.
     trust
         .inbound(
-            "charlie",
-            addr(7003),
+            Sender::new("charlie", addr(7003)),
             &GossipMessage::Syn {
                 cluster_id: "m".into(),
                 digest: vec![entry("charlie", 1, 7003, 1)],
@@ -121,7 +120,7 @@ fn a_peer_speaks_only_for_itself() {
         ],
     };
     let admitted = trust
-        .inbound("mallory", addr(7009), &hostile.encode(), 10)
+        .inbound(Sender::new("mallory", addr(7009)), &hostile.encode(), 10)
         .unwrap();
     let GossipMessage::SynAck { digest, delta } = GossipMessage::parse(&admitted.payload).unwrap()
     else {
@@ -146,13 +145,12 @@ fn a_peer_speaks_only_for_itself() {
 
     // The same hints again within the window: no second introduction.
     let again = trust
-        .inbound("mallory", addr(7009), &hostile.encode(), 20)
+        .inbound(Sender::new("mallory", addr(7009)), &hostile.encode(), 20)
         .unwrap();
     assert!(again.introduce.is_empty());
     let later = trust
         .inbound(
-            "mallory",
-            addr(7009),
+            Sender::new("mallory", addr(7009)),
             &hostile.encode(),
             10 + INTRODUCE_EVERY_MS,
         )
@@ -168,14 +166,18 @@ fn a_third_node_heard_long_ago_is_no_longer_vouched_for() {
         digest: vec![entry("charlie", 1, 7003, 1)],
     };
     trust
-        .inbound("charlie", addr(7003), &hello.encode(), 0)
+        .inbound(Sender::new("charlie", addr(7003)), &hello.encode(), 0)
         .unwrap();
     let relayed = GossipMessage::Syn {
         cluster_id: "m".into(),
         digest: vec![entry("charlie", 1, 7003, 9)],
     };
     let admitted = trust
-        .inbound("bravo", addr(7002), &relayed.encode(), HEARD_FOR_MS + 1)
+        .inbound(
+            Sender::new("bravo", addr(7002)),
+            &relayed.encode(),
+            HEARD_FOR_MS + 1,
+        )
         .unwrap();
     let GossipMessage::Syn { digest, .. } = GossipMessage::parse(&admitted.payload).unwrap() else {
         panic!()
@@ -272,10 +274,14 @@ fn a_peer_nobody_exchanged_with_for_two_rounds_is_pinged_with_what_we_hold_of_it
         .encode()
     };
     trust
-        .inbound("bravo", addr(7002), &hello("bravo", 7002), 0)
+        .inbound(Sender::new("bravo", addr(7002)), &hello("bravo", 7002), 0)
         .unwrap();
     trust
-        .inbound("charlie", addr(7003), &hello("charlie", 7003), 0)
+        .inbound(
+            Sender::new("charlie", addr(7003)),
+            &hello("charlie", 7003),
+            0,
+        )
         .unwrap();
     let syn = GossipMessage::Syn {
         cluster_id: "m".into(),
@@ -316,7 +322,9 @@ fn heartbeats_less_than_a_quarter_round_apart_reach_the_failure_detector_once() 
         .encode()
     };
     let heartbeat_passed = |trust: &mut GossipTrust, hb: u64, at: u64| {
-        let a = trust.inbound("bravo", addr(7002), &syn(hb), at).unwrap();
+        let a = trust
+            .inbound(Sender::new("bravo", addr(7002)), &syn(hb), at)
+            .unwrap();
         let GossipMessage::Syn { digest, .. } = GossipMessage::parse(&a.payload).unwrap() else {
             panic!()
         };
@@ -331,4 +339,67 @@ fn heartbeats_less_than_a_quarter_round_apart_reach_the_failure_detector_once() 
         4,
         "a quarter of a round on"
     );
+}
+
+/// The `alerter_priority` values of `payload`'s delta for `name`.
+fn priorities(payload: &[u8]) -> Vec<String> {
+    let GossipMessage::Ack { delta } = GossipMessage::parse(payload).unwrap() else {
+        panic!("not an Ack");
+    };
+    delta
+        .iter()
+        .flat_map(|d| d.key_values.iter())
+        .filter(|kv| kv.key == crate::keys::ALERTER_PRIORITY)
+        .map(|kv| kv.value.clone())
+        .collect()
+}
+
+#[test]
+fn a_claimed_alerter_priority_is_held_to_what_the_certificate_grants() {
+    let mut trust = GossipTrust::new(addr(7000));
+    trust.set_gossip_interval(300);
+    let claim = |value: &str| {
+        GossipMessage::Ack {
+            delta: vec![node_delta(
+                "mallory",
+                1,
+                7009,
+                &[("status", "up"), (crate::keys::ALERTER_PRIORITY, value)],
+            )],
+        }
+        .encode()
+    };
+    // No grant (the default certificate): the grab is cut to 0 and reported.
+    let max = i64::MAX.to_string();
+    let a = trust
+        .inbound(Sender::new("mallory", addr(7009)), &claim(&max), 0)
+        .unwrap();
+    assert_eq!(priorities(&a.payload), vec!["0"]);
+    assert_eq!(a.overclaimed, Some((max.clone(), 0)));
+    // A grant of 10 lets the node claim 10, or less, but not more.
+    let granted = |cap| Sender {
+        alerter_priority_cap: cap,
+        ..Sender::new("mallory", addr(7009))
+    };
+    for (value, cap, held, reported) in [
+        ("10", 10, "10", false),
+        ("-5", 10, "-5", false),
+        ("11", 10, "10", true),
+        ("-5", 0, "-5", false),
+        // Not a number: read as 0 everywhere, so written as the number it counts as.
+        ("lots", 10, "0", false),
+        ("lots", -1, "-1", true),
+    ] {
+        let a = trust.inbound(granted(cap), &claim(value), 0).unwrap();
+        assert_eq!(priorities(&a.payload), vec![held], "{value} under {cap}");
+        assert_eq!(a.overclaimed.is_some(), reported, "{value} under {cap}");
+    }
+    // Other keys with a number in them are not touched.
+    let other = GossipMessage::Ack {
+        delta: vec![node_delta("mallory", 1, 7009, &[("reach", "99")])],
+    };
+    let a = trust
+        .inbound(Sender::new("mallory", addr(7009)), &other.encode(), 0)
+        .unwrap();
+    assert_eq!(GossipMessage::parse(&a.payload).unwrap(), other);
 }

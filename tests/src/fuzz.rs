@@ -73,7 +73,7 @@ pub fn mesh_frame(data: &[u8]) {
 
 /// A gossip frame's payload: chitchat's decoder behind our wrapper.
 pub fn gossip_payload(data: &[u8]) {
-    use mesh::gossip_trust::{GossipMessage, GossipTrust};
+    use mesh::gossip_trust::{GossipMessage, GossipTrust, Sender};
     let _ = mesh::frame::decode_gossip(data);
     // The certificate filter parses first in the agent; what it admits must re-encode to the
     // same message and decode in chitchat.
@@ -88,7 +88,7 @@ pub fn gossip_payload(data: &[u8]) {
     let sender: std::net::SocketAddr = ([127, 0, 0, 1], 7001).into();
     let mut trust = GossipTrust::new(([127, 0, 0, 1], 7000).into());
     trust.set_gossip_interval(300);
-    if let Ok(admitted) = trust.inbound("ws", sender, data, 0) {
+    if let Ok(admitted) = trust.inbound(Sender::new("ws", sender), data, 0) {
         assert!(
             mesh::frame::decode_gossip(&admitted.payload).is_ok(),
             "chitchat decodes what the filter admits"

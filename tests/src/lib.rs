@@ -305,8 +305,29 @@ impl Drop for Agent {
 /// Issues a join bundle for `node` on the CA node whose data dir is `ca_data` (named `ca_name`),
 /// written to `out`, as `labmesh certs issue NODE --out FILE` does.
 pub fn issue_bundle(ca_data: &Path, ca_name: &str, node: &str, out: &Path) {
+    issue_bundle_granting(ca_data, ca_name, node, out, "0");
+}
+
+/// [`issue_bundle`] for a node whose certificate lets it claim `alerter_priority` up to
+/// `priority` (peers hold it to that).
+pub fn issue_bundle_granting(
+    ca_data: &Path,
+    ca_name: &str,
+    node: &str,
+    out: &Path,
+    priority: &str,
+) {
     let res = run(labmesh(ca_data)
-        .args(["--name", ca_name, "certs", "issue", node, "--out"])
+        .args([
+            "--name",
+            ca_name,
+            "certs",
+            "issue",
+            node,
+            "--alerter-priority",
+            priority,
+            "--out",
+        ])
         .arg(out));
     assert!(res.status.success(), "certs issue {node}: {}", stderr(&res));
 }
@@ -426,7 +447,7 @@ pub fn mesh_node(
     .collect();
     if let Some((ca_data, ca_name, seed)) = ca {
         let bundle = dir.join(format!("{name}.bundle.json"));
-        issue_bundle(ca_data, ca_name, name, &bundle);
+        issue_bundle_granting(ca_data, ca_name, name, &bundle, priority);
         args.extend([
             "--join".to_owned(),
             bundle.display().to_string(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use labmesh_tests::netns::{Hosts, can_run, liveness};
 use labmesh_tests::receiver::{alert_bodies, recording_server_on};
-use labmesh_tests::{Agent, events, issue_bundle, labmesh, run, stderr, wait_until};
+use labmesh_tests::{Agent, events, issue_bundle_granting, labmesh, run, stderr, wait_until};
 use serde_json::Value;
 
 const RULE: &str = "expect:backup.sh";
@@ -44,7 +44,7 @@ fn start(hosts: &Hosts, dir: &Path, config: &Path) -> (Vec<PathBuf>, Vec<Agent>)
         let mut extra = vec!["--alerter-priority".to_owned(), PRIORITIES[i].to_owned()];
         if i > 0 {
             let bundle = dir.join(format!("{name}.json"));
-            issue_bundle(&data[0], NAMES[0], name, &bundle);
+            issue_bundle_granting(&data[0], NAMES[0], name, &bundle, PRIORITIES[i]);
             extra.extend([
                 "--join".to_owned(),
                 bundle.display().to_string(),

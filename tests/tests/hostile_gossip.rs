@@ -244,3 +244,80 @@ fn a_revocation_closes_a_connection_that_a_newer_one_replaced() {
         second.close().await;
     });
 }
+
+#[test]
+fn a_member_cannot_make_itself_the_alerter_by_claiming_a_priority() {
+    // No `[alerting] alerters` list: the default election, where each node's priority ranks.
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = Peer::start(dir.path(), "alpha", &FAST);
+    let bravo = Peer::join(dir.path(), &alpha, "bravo", &FAST);
+    wait_until("alpha to see bravo alive", Duration::from_secs(20), || {
+        liveness(alpha.agent(), "bravo").as_deref() == Some("alive")
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // mallory's certificate grants nothing (a plain `certs issue`), yet it claims the most.
+    let (mallory, mallory_addr) = rt.block_on(async { mallory_transport(dir.path(), &alpha) });
+    let mallory_id = ChitchatId::new("mallory", 1, mallory_addr);
+    let claim = i64::MAX.to_string();
+    let hello = |round: u64| {
+        GossipMessage::SynAck {
+            digest: vec![entry(&mallory_id, round)],
+            delta: vec![state(
+                &mallory_id,
+                0,
+                &[
+                    ("status", "up"),
+                    ("transient", "false"),
+                    ("alerter_priority", &claim),
+                ],
+            )],
+        }
+        .encode()
+    };
+    let victims: Vec<SocketAddr> = [&alpha, &bravo]
+        .iter()
+        .map(|p| p.gossip.parse().unwrap())
+        .collect();
+    let alerters = |a: &Agent| {
+        let status = a.get_json("/v1/status");
+        (status["alerter"].clone(), status)
+    };
+    rt.block_on(async {
+        let start = Instant::now();
+        let mut round = 0;
+        // Long enough for both to hear mallory and for the election to settle on the result.
+        while start.elapsed() < Duration::from_secs(14) {
+            round += 1;
+            for to in &victims {
+                mallory.send_gossip_bytes(*to, &hello(round));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    for observer in [&alpha, &bravo] {
+        let a = observer.agent();
+        let nodes = a.get_json("/v1/nodes");
+        let m = node(&nodes, "mallory").expect("mallory is a member");
+        assert_eq!(m["liveness"], "alive", "{m:#}");
+        assert_eq!(
+            m["alerter_priority"], 0,
+            "{}: mallory's claim was not held to its grant: {m:#}",
+            observer.name
+        );
+        let (alerter, status) = alerters(a);
+        assert_eq!(
+            alerter, "alpha",
+            "{}: the alerter is not the honest choice: {status:#}",
+            observer.name
+        );
+        assert!(
+            status["rejections"]["claims_alerter_priority"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1,
+            "{}: the claim was not counted: {status:#}",
+            observer.name
+        );
+    }
+    rt.block_on(mallory.close());
+}

@@ -163,6 +163,8 @@ pub struct AppMessage {
 pub struct PeerIdentity {
     pub node: String,
     pub fingerprint: [u8; 32],
+    /// The highest `alerter_priority` the mesh CA lets this peer claim.
+    pub alerter_priority_cap: i64,
 }
 
 #[derive(Clone)]
@@ -265,9 +267,11 @@ fn identify(conn: &quinn::Connection) -> Result<PeerIdentity, String> {
         .first()
         .ok_or_else(|| "empty certificate chain".to_owned())?;
     let node = certs::peer_node_name(leaf).map_err(|e| e.to_string())?;
+    let alerter_priority_cap = certs::peer_alerter_priority_cap(leaf).map_err(|e| e.to_string())?;
     Ok(PeerIdentity {
         node,
         fingerprint: certs::fingerprint(leaf),
+        alerter_priority_cap,
     })
 }
 

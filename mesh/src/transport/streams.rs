@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::frame::{self, Kind};
+use crate::gossip_trust::Sender;
 use crate::stats::lock;
 
 pub(super) async fn send_frame(conn: &Conn, bytes: &[u8]) -> Result<(), String> {
@@ -314,7 +315,12 @@ fn admit_gossip(
     let now = shared.now_ms();
     let (admitted, introduction) = {
         let mut trust = lock(&shared.gossip);
-        let admitted = trust.inbound(&conn.peer.node, frame.sender, frame.payload, now)?;
+        let from = Sender {
+            node: &conn.peer.node,
+            addr: frame.sender,
+            alerter_priority_cap: conn.peer.alerter_priority_cap,
+        };
+        let admitted = trust.inbound(from, frame.payload, now)?;
         let introduction = if admitted.introduce.is_empty() {
             None
         } else {
@@ -329,6 +335,16 @@ fn admit_gossip(
             &format!(
                 "gossiped the state of {} (a node speaks only for itself)",
                 admitted.spoke_for.join(", ")
+            ),
+        );
+    }
+    if let Some((claimed, granted)) = &admitted.overclaimed {
+        shared.stats.reject(
+            &conn.peer.node,
+            "claims_alerter_priority",
+            &format!(
+                "claimed alerter_priority {claimed} but its certificate grants {granted}; held to {granted} (to raise it, reissue on the CA node: `labmesh certs renew {} --alerter-priority {claimed} --out FILE`, then join with that bundle)",
+                conn.peer.node
             ),
         );
     }

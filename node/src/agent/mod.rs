@@ -200,6 +200,8 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
     let explicit = settings.name_is_explicit.then(|| settings.name.clone());
     let identity = identity::ensure(&settings, explicit.as_deref())?;
     settings.name = identity.node.node().to_owned();
+    settings.mesh.alerter_priority =
+        identity::granted_priority(settings.mesh.alerter_priority, &identity.node);
     let (trust, signers) =
         crate::trust::event_trust(&identity.node, Some(&settings.certs_dir()), true)?;
     let mut store_cfg = settings.store_config();

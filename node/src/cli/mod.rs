@@ -270,6 +270,17 @@ pub struct CertsIssueArgs {
     /// Validity in days.
     #[arg(long, default_value_t = 365, value_name = "N")]
     pub days: u32,
+    /// The highest alerter priority the node may claim (its `[mesh] alerter_priority`). Peers
+    /// hold every node to what its certificate grants, so a member cannot make itself the
+    /// alerter by claiming more. Default 0: the node may be alerter only by name order among
+    /// equals. The CA node's own certificates grant it any priority.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub alerter_priority: i64,
     /// Where to write the join bundle (0600). For `renew` of this node itself, omit it to
     /// replace this node's own certificate.
     #[arg(long, value_name = "FILE")]

@@ -73,7 +73,13 @@ fn issue(settings: &Settings, args: &CertsIssueArgs, renew: bool) -> anyhow::Res
     if args.days == 0 || args.days > 3650 {
         return Err(UsageError(format!("--days {}: use 1 to 3650", args.days)).into());
     }
-    let identity = ca.issue(&args.node, &args.ips, args.days)?;
+    // The CA node may claim any priority: it holds the key that grants them.
+    let grant = if args.node == settings.name {
+        certs::CA_NODE_ALERTER_PRIORITY
+    } else {
+        args.alerter_priority
+    };
+    let identity = ca.issue_granting(&args.node, &args.ips, args.days, grant)?;
     let not_after = identity.not_after().to_rfc3339();
     match &args.out {
         Some(out) => {
@@ -87,7 +93,7 @@ fn issue(settings: &Settings, args: &CertsIssueArgs, renew: bool) -> anyhow::Res
                 })?;
             print(
                 args.json,
-                json!({"node": args.node, "bundle": out, "not_after": not_after, "serial": identity.serial_hex()}),
+                json!({"node": args.node, "bundle": out, "not_after": not_after, "serial": identity.serial_hex(), "alerter_priority": identity.alerter_priority_cap()}),
                 format!(
                     "wrote the join bundle for {} to {} (0600, holds a private key: move it over a trusted channel and delete it after use)\non {}: labmesh join {} --seed {}",
                     args.node,
