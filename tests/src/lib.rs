@@ -461,3 +461,40 @@ pub fn mesh_node(
     });
     (agent, data, gossip)
 }
+
+/// Feeds the body to `promtool check metrics` and fails on any output at all (lint warnings
+/// included), not only on a failing exit code.
+pub fn promtool_check(body: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`; scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics ({}): {said}\nbody:\n{body}",
+        out.status
+    );
+}
+
+/// The value of the sample `series` (a name, or a name with its labels as written, e.g.
+/// `labmesh_peers{state="alive"}`).
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}

@@ -5,49 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use labmesh_tests::{
-    Agent, free_udp_port, http_auth, issue_bundle, labmesh, run, stderr, wait_until,
+    Agent, free_udp_port, http_auth, issue_bundle, labmesh, metric_value as value, promtool_check,
+    run, stderr, wait_until,
 };
-
-/// Feeds the body to `promtool check metrics` and fails on any output at all (lint warnings
-/// included), not only on a failing exit code.
-fn promtool_check(body: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package `prometheus`; scripts/test installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics ({}): {said}\nbody:\n{body}",
-        out.status
-    );
-}
-
-/// The value of the sample `series` (a name, or a name with its labels as written, e.g.
-/// `labmesh_peers{state="alive"}`).
-fn value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 fn must(body: &str, series: &str) -> f64 {
     value(body, series).unwrap_or_else(|| panic!("no {series} in\n{body}"))
@@ -187,6 +150,7 @@ fn metrics_pass_promtool_and_show_host_checks_and_workers() {
     let (status, open) = http_accept(&agent, "application/openmetrics-text;version=1.0.0");
     assert_eq!(status, 200);
     assert!(open.ends_with("# EOF\n"), "{open}");
+    assert_eq!(open.matches("# EOF").count(), 1, "one exposition: {open}");
     assert!(
         open.contains("# TYPE labmesh_gossip_bytes counter"),
         "{open}"

@@ -380,6 +380,7 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
         alerting: Some(alerting),
         allowed_hosts: settings.api_allowed_hosts.clone(),
         read_token: settings.api_read_token,
+        run_metrics: Default::default(),
     });
     tokio::spawn(crate::api::digest_schedule::run(
         state.clone(),

@@ -51,6 +51,8 @@ pub struct ApiState {
     pub allowed_hosts: Vec<String>,
     /// Reads need the token too.
     pub read_token: bool,
+    /// The seed's `homelab_*` run metrics folded so far (`api::metrics::runs`).
+    pub run_metrics: std::sync::Mutex<crate::runs::metrics::RunMetrics>,
 }
 
 /// Whether a request's `Host` names this agent: an IP literal (what a browser sends for an

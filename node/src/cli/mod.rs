@@ -12,6 +12,7 @@ use labmesh::config::{AgentOverrides, Overrides};
 pub mod alerts;
 pub mod exit;
 pub mod host;
+pub mod run;
 pub mod status;
 
 pub use alerts::{AlertsArgs, DigestArgs, ExpectArgs, SilenceCommand};
@@ -162,6 +163,12 @@ pub enum Command {
     /// Mute alerts for a while: add, list, clear.
     #[command(subcommand)]
     Silence(SilenceCommand),
+    /// Wrap a build, test, deploy or maintenance command: its output passes through, and the
+    /// run is recorded as events (works without the agent).
+    Run(run::RunArgs),
+    /// The history of wrapped runs across the mesh: list, show, stats.
+    #[command(subcommand)]
+    Runs(run::RunsCommand),
 }
 
 #[derive(Debug, Subcommand)]

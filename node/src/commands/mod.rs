@@ -10,6 +10,8 @@ mod emit;
 mod events;
 mod fsck;
 mod probe;
+mod run;
+mod runs;
 mod score;
 mod status;
 mod sync;
@@ -40,5 +42,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Expect(args) => alerts::expect(&settings()?, args),
         Command::Digest(args) => digest::run(&settings()?, args),
         Command::Silence(cmd) => alerts::silence(&settings()?, cmd),
+        Command::Run(args) => run::run(&settings()?, args),
+        Command::Runs(cmd) => runs::run(&settings()?, cmd),
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod host;
 pub mod mesh;
+pub mod runs;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -42,8 +43,13 @@ pub fn ratio() -> Option<Unit> {
 
 impl Out {
     pub fn new() -> Out {
+        Out::with_prefix("labmesh")
+    }
+
+    /// A registry whose names start with `prefix_` (the seed's `homelab_` families).
+    pub fn with_prefix(prefix: &str) -> Out {
         Out {
-            reg: Registry::with_prefix("labmesh"),
+            reg: Registry::with_prefix(prefix),
         }
     }
 
@@ -182,7 +188,18 @@ pub async fn handler(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> 
         .is_some_and(|a| a.contains("application/openmetrics-text"));
     let mut out = Out::new();
     fill(&state, &mut out).await;
-    match out.encode() {
+    let mut homelab = Out::with_prefix("homelab");
+    runs::refresh(&state, &state.run_metrics);
+    runs::write(&state.run_metrics, &mut homelab);
+    let encoded = out.encode().and_then(|ours| {
+        // One exposition: ours without its `# EOF`, then the seed's families, then the one EOF.
+        let theirs = homelab.encode()?;
+        Ok(format!(
+            "{}{theirs}",
+            ours.strip_suffix("# EOF\n").unwrap_or(&ours)
+        ))
+    });
+    match encoded {
         Ok(body) if open => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
         Ok(body) => (
             [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],

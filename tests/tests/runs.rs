@@ -1,0 +1,486 @@
+//! `labmesh run` over a real small cargo project that the test writes: a passing build, a
+//! failing one, `cargo test` and `cargo nextest` with one failure and one ignored test, a warning
+//! counted, a secret from the environment stored nowhere, a forwarded SIGINT, and a run recorded
+//! without an agent that an agent started later picks up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use labmesh_tests::{Agent, events, labmesh, stderr, stdout, wait_until};
+use serde_json::Value;
+
+const SECRET: &str = "hunter2-very-secret-value";
+
+/// A crate with a binary that has one warning (an unused variable), and tests: one passes, one
+/// fails, one is ignored.
+fn project(dir: &Path) -> PathBuf {
+    let p = dir.join("demo");
+    std::fs::create_dir_all(p.join("src")).unwrap();
+    std::fs::write(
+        p.join("Cargo.toml"),
+        "[package]\nname = \"demo\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("src/main.rs"),
+        r#"fn main() {
+    let unused = 1;
+    println!("demo {}", std::env::var("DEMO_TOKEN").unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passes() {}
+    #[test]
+    fn fails() {
+        panic!("boom");
+    }
+    #[test]
+    #[ignore]
+    fn ignored() {}
+}
+"#,
+    )
+    .unwrap();
+    p
+}
+
+/// `labmesh run ARGS` in `cwd`, with the secret in the environment and a target dir of its own
+/// (the outer cargo's must not be shared or locked).
+fn wrapped(data: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
+    labmesh(data)
+        .current_dir(cwd)
+        .env("DEMO_TOKEN", SECRET)
+        .env("CARGO_TARGET_DIR", cwd.join("target"))
+        .env_remove("RUSTFLAGS")
+        .args(["--name", "ws", "run"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The one end event of the run with correlation id `run` (any kind).
+fn end_of(data: &Path, types: &[&str]) -> Vec<Value> {
+    types.iter().flat_map(|t| events(data, t)).collect()
+}
+
+fn never_stored(data: &Path) {
+    for entry in walk(data) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(SECRET),
+            "the secret is stored in {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn builds_and_tests_of_a_cargo_project_are_recorded_with_their_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let proj = project(dir.path());
+
+    // A passing build: output passes through, a warning is counted, the artifact measured.
+    let out = wrapped(
+        &data,
+        &proj,
+        &[
+            "--kind",
+            "build",
+            "--service",
+            "demo",
+            "--backend",
+            "cpu",
+            "--artifact",
+            "target/debug/demo",
+            "--",
+            "cargo",
+            "build",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unused"),
+        "cargo's output passed through"
+    );
+    let done = end_of(&data, &["build_completed"]);
+    assert_eq!(done.len(), 1, "{done:#?}");
+    let p = &done[0]["payload"];
+    assert_eq!(p["service"], "demo");
+    assert_eq!(p["backend"], "cpu");
+    assert_eq!(p["exit_code"], 0);
+    assert_eq!(p["diagnostics"]["warnings"], 1, "{p:#}");
+    assert!(p["artifact_bytes"].as_u64().unwrap() > 1000, "{p:#}");
+    assert!(p["duration_seconds"].as_f64().unwrap() > 0.0);
+    let started = events(&data, "build_started");
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0]["correlation_id"], done[0]["correlation_id"]);
+
+    // The binary prints the secret: the log keeps it redacted, and nothing stores it.
+    let out = wrapped(
+        &data,
+        &proj,
+        &["--kind", "deploy", "--", "target/debug/demo"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(SECRET),
+        "the terminal sees the real output"
+    );
+    let deploy = end_of(&data, &["deployment_completed"]);
+    let log = data.join(deploy[0]["payload"]["log"].as_str().unwrap());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("[redacted:DEMO_TOKEN]"), "{text}");
+
+    // cargo test: one failure and one ignored; the exit code is cargo's.
+    let out = wrapped(
+        &data,
+        &proj,
+        &["--kind", "test", "--service", "demo", "--", "cargo", "test"],
+    );
+    assert_eq!(out.status.code(), Some(101), "{}", stderr(&out));
+    let failed = end_of(&data, &["test_failed"]);
+    assert_eq!(failed.len(), 1);
+    let t = &failed[0]["payload"]["tests"];
+    assert_eq!(
+        (&t["passed"], &t["failed"], &t["ignored"]),
+        (&Value::from(1), &Value::from(1), &Value::from(1)),
+        "{t}"
+    );
+    assert_eq!(failed[0]["payload"]["exit_code"], 101);
+
+    // cargo nextest, where installed (CI has it): the same counts.
+    let has_nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_nextest {
+        let out = wrapped(
+            &data,
+            &proj,
+            &[
+                "--kind",
+                "test",
+                "--service",
+                "demo-nextest",
+                "--",
+                "cargo",
+                "nextest",
+                "run",
+                "--no-fail-fast",
+            ],
+        );
+        assert!(!out.status.success());
+        let failed: Vec<Value> = end_of(&data, &["test_failed"])
+            .into_iter()
+            .filter(|e| e["service"] == "demo-nextest")
+            .collect();
+        assert_eq!(failed.len(), 1);
+        let t = &failed[0]["payload"]["tests"];
+        assert_eq!(t["passed"], 1, "{t}");
+        assert_eq!(t["failed"], 1, "{t}");
+        assert_eq!(t["ignored"], 1, "{t}");
+    }
+
+    // A failing build inside a script that marks its phases: the failing phase is named.
+    std::fs::write(proj.join("src/main.rs"), "fn main() { not_rust }\n").unwrap();
+    let script = proj.join("build.sh");
+    let bin = labmesh_tests::labmesh_bin();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\n{0} run phase prepare\ntrue\n{0} run phase compile\ncargo build\n",
+            bin.display()
+        ),
+    )
+    .unwrap();
+    let out = wrapped(
+        &data,
+        &proj,
+        &[
+            "--kind",
+            "build",
+            "--service",
+            "demo",
+            "--",
+            "sh",
+            "build.sh",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(101), "{}", stderr(&out));
+    let failed = end_of(&data, &["build_failed"]);
+    assert_eq!(failed.len(), 1);
+    let p = &failed[0]["payload"];
+    assert_eq!(p["failing_phase"], "compile", "{p:#}");
+    assert_eq!(p["phases"].as_array().unwrap().len(), 2, "{p:#}");
+    assert!(p["diagnostics"]["errors"].as_u64().unwrap() >= 1, "{p:#}");
+    assert!(
+        p["tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap_or("").contains("not_rust")),
+        "{p:#}"
+    );
+    never_stored(&data);
+}
+
+#[test]
+fn a_command_that_cannot_start_or_is_missing_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = wrapped(&data, dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("after `--`"), "{}", stderr(&out));
+    let out = wrapped(&data, dir.path(), &["--", "no-such-program-xyz"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("no-such-program-xyz"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(end_of(&data, &["build_failed"]).len(), 1);
+    // `run phase` outside a run says what to do.
+    let out = labmesh(&data).args(["run", "phase", "x"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not inside `labmesh run`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_sigint_to_the_wrapper_reaches_the_command_and_the_run_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let marker = dir.path().join("got-int");
+    let script = format!(
+        "trap 'echo interrupted > {}; exit 130' INT; echo ready; while true; do sleep 0.05; done",
+        marker.display()
+    );
+    let mut child = labmesh(&data)
+        .args([
+            "--name", "ws", "run", "--kind", "test", "--", "sh", "-c", &script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the run to start", Duration::from_secs(20), || {
+        !events(&data, "test_started").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(marker.exists(), "the command never saw the SIGINT");
+    let cancelled = events(&data, "test_cancelled");
+    assert_eq!(cancelled.len(), 1, "{cancelled:#?}");
+    assert_eq!(cancelled[0]["payload"]["signal"], "SIGINT");
+}
+
+#[test]
+fn a_run_recorded_without_an_agent_is_picked_up_and_signed_by_one_started_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = wrapped(&data, dir.path(), &["--kind", "build", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let agent = Agent::start(&data, &["--name", "ws"]);
+    wait_until("the agent to list the run", Duration::from_secs(20), || {
+        let v = agent.get_json("/v1/events?type=build_completed");
+        v.as_array().is_some_and(|a| !a.is_empty())
+            || v["events"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    let out = labmesh(&data).args(["fsck", "--verify"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn the_seed_s_build_metrics_come_from_this_node_s_runs_and_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let artifact = dir.path().join("llm-worker");
+    std::fs::write(&artifact, vec![0u8; 4096]).unwrap();
+    let a = artifact.display().to_string();
+    let build = |cmd: &str| {
+        wrapped(
+            &data,
+            dir.path(),
+            &[
+                "--kind",
+                "build",
+                "--backend",
+                "cuda",
+                "--artifact",
+                &a,
+                "--",
+                "sh",
+                "-c",
+                cmd,
+            ],
+        )
+    };
+    assert!(build("true").status.success());
+    assert!(!build("exit 1").status.success());
+    assert!(
+        wrapped(&data, dir.path(), &["--kind", "test", "--", "true"])
+            .status
+            .success()
+    );
+    let agent = Agent::start(&data, &["--name", "ws"]);
+    let mut body = String::new();
+    wait_until("the run metrics", Duration::from_secs(20), || {
+        body = agent.get("/metrics").1;
+        body.contains("homelab_test_success_total")
+    });
+    labmesh_tests::promtool_check(&body);
+    let value = |s: &str| labmesh_tests::metric_value(&body, s);
+    let cuda = r#"{host="ws",backend="cuda"}"#;
+    assert_eq!(
+        value(&format!("homelab_build_success_total{cuda}")),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&format!("homelab_build_failure_total{cuda}")),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&format!("homelab_binary_size_bytes{cuda}")),
+        Some(4096.0),
+        "{body}"
+    );
+    assert!(
+        value(&format!("homelab_build_duration_seconds{cuda}")).is_some(),
+        "{body}"
+    );
+    let none = r#"{host="ws",backend="none"}"#;
+    assert_eq!(
+        value(&format!("homelab_test_success_total{none}")),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(
+        body.contains("labmesh_agent_uptime_seconds"),
+        "ours are still there: {body}"
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
+#[test]
+fn runs_stats_names_the_first_failing_commit_and_list_show_read_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let repo = dir.path().join("llm-worker");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    // Commits 1 and 2 build; 3 breaks it and 4 does not fix it.
+    let mut commits = Vec::new();
+    for (i, ok) in [(1, true), (2, true), (3, false), (4, false)] {
+        std::fs::write(repo.join("ok"), if ok { "0" } else { "1" }).unwrap();
+        git(&repo, &["add", "ok"]);
+        git(
+            &repo,
+            &[
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                &format!("commit {i}"),
+            ],
+        );
+        commits.push(git(&repo, &["rev-parse", "HEAD"]));
+        let out = wrapped(
+            &data,
+            &repo,
+            &["--kind", "build", "--", "sh", "-c", "exit $(cat ok)"],
+        );
+        assert_eq!(out.status.success(), ok, "{}", stderr(&out));
+    }
+    let out = labmesh(&data)
+        .args(["--name", "ws", "runs", "stats", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let failing = stats["failing"].as_array().unwrap();
+    assert_eq!(failing.len(), 1, "{stats:#}");
+    let f = &failing[0];
+    assert_eq!(
+        f["series"]["service"], "llm-worker",
+        "the repository names the service"
+    );
+    assert_eq!(f["first_failing_commit"], commits[2].as_str(), "{f:#}");
+    let range: Vec<&str> = f["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(range, [&commits[1], &commits[2], &commits[3]], "{f:#}");
+    let human = labmesh(&data)
+        .args(["--name", "ws", "runs", "stats"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&human).contains(&commits[2][..7]),
+        "{}",
+        stdout(&human)
+    );
+
+    let out = labmesh(&data)
+        .args(["--name", "ws", "runs", "list", "--json"])
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    assert_eq!(list[0]["git_commit"], commits[3].as_str(), "newest first");
+    assert_eq!(list[0]["outcome"], "failed");
+    let id = list[0]["id"].as_str().unwrap();
+    let out = labmesh(&data)
+        .args(["--name", "ws", "runs", "show", id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&commits[3]), "{}", stdout(&out));
+}
