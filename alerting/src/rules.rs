@@ -258,6 +258,86 @@ pub struct Observation {
 
 /// Fills `{label}` and `{value}` placeholders; unknown ones stay as written.
 pub fn render(template: &str, labels: &Labels, value: &str) -> String {
+    render_event(template, labels, value, None)
+}
+
+/// How many of a payload list's last items `{payload.KEY}` shows (a run's `tail`).
+const PAYLOAD_LIST_ITEMS: usize = 10;
+/// How much of one payload value `{payload.KEY}` shows.
+const PAYLOAD_VALUE_CHARS: usize = 300;
+
+/// A payload field as a notification shows it: strings as they are, lists as their last
+/// lines, `-` when absent (a script's event without it).
+fn payload_text(payload: &serde_json::Map<String, serde_json::Value>, key: &str) -> String {
+    use serde_json::Value;
+    let cut = |s: &str| -> String {
+        if s.chars().count() > PAYLOAD_VALUE_CHARS {
+            let mut t: String = s.chars().take(PAYLOAD_VALUE_CHARS).collect();
+            t.push('…');
+            t
+        } else {
+            s.to_owned()
+        }
+    };
+    match payload.get(key) {
+        None | Some(Value::Null) => "-".to_owned(),
+        Some(Value::String(s)) => cut(s),
+        Some(Value::Array(items)) => {
+            let skip = items.len().saturating_sub(PAYLOAD_LIST_ITEMS);
+            items
+                .iter()
+                .skip(skip)
+                .map(|v| match v {
+                    Value::String(s) => cut(s),
+                    other => cut(&other.to_string()),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Some(other) => cut(&other.to_string()),
+    }
+}
+
+/// `{details}` of a run event: what a person reading a failure page wants first, only the
+/// parts the event has: ` (backend cuda, commit a1b2c3d, phase compile, exit 101)` and, on
+/// the lines below, the last lines of output (redacted when `labmesh run` recorded them).
+fn run_details(payload: &serde_json::Map<String, serde_json::Value>) -> String {
+    use serde_json::Value;
+    let text = |k: &str| payload.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let mut parts = Vec::new();
+    if let Some(b) = text("backend") {
+        parts.push(format!("backend {b}"));
+    }
+    if let Some(c) = text("git_commit") {
+        parts.push(format!("commit {}", c.chars().take(7).collect::<String>()));
+    }
+    if let Some(p) = text("failing_phase") {
+        parts.push(format!("phase {p}"));
+    }
+    if let Some(code) = payload.get("exit_code").and_then(Value::as_i64).filter(|c| *c != 0) {
+        parts.push(format!("exit {code}"));
+    }
+    let mut out = if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    };
+    if payload.get("tail").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
+        out.push('\n');
+        out.push_str(&payload_text(payload, "tail"));
+    }
+    out
+}
+
+/// [`render`], where an event rule's template may also name the event's payload fields as
+/// `{payload.KEY}` (a failed run's `backend`, `git_commit`, `failing_phase`, `tail`), and
+/// `{details}` ([`run_details`]).
+pub fn render_event(
+    template: &str,
+    labels: &Labels,
+    value: &str,
+    payload: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> String {
     let mut out = String::with_capacity(template.len() + 16);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -269,6 +349,16 @@ pub fn render(template: &str, labels: &Labels, value: &str) -> String {
                 match (key, labels.get(key)) {
                     ("value", _) => out.push_str(value),
                     (_, Some(v)) => out.push_str(v),
+                    ("details", None) if payload.is_some() => {
+                        if let Some(p) = payload {
+                            out.push_str(&run_details(p));
+                        }
+                    }
+                    (k, None) if k.starts_with("payload.") && payload.is_some() => {
+                        if let Some(p) = payload {
+                            out.push_str(&payload_text(p, &k["payload.".len()..]));
+                        }
+                    }
                     _ => {
                         out.push('{');
                         out.push_str(key);
@@ -383,7 +473,12 @@ impl Rule {
         } else {
             Condition::Clear
         };
-        let summary = self.summary_or(&labels, &value_text, "{rule}: {subject}");
+        let summary = render_event(
+            self.summary.as_deref().unwrap_or("{rule}: {subject}"),
+            &labels,
+            &value_text,
+            Some(&e.payload),
+        );
         Some(Observation {
             rule: self.name.clone(),
             subject,

@@ -106,3 +106,36 @@ fn templates() {
         "vm1: 3% {nope} {"
     );
 }
+
+#[test]
+fn a_failed_run_s_page_names_backend_commit_phase_and_its_last_lines() {
+    let set = RuleSet::defaults().unwrap();
+    let failed = set.get("build_failed").unwrap();
+    let o = failed
+        .observe_event(&event(
+            "build_failed",
+            "workstation-build.sh",
+            serde_json::json!({
+                "backend": "cuda",
+                "git_commit": "a1b2c3d4e5f6",
+                "failing_phase": "compile",
+                "exit_code": 101,
+                "tail": ["error[E0425]: cannot find value `x`", "error: could not compile `llm-worker`"],
+            }),
+        ))
+        .unwrap();
+    assert_eq!(
+        o.summary,
+        "build workstation-build.sh failed on workstation (backend cuda, commit a1b2c3d, phase compile, exit 101)\nerror[E0425]: cannot find value `x`\nerror: could not compile `llm-worker`"
+    );
+    let l = Labels::new();
+    let payload = serde_json::json!({"n": 3, "list": (0..30).collect::<Vec<u32>>()});
+    let p = payload.as_object().unwrap();
+    assert_eq!(
+        crate::rules::render_event("{payload.n} {payload.missing}", &l, "", Some(p)),
+        "3 -"
+    );
+    let last = crate::rules::render_event("{payload.list}", &l, "", Some(p));
+    assert_eq!(last.lines().count(), 10, "only the last lines: {last}");
+    assert!(last.ends_with("29"));
+}
