@@ -40,6 +40,8 @@ pub struct WorldRuntime {
     checkpoint_meta: PathBuf,
     views: Mutex<Option<Views>>,
     retention_days: u32,
+    /// `labmesh run` logs, pruned with the events.
+    run_logs: std::path::PathBuf,
     archive_pruned: bool,
     /// Set when a peer's snapshot was merged: the views and checkpoint are due.
     merged: std::sync::atomic::AtomicBool,
@@ -92,6 +94,7 @@ impl WorldRuntime {
             mesh,
             clock,
             world_dir: data_dir.join("world"),
+            run_logs: data_dir.join(crate::runs::schema::RUN_LOG_DIR),
             checkpoint,
             checkpoint_meta,
             views: Mutex::new(None),
@@ -147,6 +150,17 @@ impl WorldRuntime {
             self.archive_pruned,
         ) {
             tracing::error!(error = %e, "cannot prune old events");
+        }
+        match crate::runs::logs::prune(
+            &self.run_logs,
+            std::time::SystemTime::now(),
+            self.retention_days,
+        ) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "pruned run logs past retention"),
+            Err(e) => {
+                tracing::warn!(dir = %self.run_logs.display(), error = %e, "cannot prune run logs")
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod ansi;
 pub mod context;
 pub mod history;
+pub mod logs;
 pub mod metrics;
 pub mod output;
 pub mod records;
