@@ -350,10 +350,33 @@ fn the_seed_s_build_metrics_come_from_this_node_s_runs_and_pass_promtool() {
     };
     assert!(build("true").status.success());
     assert!(!build("exit 1").status.success());
+    // The last run also leaves the figures for node_exporter's textfile collector.
+    let textfiles = dir.path().join("textfile");
+    std::fs::create_dir_all(&textfiles).unwrap();
+    let t = textfiles.display().to_string();
     assert!(
-        wrapped(&data, dir.path(), &["--kind", "test", "--", "true"])
-            .status
-            .success()
+        wrapped(
+            &data,
+            dir.path(),
+            &["--kind", "test", "--textfile-dir", &t, "--", "true"]
+        )
+        .status
+        .success()
+    );
+    let file = std::fs::read_to_string(textfiles.join("labmesh_runs.prom")).unwrap();
+    labmesh_tests::promtool_check(&file);
+    assert_eq!(
+        labmesh_tests::metric_value(
+            &file,
+            r#"homelab_build_failure_total{host="ws",backend="cuda"}"#
+        ),
+        Some(1.0),
+        "{file}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&textfiles).unwrap().count(),
+        1,
+        "no temporary file is left"
     );
     let agent = Agent::start(&data, &["--name", "ws"]);
     let mut body = String::new();

@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// The script's name in the events (default: the command's file name).
     #[arg(long, value_name = "NAME")]
     pub script: Option<String>,
+    /// After the run, write this node's `homelab_*` build and test metrics to
+    /// DIR/labmesh_runs.prom (atomically) for node_exporter's textfile collector.
+    #[arg(long, env = "LABMESH_TEXTFILE_DIR", value_name = "DIR")]
+    pub textfile_dir: Option<PathBuf>,
     /// Print the run's end event as JSON on stderr when done (stdout is the command's).
     #[arg(long)]
     pub json: bool,

@@ -15,6 +15,7 @@ mod runs;
 mod score;
 mod status;
 mod sync;
+mod textfile;
 mod world;
 
 use labmesh::config::Settings;

@@ -364,6 +364,12 @@ async fn wrap(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
     if args.json {
         eprintln!("{doc}");
     }
+    if let Some(dir) = &args.textfile_dir {
+        // The run is recorded either way; a textfile that cannot be written is said, not fatal.
+        if let Err(e) = super::textfile::write(settings, dir) {
+            eprintln!("labmesh run: {e:#}");
+        }
+    }
     Ok(u8::try_from(exit_code.clamp(0, 255)).unwrap_or(1))
 }
 

@@ -33,6 +33,11 @@ pub fn refresh(state: &ApiState, cache: &Mutex<RunMetrics>) {
 /// Writes the families into `out` (a registry with the `homelab` prefix).
 pub fn write(cache: &Mutex<RunMetrics>, out: &mut Out) {
     let m = cache.lock().unwrap_or_else(|e| e.into_inner());
+    write_figures(&m, out);
+}
+
+/// [`write`] from figures at hand (`labmesh run --textfile-dir`).
+pub fn write_figures(m: &RunMetrics, out: &mut Out) {
     let samples = m.samples();
     let mut names: Vec<&str> = samples.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
