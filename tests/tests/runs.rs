@@ -507,3 +507,94 @@ fn runs_stats_names_the_first_failing_commit_and_list_show_read_the_history() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains(&commits[3]), "{}", stdout(&out));
 }
+
+/// Reads an HTTP response from `stream` until `want` has appeared in it (or 20 s pass).
+fn read_until(stream: &mut std::net::TcpStream, seen: &mut String, want: &str) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{want:?} never came; got:\n{seen}"
+        );
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("the stream ended before {want:?}; got:\n{seen}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_running_build_s_log_is_followed_live_over_sse_and_from_the_cli() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let agent = Agent::start(&data, &["--name", "ws"]);
+    let gate = dir.path().join("go-on");
+    let script = format!(
+        "echo first line; while [ ! -e {} ]; do sleep 0.05; done; echo second line >&2",
+        gate.display()
+    );
+    let mut run = labmesh(&data)
+        .env("DEMO_TOKEN", SECRET)
+        .args([
+            "--name", "ws", "run", "--kind", "build", "--", "sh", "-c", &script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    wait_until("the run to start", Duration::from_secs(20), || {
+        let started = events(&data, "build_started");
+        if let Some(e) = started.first() {
+            id = e["correlation_id"].as_str().unwrap().to_owned();
+        }
+        !id.is_empty()
+    });
+    // The CLI follows it too, from the start.
+    let cli = labmesh(&data)
+        .args(["--name", "ws", "runs", "log", &id, "-f"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sse = std::net::TcpStream::connect(agent.api).unwrap();
+    sse.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        sse,
+        "GET /v1/runs/{id}/log?follow=1 HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        agent.api
+    )
+    .unwrap();
+    let mut seen = String::new();
+    read_until(&mut sse, &mut seen, "first line");
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the line arrived while the command still ran"
+    );
+    std::fs::write(&gate, "").unwrap();
+    read_until(&mut sse, &mut seen, "second line");
+    read_until(&mut sse, &mut seen, "event: end");
+    assert!(run.wait().unwrap().success());
+    let out = cli.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("first line"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("second line"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("build_complete"), "{}", stderr(&out));
+    // Not a run id, and a run this node does not have.
+    let (code, body) = agent.get("/v1/runs/..%2F..%2Fetc/log");
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = agent.get("/v1/runs/01a25247-3e89-7550-8ed8-602769146e71/log");
+    assert_eq!(code, 404);
+    let (code, body) = agent.get(&format!("/v1/runs/{id}/log"));
+    assert_eq!(code, 200);
+    assert_eq!(body.lines().count(), 4, "start, two lines, end: {body}");
+}

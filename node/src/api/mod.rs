@@ -6,6 +6,7 @@ pub mod digest;
 pub mod digest_schedule;
 pub mod host;
 pub mod metrics;
+pub mod runs;
 pub mod score;
 pub mod status;
 pub mod web;
@@ -151,6 +152,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/heartbeat", axum::routing::post(heartbeat))
         .route("/v1/workers", get(workers_list))
+        .route("/v1/runs/{id}/log", get(crate::api::runs::log))
         .route("/metrics", get(crate::api::metrics::handler))
         .route("/v1/alerts", get(crate::api::alerts::alerts))
         .route("/v1/score", get(crate::api::score::handler))

@@ -85,6 +85,21 @@ pub enum RunsCommand {
     /// Success rates (7 and 30 days), duration and size trends, test pass rates, the first
     /// failing commit of each failing series, and duration regressions.
     Stats(RunsStatsArgs),
+    /// A run's output as it was recorded (redacted); -f follows a run that is still going.
+    Log(RunsLogArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunsLogArgs {
+    /// The run id (a unique prefix is enough).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Keep printing new lines until the run ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Print the log's JSON lines as stored (timestamp, stream, line; lifecycle records).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

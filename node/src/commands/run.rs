@@ -227,6 +227,7 @@ async fn wrap(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
     };
     let start_word = format!("{}_start", schema::event_prefix(rec.kind));
     rec.lifecycle("INFO", &start_word, json!({"command": rec.context.command}))?;
+    rec.log.flush()?;
     rec.event(Stage::Started, RunEnd::default())?;
 
     let mut cmd = tokio::process::Command::new(&args.command[0]);
@@ -292,7 +293,14 @@ async fn wrap(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
     while status.is_none() || lines_open {
         tokio::select! {
             line = rx.recv(), if lines_open => match line {
-                Some((stream, line)) => rec.output_line(stream, &line)?,
+                Some((stream, line)) => {
+                    rec.output_line(stream, &line)?;
+                    // Live followers (`runs log -f`, SSE) see a line as soon as the output
+                    // pauses; a burst is written in one go.
+                    if rx.is_empty() {
+                        rec.log.flush()?;
+                    }
+                }
                 None => lines_open = false,
             },
             s = child.wait(), if status.is_none() => {

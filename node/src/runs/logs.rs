@@ -1,8 +1,91 @@
-//! Run logs (`<data>/logs/runs/<run-id>.jsonl`) are kept as long as events are: the agent's
-//! retention pass drops the ones last written before the window, with the event folders.
+//! Run logs (`<data>/logs/runs/<run-id>.jsonl`): reading one as it grows
+//! ([`LogFollower`], for `GET /v1/runs/{id}/log?follow=1` and `labmesh runs log -f`), and
+//! retention (the agent's retention pass drops the ones last written before the window, with
+//! the event folders).
 
-use std::path::Path;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use super::schema::RUN_LOG_DIR;
+
+/// The log of run `id` under `data_dir`; `None` when `id` is not a run id (a UUID), so that no
+/// request can name a path outside the folder.
+pub fn log_path(data_dir: &Path, id: &str) -> Option<PathBuf> {
+    let id = uuid::Uuid::parse_str(id).ok()?;
+    Some(
+        data_dir
+            .join(RUN_LOG_DIR)
+            .join(format!("{}.jsonl", id.hyphenated())),
+    )
+}
+
+/// Whether a log line is the wrapper's last record (`build_complete`, `test_fail`,
+/// `deployment_cancel`, ...): nothing follows it.
+pub fn is_end_record(line: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    v.get("stream").is_none()
+        && v.get("event")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|e| {
+                e.ends_with("_complete") || e.ends_with("_fail") || e.ends_with("_cancel")
+            })
+}
+
+/// Reads a run log from the start and then what is appended to it, whole lines only.
+#[derive(Debug)]
+pub struct LogFollower {
+    path: PathBuf,
+    offset: u64,
+    pending: Vec<u8>,
+    ended: bool,
+}
+
+/// At most this much is read per poll (a slow reader catches up over several).
+const READ_PER_POLL: u64 = 1 << 20;
+
+impl LogFollower {
+    pub fn new(path: PathBuf) -> Self {
+        LogFollower {
+            path,
+            offset: 0,
+            pending: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// The complete lines appended since the last poll (none when the file does not exist
+    /// yet).
+    pub fn poll(&mut self) -> std::io::Result<Vec<String>> {
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut chunk = Vec::new();
+        let n = file.take(READ_PER_POLL).read_to_end(&mut chunk)?;
+        self.offset += n as u64;
+        self.pending.extend_from_slice(&chunk);
+        let mut lines = Vec::new();
+        while let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=i).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            if is_end_record(&text) {
+                self.ended = true;
+            }
+            lines.push(text);
+        }
+        Ok(lines)
+    }
+
+    /// Whether the wrapper's last record has been read.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
 
 /// Removes run logs (and leftover phase files) last modified more than `days` days before
 /// `now`. Links and folders are left alone (nothing outside the folder is ever touched).
@@ -40,6 +123,31 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_follower_reads_whole_lines_as_they_come_and_sees_the_end() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let id = "01a25247-3e89-7550-8ed8-602769146e71";
+        let path = log_path(dir.path(), id).unwrap();
+        assert_eq!(log_path(dir.path(), "../../etc/passwd"), None);
+        let mut f = LogFollower::new(path.clone());
+        assert!(f.poll().unwrap().is_empty(), "no file yet");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut w = std::fs::File::create(&path).unwrap();
+        write!(w, "{{\"stream\":\"stdout\",\"line\":\"a\"}}\n{{\"stream\":").unwrap();
+        assert_eq!(f.poll().unwrap().len(), 1);
+        assert!(!f.ended());
+        writeln!(w, "\"stderr\",\"line\":\"b\"}}").unwrap();
+        writeln!(w, "{{\"event\":\"build_complete\",\"level\":\"INFO\"}}").unwrap();
+        let lines = f.poll().unwrap();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains("\"b\""));
+        assert!(f.ended());
+        assert!(!is_end_record(
+            "{\"stream\":\"stdout\",\"event\":\"x_complete\"}"
+        ));
+    }
 
     #[test]
     fn logs_past_the_window_go_and_nothing_else_does() {

@@ -50,6 +50,7 @@ pub fn run(settings: &Settings, cmd: &RunsCommand) -> anyhow::Result<u8> {
         RunsCommand::List(args) => list(settings, args),
         RunsCommand::Show(args) => show(settings, args),
         RunsCommand::Stats(args) => stats(settings, args),
+        RunsCommand::Log(args) => log::log(settings, args),
     };
     match result {
         // `labmesh runs list | head`: the reader had enough.
@@ -496,6 +497,7 @@ fn shell_words(words: &[String]) -> String {
         .join(" ")
 }
 
+mod log;
 mod show;
 mod stats;
 
