@@ -598,3 +598,38 @@ fn a_running_build_s_log_is_followed_live_over_sse_and_from_the_cli() {
     assert_eq!(code, 200);
     assert_eq!(body.lines().count(), 4, "start, two lines, end: {body}");
 }
+
+#[test]
+fn a_run_whose_wrapper_is_killed_is_recorded_abandoned_by_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut run = labmesh(&data)
+        .args(["--name", "ws", "run", "--kind", "test", "--", "sleep", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the run to start", Duration::from_secs(20), || {
+        !events(&data, "test_started").is_empty()
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let out = labmesh(&data)
+        .args(["--name", "ws", "runs", "list", "--json"])
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        list[0]["outcome"], "abandoned",
+        "the CLI sees the wrapper gone: {list:#}"
+    );
+    // The agent of the host records it, so the whole mesh sees it the same way.
+    let _agent = Agent::start(&data, &["--name", "ws"]);
+    wait_until("test_abandoned", Duration::from_secs(20), || {
+        events(&data, "test_abandoned").len() == 1
+    });
+    let abandoned = events(&data, "test_abandoned");
+    let started = events(&data, "test_started");
+    assert_eq!(abandoned[0]["correlation_id"], started[0]["correlation_id"]);
+}

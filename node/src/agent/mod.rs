@@ -347,6 +347,12 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
         Some(settings.state_dir().join("workers.json")),
     );
     let workers_task = tokio::spawn(workers.clone().run(stop_peer_rx.clone()));
+    // Ends with the agent (it only reads the index and appends): not awaited at shutdown.
+    tokio::spawn(crate::drivers::runs::run(
+        store.clone(),
+        settings.name.clone(),
+        stop_peer_rx.clone(),
+    ));
     let (alerting, alerting_task) = crate::drivers::alerting::start(
         AlertingSettings {
             node: settings.name.clone(),

@@ -126,6 +126,21 @@ pub fn gpu_line() -> Option<String> {
     Some(line)
 }
 
+/// Whether process `pid` of this host is alive: `None` when there is no pid to ask about or
+/// the kernel does not say.
+pub fn process_alive(pid: u32) -> Option<bool> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)?;
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => Some(true),
+        // It exists, and belongs to someone else.
+        Err(rustix::io::Errno::PERM) => Some(true),
+        Err(rustix::io::Errno::SRCH) => Some(false),
+        Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -54,7 +54,7 @@ pub(super) fn log(settings: &Settings, args: &RunsLogArgs) -> anyhow::Result<u8>
         }
         if last_alive_check.elapsed() >= ALIVE_EVERY {
             last_alive_check = Instant::now();
-            if wrapper_alive(pid) == Some(false) {
+            if labmesh::runs::context::process_alive(pid) == Some(false) {
                 // One last read: the wrapper may have written its end just before it went.
                 for line in follower.poll()? {
                     print_line(&mut out, &line, args.json)?;

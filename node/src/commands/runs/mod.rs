@@ -157,7 +157,7 @@ fn load(
     let this_host = settings.name.as_str();
     let folded = records::fold(&events, now, |node, pid| {
         if node == this_host {
-            wrapper_alive(pid)
+            labmesh::runs::context::process_alive(pid)
         } else {
             None
         }
@@ -173,21 +173,6 @@ fn load(
         );
     }
     Ok(folded)
-}
-
-/// Whether process `pid` of this host is alive: `None` when there is no pid to ask about or
-/// the kernel does not say.
-fn wrapper_alive(pid: u32) -> Option<bool> {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)?;
-    match rustix::process::test_kill_process(pid) {
-        Ok(()) => Some(true),
-        // It exists, and belongs to someone else.
-        Err(rustix::io::Errno::PERM) => Some(true),
-        Err(rustix::io::Errno::SRCH) => Some(false),
-        Err(_) => None,
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -645,7 +630,10 @@ mod tests {
 
     #[test]
     fn our_own_process_is_alive() {
-        assert_eq!(wrapper_alive(std::process::id()), Some(true));
-        assert_eq!(wrapper_alive(0), None);
+        assert_eq!(
+            labmesh::runs::context::process_alive(std::process::id()),
+            Some(true)
+        );
+        assert_eq!(labmesh::runs::context::process_alive(0), None);
     }
 }
