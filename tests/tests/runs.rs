@@ -633,3 +633,51 @@ fn a_run_whose_wrapper_is_killed_is_recorded_abandoned_by_the_agent() {
     let started = events(&data, "test_started");
     assert_eq!(abandoned[0]["correlation_id"], started[0]["correlation_id"]);
 }
+
+#[test]
+fn on_a_terminal_the_command_gets_one_too_and_keeps_its_colours() {
+    // util-linux's `script` gives the wrapper a terminal, as an operator's shell would.
+    let have_script = Command::new("script").arg("--version").output().is_ok();
+    assert!(
+        have_script,
+        "`script` (util-linux; scripts/test installs it) is needed"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bin = labmesh_tests::labmesh_bin();
+    let inner =
+        "[ -t 1 ] && [ -t 2 ] && echo on-a-tty || echo no-tty; printf '\\033[31mred\\033[0m\\n'";
+    let line = |extra: &str| {
+        format!(
+            "{} --name ws run {extra} -- sh -c \"{inner}\"",
+            bin.display()
+        )
+    };
+    let run_in_script = |extra: &str| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line(extra), "/dev/null"]);
+        for (k, v) in labmesh(&data).get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.stdin(Stdio::null()).output().unwrap()
+    };
+    let out = run_in_script("");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("on-a-tty"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("\u{1b}[31mred"),
+        "colours pass through"
+    );
+    let done = events(&data, "build_completed");
+    let log =
+        std::fs::read_to_string(data.join(done[0]["payload"]["log"].as_str().unwrap())).unwrap();
+    assert!(
+        log.contains("\"line\":\"on-a-tty\""),
+        "no \\r in the log: {log}"
+    );
+    let out = run_in_script("--no-pty");
+    assert!(stdout(&out).contains("no-tty"), "{}", stdout(&out));
+}

@@ -59,6 +59,11 @@ pub struct RunArgs {
     /// DIR/labmesh_runs.prom (atomically) for node_exporter's textfile collector.
     #[arg(long, env = "LABMESH_TEXTFILE_DIR", value_name = "DIR")]
     pub textfile_dir: Option<PathBuf>,
+    /// Do not give the command a pseudo-terminal even when stdout is a terminal (by default it
+    /// gets one there, so it keeps its colours and progress bars; its stdout and stderr are then
+    /// one stream).
+    #[arg(long)]
+    pub no_pty: bool,
     /// Print the run's end event as JSON on stderr when done (stdout is the command's).
     #[arg(long)]
     pub json: bool,

@@ -234,10 +234,30 @@ async fn wrap(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
     cmd.args(&args.command[1..])
         .env(RUN_ID_ENV, &run_id)
         .env(PHASE_FILE_ENV, &phase_path)
-        .stdin(std::process::Stdio::inherit())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = match cmd.spawn() {
+        .stdin(std::process::Stdio::inherit());
+    let pty = if args.no_pty || !rustix::termios::isatty(std::io::stdout()) {
+        None
+    } else {
+        open_pty()
+    };
+    let master = match pty {
+        Some((master, slave)) => {
+            let out = slave.try_clone().context("duplicating the terminal")?;
+            cmd.stdout(std::process::Stdio::from(out))
+                .stderr(std::process::Stdio::from(slave));
+            Some(master)
+        }
+        None => {
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            None
+        }
+    };
+    let spawned = cmd.spawn();
+    // The command holds the terminal's other end now; ours must close, or reading it never
+    // ends.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let end = RunEnd {
@@ -266,7 +286,17 @@ async fn wrap(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
         }
     };
     let (tx, mut rx) = mpsc::channel::<(Stream, String)>(1024);
+    let from_pty = master.map(|m| {
+        let file = tokio::fs::File::from_std(std::fs::File::from(m));
+        tokio::spawn(pass_through(
+            file,
+            tokio::io::stdout(),
+            Stream::Stdout,
+            tx.clone(),
+        ))
+    });
     let readers = [
+        from_pty,
         child.stdout.take().map(|out| {
             tokio::spawn(pass_through(
                 out,
@@ -427,7 +457,13 @@ async fn pass_through(
         pending.extend_from_slice(chunk);
         let mut start = 0;
         while let Some(i) = pending[start..].iter().position(|b| *b == b'\n') {
-            let line = String::from_utf8_lossy(&pending[start..start + i]).into_owned();
+            // A terminal ends lines with \r\n.
+            let end = if i > 0 && pending[start + i - 1] == b'\r' {
+                start + i - 1
+            } else {
+                start + i
+            };
+            let line = String::from_utf8_lossy(&pending[start..end]).into_owned();
             start += i + 1;
             if lines.send((stream, line)).await.is_err() {
                 return;
@@ -446,6 +482,35 @@ async fn pass_through(
             .send((stream, String::from_utf8_lossy(&pending).into_owned()))
             .await;
     }
+}
+
+/// A pseudo-terminal for the command (master, slave), sized like ours: programs that check
+/// for a terminal keep their colours and progress bars. `None` when the system has none to
+/// give (then the command gets pipes).
+fn open_pty() -> Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use rustix::fs::{Mode, OFlags, open};
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).ok()?;
+    grantpt(&master).ok()?;
+    unlockpt(&master).ok()?;
+    let name = ptsname(&master, Vec::new()).ok()?;
+    let slave = open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdout()) {
+        let _ = rustix::termios::tcsetwinsize(&slave, size);
+    }
+    // Output passes as the command wrote it: our own terminal turns \n into \r\n once.
+    if let Ok(mut modes) = rustix::termios::tcgetattr(&slave) {
+        modes
+            .output_modes
+            .remove(rustix::termios::OutputModes::OPOST);
+        let _ = rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &modes);
+    }
+    Some((master, slave))
 }
 
 /// The signals a wrapper forwards.
