@@ -303,7 +303,12 @@ fn payload_text(payload: &serde_json::Map<String, serde_json::Value>, key: &str)
 /// the lines below, the last lines of output (redacted when `labmesh run` recorded them).
 fn run_details(payload: &serde_json::Map<String, serde_json::Value>) -> String {
     use serde_json::Value;
-    let text = |k: &str| payload.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let text = |k: &str| {
+        payload
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     let mut parts = Vec::new();
     if let Some(b) = text("backend") {
         parts.push(format!("backend {b}"));
@@ -314,7 +319,11 @@ fn run_details(payload: &serde_json::Map<String, serde_json::Value>) -> String {
     if let Some(p) = text("failing_phase") {
         parts.push(format!("phase {p}"));
     }
-    if let Some(code) = payload.get("exit_code").and_then(Value::as_i64).filter(|c| *c != 0) {
+    if let Some(code) = payload
+        .get("exit_code")
+        .and_then(Value::as_i64)
+        .filter(|c| *c != 0)
+    {
         parts.push(format!("exit {code}"));
     }
     let mut out = if parts.is_empty() {
@@ -322,7 +331,11 @@ fn run_details(payload: &serde_json::Map<String, serde_json::Value>) -> String {
     } else {
         format!(" ({})", parts.join(", "))
     };
-    if payload.get("tail").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
+    if payload
+        .get("tail")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty())
+    {
         out.push('\n');
         out.push_str(&payload_text(payload, "tail"));
     }
