@@ -52,8 +52,14 @@ mod tests {
 /// `labmesh run ARGS` in `cwd`, with the secret in the environment and a target dir of its own
 /// (the outer cargo's must not be shared or locked).
 fn wrapped(data: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
-    labmesh(data)
-        .current_dir(cwd)
+    let mut cmd = labmesh(data);
+    // The outer nextest's settings (CI's profile) mean nothing to the test's own project.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("NEXTEST_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir(cwd)
         .env("DEMO_TOKEN", SECRET)
         .env("CARGO_TARGET_DIR", cwd.join("target"))
         .env_remove("RUSTFLAGS")
