@@ -27,18 +27,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use labmesh_tests::receiver::read_request;
-use labmesh_tests::{Agent, labmesh, run, stderr, wait_until};
+use labmesh_tests::{Agent, env_num, labmesh, run, stderr, wait_until};
 use serde_json::Value;
 
 const GROUP_WAIT: Duration = Duration::from_secs(8);
 const GROUP_INTERVAL: Duration = Duration::from_secs(2);
-
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -20,14 +20,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use labmesh_tests::{Agent, free_port, free_udp_port, http, labmesh, run, stderr, wait_until};
-
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use labmesh_tests::{
+    Agent, env_num, free_port, free_udp_port, http, labmesh, run, stderr, wait_until,
+};
 
 fn sh(cmd: &str) -> String {
     Command::new("sh")

@@ -18,14 +18,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use labmesh_tests::labmesh;
-
-fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use labmesh_tests::{env_num, labmesh};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
