@@ -6,6 +6,7 @@
 //! SIGINT or SIGTERM. `node/ALGORITHM.md` lists the tasks and what each owns.
 
 pub mod identity;
+pub mod service_manager;
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -382,7 +383,7 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
         checks: Some(checks),
         workers: Some(workers),
         events: Some(bus.clone()),
-        stopping: Some(stopping_rx),
+        stopping: Some(stopping_rx.clone()),
         alerting: Some(alerting),
         allowed_hosts: settings.api_allowed_hosts.clone(),
         read_token: settings.api_read_token,
@@ -392,6 +393,16 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
         state.clone(),
         settings.alerting.digest.clone(),
     ));
+    // Under systemd (`Type=notify`): READY=1 once the API answers, watchdog pings, STATUS=.
+    let service_manager = service_manager::Notifier::from_env();
+    if let Some(notifier) = service_manager.clone() {
+        tokio::spawn(service_manager::run(
+            notifier,
+            state.clone(),
+            settings.api_addr,
+            stopping_rx,
+        ));
+    }
     tracing::info!(api = %settings.api_addr, "listening");
     axum::serve(
         listener,
@@ -399,6 +410,10 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
     )
     .with_graceful_shutdown(async move {
         shutdown_signal().await;
+        // Before anything stops: systemd then waits for the clean exit (TimeoutStopSec).
+        if let Some(notifier) = &service_manager {
+            notifier.send("STOPPING=1\nSTATUS=stopping");
+        }
         let _ = stopping_tx.send(true);
     })
     .await

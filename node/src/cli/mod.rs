@@ -254,6 +254,19 @@ pub enum CertsCommand {
     Renew(CertsIssueArgs),
     /// Revoke every certificate of a node; the record spreads to every peer.
     Revoke(CertsRevokeArgs),
+    /// Install a join bundle into the data dir without starting the agent (what `install.sh
+    /// --join` does): the next `labmesh agent` runs as the node the bundle names.
+    Import(CertsImportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsImportArgs {
+    /// The join bundle written by `labmesh certs issue` on the node holding the mesh CA.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

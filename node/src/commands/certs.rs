@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sync::{EventStore, EventWriter, Query};
 
 use crate::cli::exit;
-use crate::cli::{CertsCommand, CertsIssueArgs, CertsRevokeArgs};
+use crate::cli::{CertsCommand, CertsImportArgs, CertsIssueArgs, CertsRevokeArgs};
 use labmesh::config::Settings;
 use labmesh::error::UsageError;
 
@@ -64,7 +64,29 @@ pub fn run(settings: &Settings, cmd: &CertsCommand) -> anyhow::Result<u8> {
         CertsCommand::Renew(args) => issue(settings, args, true),
         CertsCommand::List(args) => list(settings, args.json),
         CertsCommand::Revoke(args) => revoke(settings, args),
+        CertsCommand::Import(args) => import(settings, args),
     }
+}
+
+fn import(settings: &Settings, args: &CertsImportArgs) -> anyhow::Result<u8> {
+    let explicit = settings.name_is_explicit.then_some(settings.name.as_str());
+    let identity = labmesh::agent::identity::install_bundle(settings, &args.bundle, explicit)
+        .map_err(|e| match e {
+            labmesh::agent::identity::IdentityError::Usage(u) => anyhow::Error::from(u),
+            other => anyhow::Error::from(other),
+        })?;
+    let dir = settings.certs_dir();
+    print(
+        args.json,
+        json!({"node": identity.node.node(), "mesh": identity.mesh_name, "mesh_id": identity.mesh_id, "certs_dir": dir}),
+        format!(
+            "installed the join bundle for node {:?} of mesh {:?} into {}\nnext: start the agent (`labmesh agent --seed HOST:7370`, or `systemctl restart labmesh`)",
+            identity.node.node(),
+            identity.mesh_name,
+            dir.display()
+        ),
+    )?;
+    Ok(exit::OK)
 }
 
 fn issue(settings: &Settings, args: &CertsIssueArgs, renew: bool) -> anyhow::Result<u8> {
