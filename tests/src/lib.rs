@@ -11,6 +11,7 @@ pub mod delay_proxy;
 pub mod faults_net;
 pub mod fuzz;
 pub mod netns;
+pub mod prometheus;
 pub mod receiver;
 pub mod tls;
 

@@ -11,11 +11,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use labmesh_tests::{Agent, free_port, http, labmesh, repo_path, stderr, wait_until};
+use labmesh_tests::prometheus::Prometheus;
+use labmesh_tests::{Agent, labmesh, repo_path, stderr, wait_until};
 use serde_json::Value;
 
 const DASHBOARDS: [&str; 2] = ["labmesh-builds.json", "labmesh-mesh.json"];
@@ -25,7 +26,6 @@ const SCRIPTS: [&str; 4] = [
     "mac-build.sh",
     "mac-test.sh",
 ];
-const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// One panel target: where it is, and its expression as written in the dashboard.
 struct Query {
@@ -117,94 +117,6 @@ fn substitute(expr: &str) -> String {
     out
 }
 
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A running Prometheus, killed on drop.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Prometheus {
-    /// Starts Prometheus scraping the agent at `target` every second.
-    fn start(dir: &Path, target: SocketAddr) -> Prometheus {
-        assert!(
-            Path::new(PROMETHEUS).exists(),
-            "{PROMETHEUS} is missing: install Debian's `prometheus` package (scripts/test installs it)"
-        );
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: labmesh\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    static_configs:\n      - targets: [\"{target}\"]\n"
-            ),
-        )
-        .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = dir.join("prometheus.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn prometheus");
-        Prometheus { child, addr, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `GET /api/v1/query` for `expr`: the result vector (panics unless the status is success).
-    fn query(&self, expr: &str) -> Vec<Value> {
-        let path = format!("/api/v1/query?query={}", url_encode(expr));
-        let (status, body) = http(self.addr, "GET", &path, None).expect("query Prometheus");
-        let v: Value =
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{expr}: {e}: {body}"));
-        assert!(
-            status == 200 && v["status"] == "success",
-            "{expr}: HTTP {status}: {body}"
-        );
-        match &v["data"]["result"] {
-            Value::Array(a) => a.clone(),
-            // A scalar result (`resultType: scalar`) is one value.
-            other => vec![other.clone()],
-        }
-    }
-
-    /// The value of a one-element instant vector, when there is exactly one.
-    fn value(&self, expr: &str) -> Option<f64> {
-        match self.query(expr).as_slice() {
-            [one] => one["value"][1].as_str()?.parse().ok(),
-            _ => None,
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `labmesh run` on node `ws` for the agent at `api` (none yet when `None`).
 fn run(data: &Path, api: Option<SocketAddr>, kind: &str, artifact: Option<&Path>, ok: bool) {
     let mut cmd = labmesh(data);
@@ -257,14 +169,6 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_real_age
     });
     let prom = Prometheus::start(dir.path(), agent.api);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(http(prom.addr, "GET", "/-/ready", None), Ok((200, _))) {
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus not ready in 20 s; log:\n{}",
-            prom.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     // The target is up and has a few samples.
     while prom
         .value("count_over_time(up{job=\"labmesh\"}[1m])")

@@ -169,6 +169,24 @@ pub enum Command {
     /// The history of wrapped runs across the mesh: list, show, stats.
     #[command(subcommand)]
     Runs(run::RunsCommand),
+    /// Prometheus file_sd targets from the live membership: every up node's metrics address
+    /// with labels node, role and backend (for `file_sd_configs`; see deploy/prometheus/).
+    PrometheusSd(PrometheusSdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PrometheusSdArgs {
+    /// Write the targets to this file (atomically, 0644) instead of stdout: safe to point
+    /// Prometheus' file_sd at while a timer refreshes it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Also list nodes that are dead or offline (label `liveness`), so that Prometheus' own
+    /// `up == 0` alerts on them; nodes that left on purpose are never listed.
+    #[arg(long)]
+    pub all: bool,
+    /// Ask this agent (HOST:PORT of its API) instead of the local one.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@ mod emit;
 mod events;
 mod fsck;
 mod probe;
+mod prometheus_sd;
 mod run;
 mod runs;
 mod score;
@@ -45,5 +46,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Silence(cmd) => alerts::silence(&settings()?, cmd),
         Command::Run(args) => run::run(&settings()?, args),
         Command::Runs(cmd) => runs::run(&settings()?, cmd),
+        Command::PrometheusSd(args) => prometheus_sd::run(&settings()?, args),
     }
 }

@@ -1,7 +1,6 @@
 //! `labmesh run --textfile-dir DIR`: this node's `homelab_*` metrics as a file for
 //! node_exporter's textfile collector, for hosts whose Prometheus scrapes node_exporter only.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -36,16 +35,8 @@ pub fn write(settings: &Settings, dir: &Path) -> anyhow::Result<PathBuf> {
     runs::write_figures(&figures, &mut out);
     let text = to_prometheus_text(&out.encode()?);
     let path = dir.join(TEXTFILE);
-    let tmp = dir.join(format!(".{TEXTFILE}.{}", std::process::id()));
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    // 0644: node_exporter runs as its own user.
+    let result = labmesh::util::replace_file(&path, text.as_bytes(), 0o644);
     result.with_context(|| format!("writing {} (--textfile-dir)", path.display()))?;
     Ok(path)
 }
