@@ -27,6 +27,7 @@ pub mod drivers;
 pub mod error;
 pub mod output;
 pub mod probes;
+pub mod remediation;
 pub mod runs;
 pub mod score;
 pub mod status;

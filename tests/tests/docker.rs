@@ -165,3 +165,172 @@ fn docker_probe_and_check_follow_a_real_container_health() {
     assert!(unhealthy >= 1);
     drop(cleanup);
 }
+
+fn inspect(container: &str, format: &str) -> String {
+    sh(Command::new("docker").args(["inspect", "--format", format, container]))
+        .trim()
+        .to_owned()
+}
+
+/// The watchdog's events about `container`, oldest first.
+fn remediations(data: &Path, event_type: &str, container: &str) -> Vec<Value> {
+    let mut v: Vec<Value> = labmesh_tests::events(data, event_type)
+        .into_iter()
+        .filter(|e| e["service"] == container)
+        .collect();
+    v.sort_by_key(|e| e["timestamp"].as_str().unwrap_or("").to_owned());
+    v
+}
+
+#[test]
+fn the_watchdog_restarts_an_opted_in_unhealthy_container_within_its_cooldown_and_cap_only() {
+    if !docker_usable() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI has a Docker engine: this test must run there"
+        );
+        eprintln!("skipped: no usable Docker engine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("lmw{}", std::process::id());
+    let image = format!("labmesh-test-sleeper:{tag}");
+    let (fixme, twin, stopped) = (
+        format!("{tag}-fixme"),
+        format!("{tag}-twin"),
+        format!("{tag}-stopped"),
+    );
+    let _cleanup = [&fixme, &twin, &stopped].map(|c| Cleanup {
+        container: c.clone(),
+        image: image.clone(),
+    });
+    build_image(dir.path(), &image);
+    let label = "labmesh.restart=on-unhealthy";
+    sh(Command::new("docker").args(["run", "-d", "--label", label, "--name", &fixme, &image]));
+    sh(Command::new("docker").args(["run", "-d", "--name", &twin, &image]));
+    sh(Command::new("docker").args(["run", "-d", "--label", label, "--name", &stopped, &image]));
+    sh(Command::new("docker").args(["stop", "-t", "1", &stopped]));
+
+    let (receiver, seen) = labmesh_tests::receiver::recording_server();
+    let data = dir.path().join("data");
+    let config = dir.path().join("labmesh.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[probes]\ninterval = \"1s\"\n\n\
+             [remediation]\nunhealthy_streak = 3\ncooldown = \"6s\"\nmax_per_hour = 2\n\n\
+             [alerting]\nsettle = \"1s\"\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\n\
+             repeat_interval = \"1h\"\n\n\
+             [[receiver]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{receiver}/hook\"\n"
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_with(&data, &[], |cmd| {
+        cmd.env("LABMESH_CONFIG", &config);
+    });
+    wait_until(
+        "the probe sees both healthy",
+        Duration::from_secs(30),
+        || {
+            let h = host(&agent);
+            [&fixme, &twin]
+                .iter()
+                .all(|c| container(&h, c).is_some_and(|c| c["health"] == "healthy"))
+        },
+    );
+    assert_eq!(
+        container(&host(&agent), &fixme).unwrap()["restart_on_unhealthy"],
+        true
+    );
+    let twin_started = inspect(&twin, "{{.State.StartedAt}}");
+    let fixme_started = inspect(&fixme, "{{.State.StartedAt}}");
+
+    // Both fall sick (the flag file survives a restart, so a restart does not cure it: the
+    // watchdog must then hold back for the cooldown, and stop at the hourly cap).
+    for c in [&fixme, &twin] {
+        sh(Command::new("docker").args(["exec", c, "/sleeper", "--sick"]));
+    }
+    wait_until("the first restart", Duration::from_secs(60), || {
+        !remediations(&data, "remediation_completed", &fixme).is_empty()
+    });
+    assert_ne!(inspect(&fixme, "{{.State.StartedAt}}"), fixme_started);
+    let first = &remediations(&data, "remediation_started", &fixme)[0];
+    assert!(
+        first["payload"]["failing_streak"].as_i64().unwrap() >= 3,
+        "{first}"
+    );
+    assert_eq!(first["payload"]["action"], "restart");
+    assert!(
+        !first["payload"]["health_log"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{first}"
+    );
+    assert_eq!(first["source"], "labmesh-watchdog");
+
+    wait_until(
+        "the second restart, after the cooldown",
+        Duration::from_secs(60),
+        || remediations(&data, "remediation_completed", &fixme).len() >= 2,
+    );
+    let started = remediations(&data, "remediation_started", &fixme);
+    let at =
+        |e: &Value| chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+    let gap = at(&started[1]) - at(&started[0]);
+    assert!(
+        gap >= chrono::Duration::seconds(6),
+        "restarted again after {gap}"
+    );
+
+    // The cap (2 an hour): it stays unhealthy, and is not restarted a third time.
+    wait_until(
+        "unhealthy again after the second restart",
+        Duration::from_secs(30),
+        || {
+            container(&host(&agent), &fixme).is_some_and(|c| {
+                c["health"] == "unhealthy" && c["failing_streak"].as_i64().unwrap_or(0) >= 3
+            })
+        },
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(remediations(&data, "remediation_started", &fixme).len(), 2);
+    assert!(
+        agent
+            .log_text()
+            .contains("restarted the most times allowed in an hour")
+    );
+
+    // Left alone: the unlabelled twin, sick all along, and the labelled container stopped
+    // on purpose.
+    assert_eq!(inspect(&twin, "{{.State.StartedAt}}"), twin_started);
+    assert_eq!(inspect(&twin, "{{.State.Health.Status}}"), "unhealthy");
+    assert!(remediations(&data, "remediation_started", &twin).is_empty());
+    assert_eq!(inspect(&stopped, "{{.State.Status}}"), "exited");
+    assert!(remediations(&data, "remediation_started", &stopped).is_empty());
+
+    // One page per remediation.
+    wait_until("a page per restart", Duration::from_secs(30), || {
+        pages(&seen, &fixme) == 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pages(&seen, &fixme), 2);
+}
+
+/// Distinct firing `container_remediated` alerts about `container` the receiver got.
+fn pages(seen: &labmesh_tests::receiver::Seen, container: &str) -> usize {
+    let mut subjects: Vec<String> = labmesh_tests::receiver::alert_bodies(
+        seen,
+        Some("/hook"),
+        "firing",
+        "container_remediated",
+    )
+    .iter()
+    .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+    .filter(|a| a["rule"] == "container_remediated" && a["labels"]["service"] == container)
+    .filter_map(|a| a["labels"]["subject"].as_str().map(str::to_owned))
+    .collect();
+    subjects.sort();
+    subjects.dedup();
+    subjects.len()
+}

@@ -324,6 +324,14 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
         Some((mesh.clone(), scoring)),
         stop_peer_rx.clone(),
     );
+    // Ends with the agent (it waits on samples and restarts rarely): not awaited at shutdown.
+    tokio::spawn(crate::drivers::remediation::run(
+        settings.remediation.clone(),
+        store.clone(),
+        settings.name.clone(),
+        host.clone(),
+        stop_peer_rx.clone(),
+    ));
     let history_task = crate::drivers::history::start(
         store.clone(),
         settings.name.clone(),

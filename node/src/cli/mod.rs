@@ -84,6 +84,13 @@ impl AgentArgs {
             floors: self.floors.overrides(),
             worker_interval: self.worker_interval.clone(),
             worker_missed_intervals: self.worker_missed_intervals,
+            remediation: labmesh::config::RemediationOverrides {
+                off: self.no_remediation,
+                containers: self.restart_unhealthy.clone(),
+                unhealthy_streak: self.remediation_streak,
+                cooldown: self.remediation_cooldown.clone(),
+                max_per_hour: self.remediation_max_per_hour,
+            },
         }
     }
 }
@@ -471,6 +478,32 @@ pub struct AgentArgs {
     /// A worker is stale after this many intervals without a heartbeat (default 2).
     #[arg(long, env = "LABMESH_WORKER_MISSED_INTERVALS", value_name = "N")]
     pub worker_missed_intervals: Option<u32>,
+
+    /// Restart this container when its Docker health check keeps failing (repeatable; as the
+    /// label `labmesh.restart=on-unhealthy` does).
+    #[arg(
+        long,
+        env = "LABMESH_RESTART_UNHEALTHY",
+        value_delimiter = ',',
+        value_name = "CONTAINER"
+    )]
+    pub restart_unhealthy: Vec<String>,
+
+    /// Consecutive failed health checks before an opted-in container is restarted (default 3).
+    #[arg(long, env = "LABMESH_REMEDIATION_STREAK", value_name = "N")]
+    pub remediation_streak: Option<i64>,
+
+    /// Least time between two restarts of one container (default 10m).
+    #[arg(long, env = "LABMESH_REMEDIATION_COOLDOWN", value_name = "DURATION")]
+    pub remediation_cooldown: Option<String>,
+
+    /// Most restarts of one container in any hour (default 3).
+    #[arg(long, env = "LABMESH_REMEDIATION_MAX_PER_HOUR", value_name = "N")]
+    pub remediation_max_per_hour: Option<u32>,
+
+    /// Never restart containers, whatever their labels say.
+    #[arg(long, env = "LABMESH_NO_REMEDIATION")]
+    pub no_remediation: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -31,6 +31,8 @@ pub struct ConfigFile {
     pub admit: AdmitSection,
     #[serde(default)]
     pub workers: WorkersSection,
+    #[serde(default)]
+    pub remediation: RemediationSection,
     /// `[[check]]` tables (validated by `checks::config`, which needs their spans).
     #[serde(default, rename = "check")]
     pub checks: Vec<toml::Spanned<crate::checks::config::RawCheck>>,
@@ -67,6 +69,16 @@ pub struct AdmitSection {
 pub struct WorkersSection {
     pub default_interval: Option<String>,
     pub missed_intervals: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationSection {
+    pub enabled: Option<bool>,
+    pub containers: Option<Vec<String>>,
+    pub unhealthy_streak: Option<i64>,
+    pub cooldown: Option<String>,
+    pub max_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

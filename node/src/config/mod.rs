@@ -11,7 +11,7 @@ mod overrides;
 pub use file::{
     AdmitSection, ConfigFile, LogSection, MeshSection, ProbesSection, StoreSection, WorkersSection,
 };
-pub use overrides::{AgentOverrides, FloorOverrides, Overrides};
+pub use overrides::{AgentOverrides, FloorOverrides, Overrides, RemediationOverrides};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,8 @@ pub struct Settings {
     /// Health checks from `[[check]]` tables.
     pub checks: Vec<crate::checks::CheckDef>,
     pub workers: WorkerSettings,
+    /// The unhealthy-container watchdog (`[remediation]`).
+    pub remediation: crate::remediation::RemediationSettings,
     /// The alerting config (`[alerting]`, `[[rule]]`, `[[receiver]]`, `[[route]]`,
     /// `[[maintenance]]`), validated.
     pub alerting: alerting::Config,
@@ -495,7 +497,48 @@ impl Settings {
                 from_file("workers.missed_intervals")
             )));
         }
+        let remediation = {
+            let flags = agent.map(|a| &a.remediation);
+            let section = &file.remediation;
+            let defaults = crate::remediation::RemediationSettings::default();
+            let mut containers = section.containers.clone().unwrap_or_default();
+            containers.extend(flags.map(|f| f.containers.clone()).unwrap_or_default());
+            containers.sort();
+            containers.dedup();
+            let r = crate::remediation::RemediationSettings {
+                enabled: !flags.is_some_and(|f| f.off) && section.enabled.unwrap_or(true),
+                unhealthy_streak: flags
+                    .and_then(|f| f.unhealthy_streak)
+                    .or(section.unhealthy_streak)
+                    .unwrap_or(defaults.unhealthy_streak),
+                cooldown: duration(
+                    flags.and_then(|f| f.cooldown.as_ref()),
+                    &section.cooldown,
+                    "remediation.cooldown",
+                    defaults.cooldown,
+                )?,
+                max_per_hour: flags
+                    .and_then(|f| f.max_per_hour)
+                    .or(section.max_per_hour)
+                    .unwrap_or(defaults.max_per_hour),
+                containers,
+            };
+            if r.unhealthy_streak < 1 {
+                return Err(UsageError(format!(
+                    "{}: must be at least 1 (default 3)",
+                    from_file("remediation.unhealthy_streak")
+                )));
+            }
+            if r.max_per_hour < 1 {
+                return Err(UsageError(format!(
+                    "{}: must be at least 1 (default 3; `enabled = false` turns restarts off)",
+                    from_file("remediation.max_per_hour")
+                )));
+            }
+            r
+        };
         Ok(Settings {
+            remediation,
             alerting,
             probe_interval,
             history_interval,

@@ -45,6 +45,17 @@ pub struct AgentOverrides {
     pub floors: FloorOverrides,
     pub worker_interval: Option<String>,
     pub worker_missed_intervals: Option<u32>,
+    pub remediation: RemediationOverrides,
+}
+
+/// The unhealthy-container watchdog from flags (`--restart-unhealthy NAME`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct RemediationOverrides {
+    pub off: bool,
+    pub containers: Vec<String>,
+    pub unhealthy_streak: Option<i64>,
+    pub cooldown: Option<String>,
+    pub max_per_hour: Option<u32>,
 }
 
 /// Admission floors from flags (`--min-free-mem 2G`, ...).

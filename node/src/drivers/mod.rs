@@ -17,6 +17,7 @@ pub mod history;
 pub mod mesh;
 pub mod notify;
 pub mod probes;
+pub mod remediation;
 pub mod runs;
 pub mod sync;
 pub mod workers;

@@ -37,6 +37,31 @@ fn explain(host: &str, e: &dyn std::fmt::Display) -> String {
     format!("cannot reach Docker at {host}: {text}{hint}")
 }
 
+/// Restarts `container` (the engine stops it with SIGTERM, then SIGKILL after `grace`, and
+/// starts it again), within `grace` plus `limit`. The error names the engine and the cause.
+pub async fn restart(container: &str, grace: Duration, limit: Duration) -> Result<(), String> {
+    let host = engine().map_err(|absent| absent.reason().unwrap_or("no Docker").to_owned())?;
+    let client = Client::connect_with_host(&host)
+        .map_err(|e| explain(&host, &e))?
+        .with_timeout(grace + limit);
+    let options = bollard::query_parameters::RestartContainerOptionsBuilder::default()
+        .t(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX))
+        .build();
+    match tokio::time::timeout(
+        grace + limit,
+        client.restart_container(container, Some(options)),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(explain(&host, &e)),
+        Err(_) => Err(format!(
+            "Docker at {host} did not restart {container} within {} s",
+            (grace + limit).as_secs()
+        )),
+    }
+}
+
 /// Samples every container, within `limit` in all.
 pub async fn sample(limit: Duration) -> Probe<Docker> {
     let host = match engine() {
@@ -87,6 +112,12 @@ async fn containers(client: &Client, host: &str) -> Probe<Docker> {
             exit_code: None,
             oom_killed: None,
             error: None,
+            restart_on_unhealthy: summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(super::RESTART_LABEL.0))
+                .is_some_and(|v| v == super::RESTART_LABEL.1),
+            health_log: Vec::new(),
         };
         let id = summary.id.as_deref().unwrap_or(&name);
         match client.inspect_container(id, None).await {
@@ -115,6 +146,7 @@ async fn containers(client: &Client, host: &str) -> Probe<Docker> {
                             .map(|s| s.to_string())
                             .filter(|s| !s.is_empty() && s != "none");
                         c.failing_streak = h.failing_streak.filter(|_| c.health.is_some());
+                        c.health_log = health_lines(h.log.as_deref().unwrap_or_default());
                     }
                 }
             }
@@ -138,9 +170,55 @@ async fn containers(client: &Client, host: &str) -> Probe<Docker> {
     })
 }
 
+/// How many health-check outputs to keep, and how long each may be: enough to say why.
+const HEALTH_LINES: usize = 3;
+const HEALTH_LINE_CHARS: usize = 200;
+
+/// The last [`HEALTH_LINES`] health-check outputs, each its first non-empty line, shortened.
+fn health_lines(log: &[bollard::models::HealthcheckResult]) -> Vec<String> {
+    let start = log.len().saturating_sub(HEALTH_LINES);
+    log[start..]
+        .iter()
+        .map(|r| {
+            let line = r
+                .output
+                .as_deref()
+                .and_then(|o| o.lines().map(str::trim).find(|l| !l.is_empty()))
+                .unwrap_or("");
+            let line: String = line.chars().take(HEALTH_LINE_CHARS).collect();
+            match r.exit_code {
+                Some(code) if line.is_empty() => format!("exit {code}"),
+                Some(code) => format!("exit {code}: {line}"),
+                None => line,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_lines_keep_the_last_three_outputs_first_line_each() {
+        let r = |code: i64, out: &str| bollard::models::HealthcheckResult {
+            exit_code: Some(code),
+            output: Some(out.to_owned()),
+            ..Default::default()
+        };
+        let log = [
+            r(0, "ok"),
+            r(1, "\n  curl: (7) Failed to connect\nmore"),
+            r(1, ""),
+            r(1, &"x".repeat(500)),
+        ];
+        let lines = health_lines(&log);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], "exit 1: curl: (7) Failed to connect");
+        assert_eq!(lines[1], "exit 1");
+        assert_eq!(lines[2].len(), "exit 1: ".len() + HEALTH_LINE_CHARS);
+        assert!(health_lines(&[]).is_empty());
+    }
 
     #[test]
     fn refusal_messages_carry_a_hint() {

@@ -220,7 +220,17 @@ pub struct Container {
     pub oom_killed: Option<bool>,
     /// Set when inspecting this container failed (it may have just been removed).
     pub error: Option<String>,
+    /// The container opted in to restarts when its health check keeps failing (label
+    /// `labmesh.restart=on-unhealthy`; `[remediation] containers` opts in by name too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_on_unhealthy: bool,
+    /// The last health-check outputs the engine kept, oldest first (each trimmed to a line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_log: Vec<String>,
 }
+
+/// The label by which a container opts in to restarts when unhealthy.
+pub const RESTART_LABEL: (&str, &str) = ("labmesh.restart", "on-unhealthy");
 
 /// Takes samples, keeping what the next sample needs (the previous `/proc/stat` and
 /// `/proc/net/dev` readings, the NVML handle). Cheap to clone; clones share that state.
