@@ -309,6 +309,42 @@ fn the_watchdog_restarts_an_opted_in_unhealthy_container_within_its_cooldown_and
     assert_eq!(inspect(&stopped, "{{.State.Status}}"), "exited");
     assert!(remediations(&data, "remediation_started", &stopped).is_empty());
 
+    // `labmesh containers`: health, streak, the watchdog's opt-in and the last remediation;
+    // exit 1 while any is unhealthy.
+    let out = run(labmesh(&data)
+        .args(["containers", "--json", "--api-addr"])
+        .arg(agent.api.to_string()));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        labmesh_tests::stderr(&out)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |name: &str| {
+        listed["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"))
+    };
+    assert_eq!(row(&fixme)["restart_on_unhealthy"], true);
+    assert_eq!(row(&fixme)["last_remediation"]["outcome"], "completed");
+    assert_eq!(row(&twin)["restart_on_unhealthy"], false);
+    assert!(row(&twin)["last_remediation"].is_null());
+    assert_eq!(row(&twin)["health"], "unhealthy");
+    let out = run(labmesh(&data)
+        .args(["containers", "--unhealthy", "--api-addr"])
+        .arg(agent.api.to_string()));
+    let table = labmesh_tests::stdout(&out);
+    assert!(
+        table.contains(&twin) && table.contains("LAST REMEDIATION") && table.contains("completed"),
+        "{table}"
+    );
+    assert!(!table.contains(&stopped), "{table}");
+
     // One page per remediation.
     wait_until("a page per restart", Duration::from_secs(30), || {
         pages(&seen, &fixme) == 2

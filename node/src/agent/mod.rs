@@ -396,6 +396,7 @@ async fn serve(mut settings: Settings) -> Result<(), AgentError> {
         allowed_hosts: settings.api_allowed_hosts.clone(),
         read_token: settings.api_read_token,
         run_metrics: Default::default(),
+        remediation_containers: settings.remediation.containers.clone(),
     });
     tokio::spawn(crate::api::digest_schedule::run(
         state.clone(),

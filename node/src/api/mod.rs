@@ -2,6 +2,7 @@
 //! by later features) need the bearer token in `<data>/api-token`.
 
 pub mod alerts;
+pub mod containers;
 pub mod digest;
 pub mod digest_schedule;
 pub mod host;
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub read_token: bool,
     /// The seed's `homelab_*` run metrics folded so far (`api::metrics::runs`).
     pub run_metrics: std::sync::Mutex<crate::runs::metrics::RunMetrics>,
+    /// Containers `[remediation] containers` opts in to restarts by name.
+    pub remediation_containers: Vec<String>,
 }
 
 /// Whether a request's `Host` names this agent: an IP literal (what a browser sends for an
@@ -144,6 +147,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/deployments", get(|s| world_view(s, "deployments")))
         .route("/v1/sync/now", axum::routing::post(sync_now))
         .route("/v1/host", get(crate::api::host::host))
+        .route("/v1/containers", get(crate::api::containers::containers))
         .route("/v1/admit", get(crate::api::host::admit))
         .route("/v1/checks", get(checks_list))
         .route(

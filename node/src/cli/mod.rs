@@ -179,6 +179,22 @@ pub enum Command {
     /// Prometheus file_sd targets from the live membership: every up node's metrics address
     /// with labels node, role and backend (for `file_sd_configs`; see deploy/prometheus/).
     PrometheusSd(PrometheusSdArgs),
+    /// This node's Docker containers: health, failing streak, restarts, whether the watchdog
+    /// restarts them when unhealthy, last remediation. Exit 1 if any is unhealthy.
+    Containers(ContainersArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ContainersArgs {
+    /// Only the unhealthy ones.
+    #[arg(long)]
+    pub unhealthy: bool,
+    /// Ask this agent (HOST:PORT of its API) instead of the local one.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node: Option<String>,
+    /// Print JSON (the agent's GET /v1/containers).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,6 +5,7 @@ mod agent;
 mod alerts;
 mod certs;
 mod check;
+mod containers;
 mod digest;
 mod emit;
 mod events;
@@ -47,5 +48,6 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&settings()?, args),
         Command::Runs(cmd) => runs::run(&settings()?, cmd),
         Command::PrometheusSd(args) => prometheus_sd::run(&settings()?, args),
+        Command::Containers(args) => containers::run(&settings()?, args),
     }
 }

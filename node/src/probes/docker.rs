@@ -140,7 +140,9 @@ async fn containers(client: &Client, host: &str) -> Probe<Docker> {
                                 (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0) as u64
                             });
                     }
-                    if let Some(h) = state.health {
+                    // The engine keeps the last health status of a stopped container: stale,
+                    // and not a sick service (it was stopped), so only a running one has one.
+                    if let Some(h) = state.health.filter(|_| running) {
                         c.health = h
                             .status
                             .map(|s| s.to_string())
