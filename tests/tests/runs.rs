@@ -687,3 +687,46 @@ fn on_a_terminal_the_command_gets_one_too_and_keeps_its_colours() {
     let out = run_in_script("--no-pty");
     assert!(stdout(&out).contains("no-tty"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_run_that_prints_without_end_keeps_a_bounded_log_and_passes_everything_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = labmesh(&data)
+        .env("LABMESH_RUN_LOG_MAX_BYTES", "4000")
+        .args(["--name", "ws", "run", "--", "seq", "1", "20000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Every line reached the caller.
+    assert_eq!(stdout(&out).lines().count(), 20000);
+    assert_eq!(stdout(&out).lines().last(), Some("20000"));
+    let end = &end_of(&data, &["build_completed"])[0];
+    let log = data
+        .join("logs/runs")
+        .join(format!("{}.jsonl", end["correlation_id"].as_str().unwrap()));
+    let text = std::fs::read_to_string(&log).unwrap();
+    // The output lines stay under the cap; the lifecycle records come on top.
+    assert!(text.len() < 4000 + 2000, "{} bytes", text.len());
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["event"] == "log_truncated")
+            .count(),
+        1,
+        "{text}"
+    );
+    let last = records.last().unwrap();
+    assert!(
+        last["log_lines_dropped"].as_u64().unwrap() > 19000,
+        "{last}"
+    );
+    // The tail in the event still has the real end of the output.
+    let tail = end["payload"]["tail"].as_array().unwrap();
+    assert_eq!(tail.last().unwrap(), "20000", "{end}");
+}

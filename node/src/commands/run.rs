@@ -81,6 +81,10 @@ struct Recorder {
     log: BufWriter<File>,
     redactor: Redactor,
     summary: OutputSummary,
+    /// Output bytes in the log so far, the cap, and lines left out past it.
+    log_bytes: u64,
+    log_cap: u64,
+    lines_dropped: u64,
 }
 
 impl Recorder {
@@ -140,11 +144,20 @@ impl Recorder {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
         };
-        writeln!(
-            self.log,
-            "{}",
-            json!({"timestamp": Utc::now(), "stream": stream, "line": clean})
-        )
+        let record = json!({"timestamp": Utc::now(), "stream": stream, "line": clean}).to_string();
+        if self.log_bytes + record.len() as u64 > self.log_cap {
+            if self.lines_dropped == 0 {
+                self.lifecycle(
+                    "WARN",
+                    "log_truncated",
+                    json!({"max_bytes": self.log_cap, "note": "the run log keeps its first bytes only; the output went on to the terminal"}),
+                )?;
+            }
+            self.lines_dropped += 1;
+            return Ok(());
+        }
+        self.log_bytes += record.len() as u64 + 1;
+        writeln!(self.log, "{record}")
     }
 }
 
@@ -224,6 +237,9 @@ async fn wrap(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
         log: BufWriter::new(log),
         redactor,
         summary: OutputSummary::new(),
+        log_bytes: 0,
+        log_cap: labmesh::runs::logs::run_log_cap(),
+        lines_dropped: 0,
     };
     let start_word = format!("{}_start", schema::event_prefix(rec.kind));
     rec.lifecycle("INFO", &start_word, json!({"command": rec.context.command}))?;
@@ -394,7 +410,7 @@ async fn wrap(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
     rec.lifecycle(
         level,
         &word,
-        json!({"exit_code": exit_code, "duration_seconds": end.duration_seconds}),
+        json!({"exit_code": exit_code, "duration_seconds": end.duration_seconds, "log_lines_dropped": rec.lines_dropped}),
     )?;
     rec.log.flush()?;
     rec.log.get_ref().sync_all()?;

@@ -87,10 +87,33 @@ impl LogFollower {
     }
 }
 
+/// Most bytes of output one run's log keeps (64 MiB): a build that prints without end must not
+/// fill the disk. Past it, lines still pass through and count in the summary and the tail, but
+/// the log keeps one `log_truncated` record instead of them.
+pub const MAX_RUN_LOG_BYTES: u64 = 64 << 20;
+
+/// The cap of one run's log: [`MAX_RUN_LOG_BYTES`], or `LABMESH_RUN_LOG_MAX_BYTES` when set to
+/// a number (smaller for a Raspberry Pi's SD card, larger to keep a whole verbose build).
+pub fn run_log_cap() -> u64 {
+    std::env::var("LABMESH_RUN_LOG_MAX_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(MAX_RUN_LOG_BYTES)
+}
+
+/// Most bytes all run logs together keep (1 GiB): past it, the oldest logs go first, even
+/// within the retention window.
+pub const MAX_RUN_LOGS_BYTES: u64 = 1 << 30;
+
 /// Removes run logs (and leftover phase files) last modified more than `days` days before
-/// `now`. Links and folders are left alone (nothing outside the folder is ever touched).
-/// Returns how many files went.
+/// `now`, then the oldest ones while all together exceed [`MAX_RUN_LOGS_BYTES`]. Links and
+/// folders are left alone (nothing outside the folder is ever touched). Returns how many
+/// files went.
 pub fn prune(dir: &Path, now: SystemTime, days: u32) -> std::io::Result<usize> {
+    prune_to(dir, now, days, MAX_RUN_LOGS_BYTES)
+}
+
+fn prune_to(dir: &Path, now: SystemTime, days: u32, max_total: u64) -> std::io::Result<usize> {
     let keep_from = now
         .checked_sub(Duration::from_secs(u64::from(days) * 86_400))
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -100,6 +123,7 @@ pub fn prune(dir: &Path, now: SystemTime, days: u32) -> std::io::Result<usize> {
         Err(e) => return Err(e),
     };
     let mut removed = 0;
+    let mut kept: Vec<(SystemTime, u64, std::path::PathBuf)> = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         let is_run_file = path
@@ -111,8 +135,24 @@ pub fn prune(dir: &Path, now: SystemTime, days: u32) -> std::io::Result<usize> {
         if !is_run_file || !meta.file_type().is_file() {
             continue;
         }
-        if meta.modified().is_ok_and(|m| m < keep_from) && std::fs::remove_file(&path).is_ok() {
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        if modified < keep_from {
+            if std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        } else {
+            kept.push((modified, meta.len(), path));
+        }
+    }
+    let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
+    kept.sort();
+    for (_, len, path) in kept {
+        if total <= max_total {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
             removed += 1;
+            total -= len;
         }
     }
     Ok(removed)
@@ -168,5 +208,21 @@ mod tests {
         assert!(d.join("notes.txt").exists());
         assert!(outside.path().join("victim.jsonl").exists());
         assert_eq!(prune(&d.join("missing"), later, 30).unwrap(), 0);
+    }
+
+    #[test]
+    fn past_the_size_cap_the_oldest_logs_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        for (name, age_s) in [("old.jsonl", 300), ("mid.jsonl", 200), ("new.jsonl", 100)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![b'x'; 100]).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(now - Duration::from_secs(age_s)).unwrap();
+        }
+        assert_eq!(prune_to(dir.path(), now, 30, 250).unwrap(), 1);
+        assert!(!dir.path().join("old.jsonl").exists());
+        assert!(dir.path().join("mid.jsonl").exists() && dir.path().join("new.jsonl").exists());
+        assert_eq!(prune_to(dir.path(), now, 30, 250).unwrap(), 0);
     }
 }
