@@ -1,5 +1,7 @@
 //! Hosts without `/proc` (macOS): CPU, load, memory, uptime and network from sysinfo. CPU steal
-//! is a Linux `/proc/stat` column, so it is reported absent here.
+//! is a Linux `/proc/stat` column, so it is reported absent here. On macOS, memory and swap come
+//! from `vm_stat` and `sysctl` ([`super::macos`]) as Activity Monitor counts them, and from
+//! sysinfo only when those commands fail.
 //!
 //! Compiled on every OS (only used off Linux) so that Linux CI type-checks and tests it too.
 
@@ -47,7 +49,6 @@ impl SysinfoProbe {
         let (cpu, memory) = match &mut self.sys {
             Ok(sys) => {
                 sys.refresh_cpu_usage();
-                sys.refresh_memory();
                 let now = Instant::now();
                 let interval_ms = now.duration_since(self.cpu_refreshed).as_millis() as u64;
                 self.cpu_refreshed = now;
@@ -57,9 +58,12 @@ impl SysinfoProbe {
                     cores: sys.cpus().len() as u32,
                     interval_ms,
                 });
-                (cpu, Probe::Ok(memory_of(sys)))
+                (cpu, Probe::Ok(memory(sys)))
             }
-            Err(e) => (Probe::error(&*e), Probe::error(&*e)),
+            Err(e) => (
+                Probe::error(&*e),
+                macos_memory().map_or_else(|| Probe::error(&*e), Probe::Ok),
+            ),
         };
         OsPart {
             cpu,
@@ -95,6 +99,25 @@ impl SysinfoProbe {
     }
 }
 
+/// On macOS, memory from `vm_stat` and `sysctl`; `None` elsewhere or when they fail.
+fn macos_memory() -> Option<Memory> {
+    if !cfg!(target_os = "macos") {
+        return None;
+    }
+    super::macos::memory_now()
+        .map_err(|e| tracing::debug!(error = %e, "macOS memory commands failed; using sysinfo"))
+        .ok()
+}
+
+/// Memory as of now: on macOS from `vm_stat` and `sysctl` when they answer, else from sysinfo.
+fn memory(sys: &mut System) -> Memory {
+    if let Some(m) = macos_memory() {
+        return m;
+    }
+    sys.refresh_memory();
+    memory_of(sys)
+}
+
 fn memory_of(sys: &System) -> Memory {
     let total = sys.total_memory();
     let available = sys.available_memory().min(total);
@@ -125,8 +148,11 @@ fn counters(networks: &Networks) -> Vec<NetCounters> {
         .collect()
 }
 
-/// Memory as of now, from sysinfo.
+/// Memory as of now: on macOS from `vm_stat` and `sysctl` when they answer, else from sysinfo.
 pub(super) fn memory_now() -> Probe<Memory> {
+    if let Some(m) = macos_memory() {
+        return Probe::Ok(m);
+    }
     match system() {
         Ok(mut sys) => {
             sys.refresh_memory();

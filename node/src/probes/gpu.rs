@@ -1,7 +1,8 @@
 //! NVIDIA GPUs through NVML, loaded at run time (nvml-wrapper opens `libnvidia-ml.so.1`): name,
 //! VRAM used/total, utilisation, temperature for each device. A host without the library or the
 //! driver reports `absent` with the reason, in well under a millisecond; nothing here ever stops
-//! the other probes.
+//! the other probes. On macOS, where there is no NVML, the GPUs come from `system_profiler`
+//! ([`super::macos`]): model, Metal family, and VRAM only where a discrete GPU has its own.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ use super::{Gpu, Gpus, Probe};
 const RETRY_AFTER: Duration = Duration::from_secs(300);
 
 pub struct GpuProbe {
+    /// NVML, or the answer to give without it (the reason it is absent; on macOS, the GPUs
+    /// `system_profiler` lists, read again when NVML would be retried).
     nvml: Result<Nvml, Probe<Gpus>>,
     tried: Instant,
 }
@@ -49,7 +52,7 @@ fn init_failure(e: &NvmlError) -> Probe<Gpus> {
 
 fn load() -> Result<Nvml, Probe<Gpus>> {
     if cfg!(target_os = "macos") {
-        return Err(Probe::absent("no NVIDIA GPU: NVML does not exist on macOS"));
+        return Err(super::macos::gpus_now());
     }
     Nvml::init().map_err(|e| init_failure(&e))
 }
@@ -150,12 +153,19 @@ mod tests {
     use super::*;
 
     /// Without an NVIDIA driver (CI, this machine) the answer is `absent` with a reason; with
-    /// one, every device has a name and VRAM figures. Never a panic, never slow.
+    /// one, every device has a name and VRAM figures. Never a panic, never slow. On a Mac, the
+    /// GPUs system_profiler lists, each named (unified memory has no VRAM figure).
     #[test]
     fn absent_or_real_devices() {
         let started = Instant::now();
         let mut probe = GpuProbe::new();
         let sample = probe.sample();
+        if cfg!(target_os = "macos") {
+            let gpus = sample.ok().expect("system_profiler lists this Mac's GPUs");
+            assert!(!gpus.devices.is_empty());
+            assert!(gpus.devices.iter().all(|d| d.name.is_some()));
+            return;
+        }
         match &sample {
             Probe::Absent { reason } => assert!(reason.starts_with("no NVIDIA GPU"), "{reason}"),
             Probe::Ok(g) => assert!(g.devices.iter().all(|d| d.vram_total_bytes.is_some())),

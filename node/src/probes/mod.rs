@@ -3,14 +3,16 @@
 //!
 //! Every probe answers on its own: one that cannot run (no GPU, no Docker, a `/proc` file that
 //! does not parse) reports `absent` or `error` with a reason, as data, and the others go on.
-//! On Linux the figures come from `/proc` (pure parsers in [`proc`]); elsewhere (macOS) from
-//! sysinfo, and CPU steal is reported absent.
+//! On Linux the figures come from `/proc` (pure parsers in [`proc`]); on macOS memory and swap
+//! from `vm_stat` and `sysctl`, GPUs from `system_profiler` (pure parsers in [`macos`], tested
+//! with recorded outputs), the rest from sysinfo; CPU steal is reported absent there.
 
 pub mod disks;
 pub mod docker;
 mod fallback;
 pub mod gpu;
 mod host;
+pub mod macos;
 pub mod proc;
 pub mod summary;
 

@@ -68,16 +68,12 @@ pub fn git_object_bytes(dir: &Path) -> Option<u64> {
 }
 
 /// The operating system's name and version as a person would say it: `PRETTY_NAME` of
-/// `/etc/os-release` on Linux, `sw_vers -productVersion` on a Mac.
+/// `/etc/os-release` on Linux, `sw_vers` on a Mac ("macOS 14.5 (23F79)").
 pub fn os_version() -> Option<String> {
     if cfg!(target_os = "macos") {
-        let out = Command::new("sw_vers")
-            .arg("-productVersion")
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        let v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        return (!v.is_empty()).then(|| format!("macOS {v}"));
+        return crate::probes::macos::os_version_now()
+            .map_err(|e| tracing::debug!(error = %e, "OS version"))
+            .ok();
     }
     let text = std::fs::read_to_string("/etc/os-release").ok()?;
     os_release_pretty_name(&text)
@@ -92,10 +88,14 @@ pub fn os_release_pretty_name(text: &str) -> Option<String> {
 }
 
 /// The GPU the run can use, in one line: NVIDIA's model, driver and CUDA version through NVML,
-/// or Metal on a Mac. `None` elsewhere.
+/// or on a Mac the model and Metal family `system_profiler` gives ("Apple M2 Pro (19-core GPU),
+/// Metal 3, unified memory"; plain "Apple Metal" when it gives nothing). `None` elsewhere.
 pub fn gpu_line() -> Option<String> {
     if cfg!(target_os = "macos") {
-        return Some("Apple Metal".to_owned());
+        return Some(crate::probes::macos::gpu_line_now().unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "GPU line");
+            "Apple Metal".to_owned()
+        }));
     }
     let nvml = nvml_wrapper::Nvml::init().ok()?;
     let count = nvml.device_count().ok()?;
